@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# The test command: installs missing system packages, then runs format, lint and all tests, then
+# checks that no FUSE mount was left behind. Mounted tests need root and /dev/fuse; with CI=true a
+# missing /dev/fuse (or not being root) is an error, elsewhere those tests skip with a reason.
+#
+# Usage: scripts/test.sh [extra args for the test binaries, e.g. a test name filter]
+# Env:   CI=true                       fail instead of skipping when FUSE is unavailable
+#        UNIONFUSE_TEST_TIMEOUT=40m    limit for `cargo test` (a hung mount must not eat the CI budget)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+
+PACKAGES=(fuse3 attr fuse-overlayfs busybox-static)
+CI="${CI:-false}"
+TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
+
+baseline="$(mktemp)"
+after="$(mktemp)"
+declare -a results=()
+failed=0
+
+log() { printf '\n==> %s\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+fuse_mounts() { awk '$3 ~ /^fuse/ { print $2, $3 }' /proc/mounts | sort; }
+
+# Mounts that appeared while we ran (on CI the baseline is empty, so: any FUSE mount).
+new_fuse_mounts() {
+    fuse_mounts >"$after"
+    comm -13 "$baseline" "$after"
+}
+
+cleanup() {
+    local status=$?
+    # Never leave a mount behind, even after a failure or Ctrl-C; the leak was already reported.
+    local mnt _type
+    while read -r mnt _type; do
+        [[ -n "$mnt" ]] || continue
+        mnt="$(printf '%b' "$mnt")" # /proc/mounts escapes spaces as \040
+        fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    done < <(new_fuse_mounts 2>/dev/null || true)
+    rm -f "$baseline" "$after"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs one named step, records pass/fail and its duration; later steps still run.
+step() {
+    local name=$1
+    shift
+    log "$name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        results+=("PASS  $name ($((SECONDS - start))s)")
+    else
+        results+=("FAIL  $name ($((SECONDS - start))s, exit $?)")
+        failed=1
+    fi
+}
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo "$@"
+    else
+        return 1
+    fi
+}
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "system packages present: ${PACKAGES[*]}"
+        return 0
+    fi
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get update -qq ||
+        ! as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        if [[ "$CI" == true ]]; then
+            die "could not install ${missing[*]} (need root or passwordless sudo)"
+        fi
+        echo "warning: could not install ${missing[*]}; tests needing them will skip" >&2
+    fi
+}
+
+check_fuse() {
+    local reason=""
+    if [[ ! -c /dev/fuse ]]; then
+        reason="/dev/fuse is missing"
+    elif [[ $EUID -ne 0 ]]; then
+        reason="not root (mounted tests and kernel-overlay comparisons need root)"
+    elif ! command -v fusermount3 >/dev/null; then
+        reason="fusermount3 is not installed"
+    fi
+    if [[ -z "$reason" ]]; then
+        echo "FUSE available: mounted tests will run"
+    elif [[ "$CI" == true ]]; then
+        die "CI=true but $reason: mounted tests must run in CI"
+    else
+        echo "warning: $reason: mounted tests will skip (each prints why)" >&2
+    fi
+}
+
+# Test binaries get --test-threads=2 (the CI machine has 2 cores) plus any filter given to us.
+run_tests() {
+    timeout --kill-after=30s "$TEST_TIMEOUT" cargo test -- --test-threads=2 "$@"
+}
+
+check_no_mount_left() {
+    local leaked
+    leaked="$(new_fuse_mounts)"
+    if [[ -n "$leaked" ]]; then
+        echo "FUSE mounts left behind by the tests (a test did not unmount):" >&2
+        printf '  %s\n' "$leaked" >&2
+        return 1
+    fi
+    echo "no FUSE mount left behind"
+}
+
+log "environment"
+echo "CI=$CI  user=$(id -un)  kernel=$(uname -r)  cores=$(nproc)"
+cargo --version
+rustc --version
+fuse_mounts >"$baseline"
+if [[ -s "$baseline" ]]; then
+    echo "FUSE mounts present before the run (ignored by the leak check):"
+    sed 's/^/  /' "$baseline"
+fi
+
+log "system packages"
+install_packages
+check_fuse
+
+step "format" cargo fmt --all --check
+step "clippy" cargo clippy --all-targets -- -D warnings
+step "tests" run_tests "$@"
+step "mount leak check" check_no_mount_left
+
+log "summary"
+printf '  %s\n' "${results[@]}"
+if [[ $failed -ne 0 ]]; then
+    echo "FAILED"
+    exit 1
+fi
+echo "all passed"
