@@ -1,0 +1,483 @@
+//! Layer stacks in temp dirs and mount guards. `UnionMount` runs the unionfuse binary in the
+//! foreground; `KernelOverlay` is `mount -t overlay`. Both unmount on Drop, even when the test
+//! panics, and never leave a mount or a process behind. A guard borrows its `Stack`, so the temp
+//! dirs cannot be deleted while still mounted.
+//!
+//! `UNIONFUSE_TEST_BACKEND=kernel` makes `UnionMount` mount kernel overlayfs instead: the suite
+//! then checks itself against the reference implementation.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::tree::Tree;
+
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// True when mounts can be made. Without /dev/fuse or root: panics under CI=true (a CI that
+/// silently skips every mounted test is worse than a red one), otherwise prints why and returns
+/// false so the test returns early.
+pub fn require_fuse() -> bool {
+    let reason = if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse is missing")
+    } else if unsafe_geteuid() != 0 {
+        Some("not running as root")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("mounted tests cannot run under CI: {r}")
+        }
+        Some(r) => {
+            eprintln!("skipping mounted test: {r}");
+            false
+        }
+    }
+}
+
+fn unsafe_geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// True when `UNIONFUSE_TEST_BACKEND=kernel`: the "unionfuse" mounts are kernel overlayfs.
+pub fn kernel_backend() -> bool {
+    std::env::var("UNIONFUSE_TEST_BACKEND").as_deref() == Ok("kernel")
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_unionfuse")
+}
+
+/// Undo mountinfo's octal escapes (`\040` for space etc).
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Filesystem type of the topmost mount at exactly `p`, if `p` is a mount point.
+pub fn mount_fstype(p: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let want = p.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.len() > 4 && unescape_mountinfo(fields[4]) == want.as_os_str().as_bytes() {
+            found = fields.get(sep + 1).map(|s| s.to_string());
+        }
+    }
+    found
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    mount_fstype(p).is_some()
+}
+
+/// `umount p`, then `umount -l p` if that fails. Returns whether `p` is no longer mounted.
+pub fn force_unmount(p: &Path) -> bool {
+    for args in [&[][..], &["-l"][..]] {
+        if !is_mounted(p) {
+            return true;
+        }
+        let _ = Command::new("umount")
+            .args(args)
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+    !is_mounted(p)
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A layer stack in one temp dir: `lower0` (topmost) .. `lowerN`, optional `upper`, `mnt`, and a
+/// fresh work dir for each mount.
+pub struct Stack {
+    pub base: TempDir,
+    pub lowers: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub mnt: PathBuf,
+}
+
+impl Stack {
+    /// `n` empty lowers (index 0 is the topmost) and an empty upper.
+    pub fn new(n: usize) -> Stack {
+        Stack::build(n, true)
+    }
+
+    /// `n` empty lowers and no upper: a read-only union.
+    pub fn readonly(n: usize) -> Stack {
+        Stack::build(n, false)
+    }
+
+    fn build(n: usize, with_upper: bool) -> Stack {
+        let base = tempfile::Builder::new()
+            .prefix("unionfuse-test-")
+            .tempdir()
+            .expect("create temp dir for layer stack");
+        let mk = |name: &str| {
+            let p = base.path().join(name);
+            std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+            p
+        };
+        let lowers = (0..n).map(|i| mk(&format!("lower{i}"))).collect();
+        let upper = with_upper.then(|| mk("upper"));
+        let mnt = mk("mnt");
+        Stack {
+            base,
+            lowers,
+            upper,
+            mnt,
+        }
+    }
+
+    pub fn lower(&self, i: usize) -> &Path {
+        &self.lowers[i]
+    }
+
+    pub fn upper(&self) -> &Path {
+        self.upper.as_deref().expect("this stack has no upper")
+    }
+
+    /// A new empty work dir next to the upper (same filesystem).
+    pub fn new_workdir(&self) -> PathBuf {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = self.base.path().join(format!("work{n}"));
+        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+
+    /// A copy of this stack's layers (cp -a, so whiteouts, xattrs, links and times survive).
+    pub fn duplicate(&self) -> Stack {
+        let new = Stack::build(0, false);
+        let lowers = self
+            .lowers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let to = new.base.path().join(format!("lower{i}"));
+                super::layers::copy_tree(l, &to);
+                to
+            })
+            .collect();
+        let upper = self.upper.as_ref().map(|u| {
+            let to = new.base.path().join("upper");
+            super::layers::copy_tree(u, &to);
+            to
+        });
+        Stack {
+            lowers,
+            upper,
+            ..new
+        }
+    }
+
+    /// Digests of all lowers, to compare after the test with `assert_lowers_unchanged`.
+    pub fn lower_digests(&self) -> Vec<Tree> {
+        self.lowers.iter().map(|l| Tree::layer_digest(l)).collect()
+    }
+
+    #[track_caller]
+    pub fn assert_lowers_unchanged(&self, before: &[Tree]) {
+        for (i, (l, b)) in self.lowers.iter().zip(before).enumerate() {
+            let now = Tree::layer_digest(l);
+            if let Some(d) = b.diff(&now, true) {
+                panic!("lower{i} ({}) was modified:\n{d}", l.display());
+            }
+        }
+    }
+
+    /// The argv of `unionfuse mount` for this stack (without --foreground).
+    pub fn mount_args(&self, work: &Path) -> Vec<OsString> {
+        let lowers = self
+            .lowers
+            .iter()
+            .map(|l| l.as_os_str().to_owned())
+            .collect::<Vec<_>>()
+            .join(std::ffi::OsStr::new(":"));
+        let mut args: Vec<OsString> = vec!["mount".into(), lowers];
+        if let Some(u) = &self.upper {
+            args.push(u.into());
+        }
+        args.push(self.mnt.clone().into());
+        args.push("--workdir".into());
+        args.push(work.into());
+        args
+    }
+}
+
+/// unionfuse mounted in the foreground on `stack.mnt`.
+pub struct UnionMount<'a> {
+    pub stack: &'a Stack,
+    child: Option<Child>,
+    kernel: Option<KernelOverlay<'a>>,
+    pub log: PathBuf,
+}
+
+impl<'a> UnionMount<'a> {
+    /// Mount the stack; panics (with the daemon's log) if it is not live within 10 s.
+    pub fn new(stack: &'a Stack) -> UnionMount<'a> {
+        UnionMount::with_args(stack, &[])
+    }
+
+    /// Mount with extra arguments (e.g. `["-o", "ro"]`) after the standard ones.
+    pub fn with_args(stack: &'a Stack, extra: &[&str]) -> UnionMount<'a> {
+        let log = stack.base.path().join(format!(
+            "unionfuse-{}.log",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if kernel_backend() {
+            // Only `-o OPTS` has a kernel equivalent; other flags are unionfuse's own.
+            let opts = match extra {
+                ["-o", o] => *o,
+                _ => "",
+            };
+            let kernel = Some(KernelOverlay::with_opts(stack, opts));
+            return UnionMount {
+                stack,
+                child: None,
+                kernel,
+                log,
+            };
+        }
+        assert!(
+            !is_mounted(&stack.mnt),
+            "{} is already a mount point",
+            stack.mnt.display()
+        );
+        let work = stack.new_workdir();
+        let logf = File::create(&log).expect("create unionfuse log file");
+        let child = Command::new(binary())
+            .args(stack.mount_args(&work))
+            .arg("--foreground")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log file"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn unionfuse");
+        let mut m = UnionMount {
+            stack,
+            child: Some(child),
+            kernel: None,
+            log,
+        };
+        m.wait_mounted();
+        m
+    }
+
+    fn wait_mounted(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(fstype) = mount_fstype(&self.stack.mnt) {
+                assert!(
+                    fstype.starts_with("fuse"),
+                    "{} is mounted with type {fstype}, expected fuse",
+                    self.stack.mnt.display()
+                );
+                return;
+            }
+            let child = self.child.as_mut().expect("foreground child");
+            if let Some(status) = child.try_wait().expect("try_wait unionfuse") {
+                self.child = None;
+                panic!(
+                    "unionfuse exited with {status} before the mount was live\n--- log ---\n{}",
+                    self.log_text()
+                );
+            }
+            if start.elapsed() > MOUNT_TIMEOUT {
+                panic!(
+                    "unionfuse did not mount {} within {MOUNT_TIMEOUT:?}\n--- log ---\n{}",
+                    self.stack.mnt.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.stack.mnt
+    }
+
+    /// `mnt/rel`.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.stack.mnt.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<no log: {e}>"))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Wait for the daemon to exit by itself (after a signal or an external umount).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait unionfuse") {
+                self.child = None;
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Unmount now and return the daemon's exit status (None for the kernel backend).
+    pub fn unmount(mut self) -> Option<ExitStatus> {
+        if let Some(k) = self.kernel.take() {
+            drop(k);
+            return None;
+        }
+        let ok = force_unmount(&self.stack.mnt);
+        assert!(ok, "could not unmount {}", self.stack.mnt.display());
+        let st = self.wait_exit(EXIT_TIMEOUT);
+        assert!(
+            st.is_some(),
+            "unionfuse did not exit after umount\n{}",
+            self.log_text()
+        );
+        st
+    }
+}
+
+/// Mount `stack` with unionfuse, run `f` on the live mount, unmount, then assert that no lower
+/// layer changed (digest before vs after: contents, xattrs, whiteouts, mtimes, links).
+pub fn mounted(stack: &Stack, f: impl FnOnce(&UnionMount)) {
+    let before = stack.lower_digests();
+    {
+        let m = UnionMount::new(stack);
+        f(&m);
+    }
+    stack.assert_lowers_unchanged(&before);
+}
+
+impl Drop for UnionMount<'_> {
+    fn drop(&mut self) {
+        if self.kernel.is_some() {
+            return; // KernelOverlay's own Drop unmounts
+        }
+        let unmounted = force_unmount(&self.stack.mnt);
+        if let Some(mut child) = self.child.take() {
+            let start = Instant::now();
+            let exited = loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break true,
+                    Ok(None) if start.elapsed() > EXIT_TIMEOUT => break false,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            if !exited {
+                eprintln!("unionfuse did not exit after umount; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if !unmounted {
+            // The daemon is gone now, so a lazy unmount cannot hang any more.
+            let _ = force_unmount(&self.stack.mnt);
+            eprintln!(
+                "warning: {} needed a forced unmount",
+                self.stack.mnt.display()
+            );
+        }
+    }
+}
+
+/// Kernel overlayfs on a stack (fixed options, so the reference does not depend on module
+/// defaults: no redirect_dir, no index, no metacopy).
+pub struct KernelOverlay<'a> {
+    pub stack: &'a Stack,
+}
+
+impl<'a> KernelOverlay<'a> {
+    pub fn new(stack: &'a Stack) -> KernelOverlay<'a> {
+        KernelOverlay::with_opts(stack, "")
+    }
+
+    /// Mount with extra comma-separated mount options (e.g. "ro").
+    pub fn with_opts(stack: &'a Stack, extra: &str) -> KernelOverlay<'a> {
+        assert!(
+            !is_mounted(&stack.mnt),
+            "{} is already a mount point",
+            stack.mnt.display()
+        );
+        let lowers = stack
+            .lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut opts = format!("lowerdir={lowers}");
+        if let Some(u) = &stack.upper {
+            let work = stack.new_workdir();
+            opts += &format!(",upperdir={},workdir={}", u.display(), work.display());
+            opts += ",redirect_dir=off,index=off,metacopy=off";
+        }
+        if !extra.is_empty() {
+            opts += ",";
+            opts += extra;
+        }
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&stack.mnt)
+            .output()
+            .expect("spawn mount -t overlay");
+        assert!(
+            out.status.success(),
+            "mount -t overlay -o {opts} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        KernelOverlay { stack }
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.stack.mnt
+    }
+
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.stack.mnt.join(rel)
+    }
+}
+
+impl Drop for KernelOverlay<'_> {
+    fn drop(&mut self) {
+        if !force_unmount(&self.stack.mnt) {
+            eprintln!(
+                "warning: could not unmount overlay at {}",
+                self.stack.mnt.display()
+            );
+        }
+    }
+}
