@@ -1,0 +1,117 @@
+//! Command-line parsing (clap) into validated configurations. No filesystem logic here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{MountConfig, MountOpts};
+use crate::error::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "unionfuse",
+    version,
+    about = "A union filesystem in userspace, overlayfs-compatible"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount LOWER[:LOWER...] (top-first) with an optional writable UPPER at MNT.
+    Mount {
+        /// Lower layers, top-first, separated by ':' (as overlayfs's lowerdir=).
+        lowers: String,
+        /// The writable upper layer, then the mountpoint; with one path it is the mountpoint
+        /// and the mount is read-only.
+        #[arg(num_args = 1..=2, required = true)]
+        paths: Vec<PathBuf>,
+        /// Where copy-ups are prepared; must be on the upper's filesystem.
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Mount options: ro, allow_other, default_permissions, volatile, userxattr,
+        /// timeout=SECS, threads=N.
+        #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+        options: Vec<String>,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long, short = 'f')]
+        foreground: bool,
+        /// Log more (repeat for more).
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+    },
+}
+
+/// Split a lowerdir list on ':' (a `\:` is a literal colon, as fuse-overlayfs accepts).
+pub fn split_layers(s: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ':' => out.push(PathBuf::from(std::mem::take(&mut cur))),
+            c => cur.push(c),
+        }
+    }
+    out.push(PathBuf::from(cur));
+    out.into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect()
+}
+
+pub struct MountCommand {
+    pub config: MountConfig,
+    pub foreground: bool,
+    pub verbose: u8,
+}
+
+pub fn mount_command(
+    lowers: &str,
+    paths: &[PathBuf],
+    workdir: Option<PathBuf>,
+    options: &[String],
+    foreground: bool,
+    verbose: u8,
+) -> Result<MountCommand> {
+    let mut opts = MountOpts::default();
+    for o in options {
+        opts.parse_into(o)?;
+    }
+    let (upper, mnt) = match paths {
+        [mnt] => (None, mnt),
+        [upper, mnt] => (Some(upper.as_path()), mnt),
+        _ => return Err(Error::config("", "expected [UPPER] MNT")),
+    };
+    let lowers = split_layers(lowers);
+    let config = MountConfig::new(&lowers, upper, workdir.as_deref(), mnt, opts)?;
+    Ok(MountCommand {
+        config,
+        foreground,
+        verbose,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_split_on_colons_with_escapes() {
+        assert_eq!(
+            split_layers("/a:/b"),
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(
+            split_layers("/a\\:x:/b"),
+            vec![PathBuf::from("/a:x"), PathBuf::from("/b")]
+        );
+        assert_eq!(split_layers("/a::"), vec![PathBuf::from("/a")]);
+    }
+}

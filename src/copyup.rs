@@ -1,0 +1,168 @@
+//! Building the upper copy of a lower object under a temporary name in the work dir: data
+//! (reflink, else copy_file_range per data extent so holes stay holes, else read/write), then
+//! xattrs, owner, mode and times, then fsync. The caller renames the result into place; until
+//! then nobody can see it (the work dir is 0700 and outside the merged view).
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Stat, Time};
+use crate::whiteout::Format;
+
+pub struct CopyOpts {
+    pub fsync: bool,
+    /// Give the copy the original's owner (needs privilege in our namespace).
+    pub chown: bool,
+    /// For a non-directory: the node id to record as its origin, so st_ino survives remounts.
+    pub origin: Option<u64>,
+}
+
+/// Build a copy of `src_dir/name` (stat `st`) at `work/tmp`.
+pub fn build_copy(
+    fmt: &Format,
+    src_dir: BorrowedFd<'_>,
+    name: &CStr,
+    st: &Stat,
+    work: BorrowedFd<'_>,
+    tmp: &CStr,
+    opts: CopyOpts,
+) -> Result<()> {
+    let kind = st.st_mode & libc::S_IFMT;
+    // Created with no permissions at all: the mode is applied last, after the owner, so the
+    // copy never has wider access than the original even inside the private work dir.
+    let data_fd: Option<OwnedFd> = match kind {
+        libc::S_IFREG => {
+            let src = sys::openat(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+            let dst = sys::openat(work, tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0)?;
+            copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+            Some(dst)
+        }
+        libc::S_IFDIR => {
+            sys::mkdirat(work, tmp, 0)?;
+            None
+        }
+        libc::S_IFLNK => {
+            let target = sys::readlinkat(src_dir, name)?;
+            let target = std::ffi::CString::new(target).map_err(|_| Error::Sys(libc::EINVAL))?;
+            sys::symlinkat(&target, work, tmp)?;
+            None
+        }
+        _ => {
+            sys::mknodat(work, tmp, kind, st.st_rdev)?;
+            None
+        }
+    };
+    // Owner before xattrs: chown drops security.capability, which must survive the copy.
+    if opts.chown {
+        sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+    }
+    copy_xattrs(
+        fmt,
+        &sys::proc_path(src_dir, name),
+        &sys::proc_path(work, tmp),
+        kind,
+    )?;
+    if let Some(ino) = opts.origin {
+        // Symlinks can't carry user.* xattrs (userxattr mode): the id then is not kept.
+        match fmt.set_origin(work, tmp, ino) {
+            Err(e) if kind == libc::S_IFLNK && e.is(libc::EPERM) => {}
+            r => r?,
+        }
+    }
+    if kind != libc::S_IFLNK {
+        sys::fchmodat(work, tmp, st.st_mode & 0o7777)?;
+    }
+    let atime = Time::At(st.st_atime, st.st_atime_nsec);
+    let mtime = Time::At(st.st_mtime, st.st_mtime_nsec);
+    sys::utimensat(work, tmp, atime, mtime)?;
+    if let Some(fd) = data_fd
+        && opts.fsync
+    {
+        sys::fsync(fd.as_fd(), false)?;
+    }
+    Ok(())
+}
+
+/// Copy `size` bytes: reflink if the filesystem can, else extent by extent.
+fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
+    if size == 0 || sys::ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut off = 0u64;
+    while off < size {
+        let data = match sys::lseek(src, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e.is(libc::ENXIO) => break, // only a hole remains
+            Err(e) if e.is(libc::EINVAL) => off,  // no SEEK_DATA here: treat all as data
+            Err(e) => return Err(e),
+        };
+        let hole = match sys::lseek(src, data as i64, libc::SEEK_HOLE) {
+            Ok(h) => (h as u64).min(size),
+            Err(_) => size,
+        };
+        copy_range(src, dst, data, hole)?;
+        off = hole;
+    }
+    // Extends the file over a trailing hole (and fixes the size if the source shrank).
+    sys::ftruncate(dst, size)
+}
+
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut from: u64, to: u64) -> Result<()> {
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    while from < to {
+        let len = (to - from).min(1 << 30) as usize;
+        if in_kernel {
+            match sys::copy_file_range(src, from, dst, from, len) {
+                Ok(0) => return Ok(()), // source shorter than it said
+                Ok(n) => {
+                    from += n as u64;
+                    continue;
+                }
+                Err(e)
+                    if e.is(libc::EXDEV)
+                        || e.is(libc::EINVAL)
+                        || e.is(libc::ENOSYS)
+                        || e.is(libc::EOPNOTSUPP) =>
+                {
+                    in_kernel = false;
+                    buf.resize(1 << 20, 0);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let want = len.min(buf.len());
+        let n = sys::pread(src, &mut buf[..want], from)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < n {
+            done += sys::pwrite(dst, &buf[done..n], from + done as u64)?;
+        }
+        from += n as u64;
+    }
+    Ok(())
+}
+
+/// Copy the xattrs a user can see (and escaped overlay names) from `src` to `dst`.
+fn copy_xattrs(fmt: &Format, src: &CStr, dst: &CStr, kind: u32) -> Result<()> {
+    for name in sys::llistxattr_vec(src)? {
+        if !fmt.copies(&name) {
+            continue;
+        }
+        let Some(value) = sys::lgetxattr_vec(src, &name)? else {
+            continue;
+        };
+        match sys::lsetxattr(dst, &name, &value, 0) {
+            Ok(()) => {}
+            // The upper's filesystem lacks this namespace, or it can't go on this file type:
+            // kernel overlay ignores these for security.* and ACLs too.
+            Err(e) if e.is(libc::ENOTSUP) => {}
+            Err(e) if e.is(libc::EPERM) && kind == libc::S_IFLNK => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

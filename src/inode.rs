@@ -1,0 +1,276 @@
+//! The node table: FUSE node id -> [`Node`]. A node knows where it lives (its aliases, as
+//! parent id + name) and in which layers (top-down; one for a non-directory), never a path
+//! string. Directory fds are opened on demand, one component at a time with O_NOFOLLOW, and
+//! kept in a bounded LRU so the daemon's fd count does not grow with the kernel's cache.
+//!
+//! Node ids are derived from the real object, xino style: the layer's filesystem index in the
+//! high 16 bits, the real inode number below. A merged directory takes its id from its topmost
+//! lower, so creating its upper copy does not change it; a copied-up file keeps its origin's
+//! id through an xattr (see `copyup`). Root is always 1.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lru::LruCache;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::layer::{LayerIdx, LayerStack};
+use crate::sys;
+
+pub const ROOT: u64 = 1;
+const INO_BITS: u32 = 48;
+/// Ids handed out when a real inode number does not fit below the fs index.
+const FALLBACK_BASE: u64 = 1 << 63;
+
+pub struct Node {
+    pub ino: u64,
+    pub is_dir: bool,
+    /// Lookups the kernel holds; the node leaves the table when `forget` brings it to 0.
+    pub nlookup: AtomicU64,
+    pub state: Mutex<NodeState>,
+    /// Single-flight copy-up: two writers of one lower file copy it once.
+    pub copy_lock: Mutex<()>,
+    /// Serialises changes to the names in this directory (create, unlink, rename, copy-up).
+    pub dir_lock: Mutex<()>,
+    /// Bumped by every copy-up, so handles opened on a lower copy reopen the upper one.
+    pub copy_gen: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    /// Names this node is known by, as (parent node id, name). Empty for the root and for a
+    /// node whose last known name was removed.
+    pub aliases: Vec<(u64, CString)>,
+    /// Layers holding this object, top-down. A directory lists every layer it merges from
+    /// (stopping at an opaque one); anything else exactly one.
+    pub layers: Vec<LayerIdx>,
+}
+
+impl Node {
+    pub fn new(
+        ino: u64,
+        is_dir: bool,
+        layers: Vec<LayerIdx>,
+        alias: Option<(u64, CString)>,
+    ) -> Node {
+        Node {
+            ino,
+            is_dir,
+            nlookup: AtomicU64::new(0),
+            state: Mutex::new(NodeState {
+                aliases: alias.into_iter().collect(),
+                layers,
+            }),
+            copy_lock: Mutex::new(()),
+            dir_lock: Mutex::new(()),
+            copy_gen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn top(&self) -> LayerIdx {
+        self.state.lock().layers.first().copied().unwrap_or(0)
+    }
+
+    pub fn layers(&self) -> Vec<LayerIdx> {
+        self.state.lock().layers.clone()
+    }
+
+    /// The first known (parent, name) of this node.
+    pub fn alias(&self) -> Result<(u64, CString)> {
+        self.state
+            .lock()
+            .aliases
+            .first()
+            .cloned()
+            .ok_or(Error::Sys(libc::ENOENT))
+    }
+
+    pub fn add_alias(&self, parent: u64, name: &CString) {
+        let mut st = self.state.lock();
+        if !st.aliases.iter().any(|(p, n)| *p == parent && n == name) {
+            st.aliases.push((parent, name.clone()));
+        }
+    }
+
+    pub fn remove_alias(&self, parent: u64, name: &CString) {
+        self.state
+            .lock()
+            .aliases
+            .retain(|(p, n)| !(*p == parent && n == name));
+    }
+}
+
+pub struct NodeTable {
+    nodes: RwLock<HashMap<u64, Arc<Node>>>,
+    fallback: Mutex<HashMap<(u64, u64), u64>>,
+    next_fallback: AtomicU64,
+    dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
+}
+
+impl NodeTable {
+    pub fn new(stack: &LayerStack, fd_cache: usize) -> NodeTable {
+        let root = Node::new(ROOT, true, (0..stack.len()).collect(), None);
+        root.nlookup.store(1, Ordering::Relaxed);
+        let mut nodes = HashMap::new();
+        nodes.insert(ROOT, Arc::new(root));
+        let cap = NonZeroUsize::new(fd_cache.max(16)).unwrap_or(NonZeroUsize::MIN);
+        NodeTable {
+            nodes: RwLock::new(nodes),
+            fallback: Mutex::new(HashMap::new()),
+            next_fallback: AtomicU64::new(FALLBACK_BASE),
+            dir_fds: Mutex::new(LruCache::new(cap)),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Result<Arc<Node>> {
+        self.nodes.read().get(&ino).cloned().ok_or(Error::Stale)
+    }
+
+    pub fn peek(&self, ino: u64) -> Option<Arc<Node>> {
+        self.nodes.read().get(&ino).cloned()
+    }
+
+    /// The node id of a real object (st_dev, st_ino) found in a layer on filesystem `fs_index`.
+    pub fn id_for(&self, fs_index: u64, dev: u64, ino: u64) -> u64 {
+        if ino < (1 << INO_BITS) && fs_index < (1 << (63 - INO_BITS)) {
+            return (fs_index << INO_BITS) | ino;
+        }
+        let mut fb = self.fallback.lock();
+        *fb.entry((dev, ino)).or_insert_with(|| {
+            let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                dev,
+                ino,
+                id,
+                "inode number too large for xino; using a table id"
+            );
+            id
+        })
+    }
+
+    /// Hand the kernel one more reference to node `ino`, creating it if it is new, and record
+    /// that it is known as `alias` in the layers `layers`.
+    pub fn remember(
+        &self,
+        ino: u64,
+        is_dir: bool,
+        layers: Vec<LayerIdx>,
+        alias: (u64, CString),
+    ) -> Arc<Node> {
+        let known = self
+            .nodes
+            .read()
+            .get(&ino)
+            .filter(|n| n.is_dir == is_dir)
+            .cloned();
+        let node = match known {
+            Some(n) => n,
+            None => {
+                let mut nodes = self.nodes.write();
+                let slot = nodes
+                    .entry(ino)
+                    .or_insert_with(|| Arc::new(Node::new(ino, is_dir, layers.clone(), None)));
+                if slot.is_dir != is_dir {
+                    // The id was reused for an object of another type (the old one is gone
+                    // from every layer): start afresh.
+                    *slot = Arc::new(Node::new(ino, is_dir, layers.clone(), None));
+                }
+                slot.clone()
+            }
+        };
+        node.nlookup.fetch_add(1, Ordering::Relaxed);
+        let mut st = node.state.lock();
+        st.layers = layers;
+        if !st.aliases.contains(&alias) {
+            st.aliases.push(alias);
+        }
+        drop(st);
+        node
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let mut nodes = self.nodes.write();
+        let gone = match nodes.get(&ino) {
+            Some(node) => {
+                let prev = node.nlookup.fetch_sub(
+                    n.min(node.nlookup.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                prev <= n
+            }
+            None => false,
+        };
+        if gone {
+            nodes.remove(&ino);
+            drop(nodes);
+            self.drop_dir_fds(ino);
+        }
+    }
+
+    /// Forget cached directory fds of `ino` (it was removed, or forgotten by the kernel).
+    pub fn drop_dir_fds(&self, ino: u64) {
+        let mut cache = self.dir_fds.lock();
+        let keys: Vec<_> = cache
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|(i, _)| *i == ino)
+            .collect();
+        for k in keys {
+            cache.pop(&k);
+        }
+    }
+
+    pub fn cache_dir_fd(&self, ino: u64, layer: LayerIdx, fd: Arc<OwnedFd>) {
+        self.dir_fds.lock().put((ino, layer), fd);
+    }
+
+    /// The directory `node` in layer `layer`, opened from the nearest cached ancestor downwards.
+    pub fn dir_fd(&self, stack: &LayerStack, node: &Node, layer: LayerIdx) -> Result<Arc<OwnedFd>> {
+        if node.ino == ROOT {
+            return Ok(stack.layers[layer].root.clone());
+        }
+        if let Some(fd) = self.dir_fds.lock().get(&(node.ino, layer)) {
+            return Ok(fd.clone());
+        }
+        // Walk up to a cached ancestor (or the root), then open back down: iterative, so trees
+        // deeper than PATH_MAX cost no recursion.
+        let mut chain: Vec<(u64, CString)> = Vec::new();
+        let mut cur = node.ino;
+        let mut base: Arc<OwnedFd> = loop {
+            if cur == ROOT {
+                break stack.layers[layer].root.clone();
+            }
+            if cur != node.ino
+                && let Some(fd) = self.dir_fds.lock().get(&(cur, layer))
+            {
+                break fd.clone();
+            }
+            let n = self.get(cur)?;
+            let (parent, name) = n.alias()?;
+            chain.push((cur, name));
+            cur = parent;
+        };
+        for (ino, name) in chain.into_iter().rev() {
+            let fd = Arc::new(sys::open_dir_path(base.as_fd(), &name)?);
+            self.cache_dir_fd(ino, layer, fd.clone());
+            base = fd;
+        }
+        Ok(base)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.read().is_empty()
+    }
+}

@@ -1,0 +1,17 @@
+//! unionfuse: a union filesystem in userspace with kernel overlayfs's rules and on-disk format.
+//! See docs/architecture.md for the module map and data flow.
+
+pub mod cli;
+pub mod config;
+pub mod copyup;
+pub mod error;
+pub mod fuse;
+pub mod handle;
+pub mod inode;
+pub mod layer;
+pub mod lookup;
+pub mod mount;
+pub mod readdir;
+pub mod sys;
+pub mod union;
+pub mod whiteout;

@@ -1,0 +1,177 @@
+//! Mounting: open the layers, build the core, hand it to a multi-threaded fuser session, and
+//! unmount cleanly on SIGTERM/SIGINT/SIGHUP or when someone runs `umount`.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use crate::config::MountConfig;
+use crate::error::{Error, Result};
+use crate::fuse::UnionFs;
+use crate::layer::LayerStack;
+use crate::sys;
+use crate::union::{Options, Union};
+
+/// Mount and return the live session (the mount is up once this returns).
+pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
+    // Mode bits come from the kernel (already masked by the caller's umask); ours must not
+    // mask them again.
+    sys::set_umask(0);
+    let nofile = sys::raise_nofile();
+    let upper = if cfg.read_only {
+        None
+    } else {
+        cfg.upper.as_deref()
+    };
+    let stack = LayerStack::open(&cfg.lowers, upper, cfg.workdir.as_deref())?;
+    // Half the fd budget for cached directory fds; the rest for open files and the session.
+    let fd_cache = (nofile.saturating_sub(256) / 2).min(65536) as usize;
+    let core = Union::new(
+        stack,
+        Options {
+            fsync: cfg.fsync,
+            userxattr: cfg.userxattr,
+        },
+        fd_cache,
+    );
+    let fs = UnionFs { core, ttl: cfg.ttl };
+
+    let mut opts = vec![
+        MountOption::FSName("unionfuse".into()),
+        MountOption::Subtype("unionfuse".into()),
+    ];
+    if cfg.default_permissions {
+        opts.push(MountOption::DefaultPermissions);
+    }
+    if cfg.read_only {
+        opts.push(MountOption::RO);
+    }
+    if sys::geteuid() == 0 {
+        // A container root needs device nodes and setuid binaries to work, as on kernel overlay.
+        opts.push(MountOption::Dev);
+        opts.push(MountOption::Suid);
+    }
+    let mut config = Config::default();
+    config.mount_options = opts;
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(cfg.threads);
+    config.clone_fd = true;
+    let session = Session::new(fs, &cfg.mountpoint, &config)
+        .map_err(|e| Error::config(&cfg.mountpoint, format!("mount failed: {e}")))?;
+    tracing::info!(
+        mountpoint = %cfg.mountpoint.display(),
+        lowers = cfg.lowers.len(),
+        upper = ?cfg.upper,
+        threads = cfg.threads,
+        "mounted"
+    );
+    Ok(session)
+}
+
+/// Serve until unmounted. SIGTERM, SIGINT and SIGHUP unmount; `umount` ends the session too.
+pub fn serve(mut session: Session<UnionFs>) -> Result<()> {
+    let mut unmounter = session.unmount_callable();
+    let signals = block_signals();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&signals);
+            tracing::info!(sig, "signal: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!(error = %e, "unmount failed");
+            }
+        })
+        .map_err(Error::from)?;
+    session.run().map_err(Error::from)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; the mask applies to this
+    // thread and is inherited by the session threads spawned after it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: set is a valid, initialised signal set; sig is a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Detach into the background: the parent waits until the child reports that the mount is
+/// live (or why it failed), so `unionfuse mount` returns only once the mount can be used.
+/// Returns in the child with the pipe to report on; the parent never returns.
+pub fn daemonize() -> Result<std::fs::File> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::last());
+    }
+    // SAFETY: fds were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: single-threaded at this point (called before any thread is spawned).
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::last()),
+        0 => {
+            drop(rd);
+            // SAFETY: setsid in the fresh child detaches it from the terminal's session.
+            unsafe { libc::setsid() };
+            Ok(std::fs::File::from(wr))
+        }
+        _ => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut msg);
+            if msg == "ok" {
+                std::process::exit(0);
+            }
+            let msg = if msg.is_empty() {
+                "daemon exited before mounting".into()
+            } else {
+                msg
+            };
+            eprintln!("unionfuse: {msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// In the daemon: tell the waiting parent how mounting went, then drop stdio.
+pub fn report(mut pipe: std::fs::File, result: &Result<()>) {
+    let msg = match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = pipe.write_all(msg.as_bytes());
+    drop(pipe);
+    if result.is_ok() {
+        redirect_stdio();
+    }
+}
+
+fn redirect_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds; null stays open for the duration.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}

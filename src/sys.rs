@@ -1,0 +1,529 @@
+//! Thin safe wrappers over the `*at` syscalls the union needs. The only module with `unsafe`.
+//! Every call here is relative to a directory fd and never follows a symlink in the last
+//! component unless the name says so (`reopen` goes through /proc on purpose, see there).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use crate::error::{Error, Result};
+
+pub type Stat = libc::stat;
+
+fn check(ret: libc::c_int) -> Result<libc::c_int> {
+    if ret < 0 { Err(Error::last()) } else { Ok(ret) }
+}
+
+fn check_size(ret: isize) -> Result<usize> {
+    if ret < 0 {
+        Err(Error::last())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// A name as a C string. Names from the kernel never contain NUL; one that does is EINVAL.
+pub fn cname(name: &OsStr) -> Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| Error::Sys(libc::EINVAL))
+}
+
+pub const DOT: &CStr = c".";
+pub const EMPTY: &CStr = c"";
+
+pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> Result<OwnedFd> {
+    // SAFETY: name is NUL-terminated; the returned fd is fresh and owned by us.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    let fd = check(fd)?;
+    // SAFETY: fd was just returned by openat and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An O_PATH handle on a directory in a layer, refusing symlinks.
+pub fn open_dir_path(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
+pub fn open_path(path: &CStr, flags: i32) -> Result<OwnedFd> {
+    // SAFETY: as in openat.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
+    let mut st = MaybeUninit::<Stat>::uninit();
+    // SAFETY: st is a valid out pointer; the kernel fills it on success.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: initialised by the successful call.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// fstatat that reports "no such entry" as None; every other failure is an error.
+pub fn fstatat_opt(dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<Stat>> {
+    match fstatat(dir, name) {
+        Ok(st) => Ok(Some(st)),
+        Err(e) if e.is(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> Result<Stat> {
+    fstatat_flags(fd, EMPTY, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+fn fstatat_flags(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> Result<Stat> {
+    let mut st = MaybeUninit::<Stat>::uninit();
+    // SAFETY: as in fstatat.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: initialised by the successful call.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for its whole length.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+pub fn renameat2(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: u32,
+) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe {
+        libc::renameat2(
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn linkat(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+) -> Result<()> {
+    // SAFETY: plain syscall; flags 0 so a symlink is linked, not followed.
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<()> {
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: plain syscall; -1 (u32::MAX) leaves an id unchanged as chown(2) defines.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+/// chmod of a non-symlink named relative to `dir` (the callers never pass a symlink: the kernel
+/// resolves them before SETATTR, and copy-up skips mode for symlinks).
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+/// The timespec for utimensat: a time, now, or leave alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Time {
+    At(i64, i64),
+    Now,
+    Omit,
+}
+
+impl Time {
+    fn spec(self) -> libc::timespec {
+        match self {
+            Time::At(s, ns) => libc::timespec {
+                tv_sec: s,
+                tv_nsec: ns,
+            },
+            Time::Now => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            Time::Omit => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+        }
+    }
+}
+
+pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: Time, mtime: Time) -> Result<()> {
+    let ts = [atime.spec(), mtime.spec()];
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: ts holds two timespecs as utimensat requires.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), flags) }).map(drop)
+}
+
+pub fn futimens(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> Result<()> {
+    let ts = [atime.spec(), mtime.spec()];
+    // SAFETY: ts holds two timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
+}
+
+/// "/proc/self/fd/N/name": lets the l*xattr calls act on an entry of a directory held as an
+/// O_PATH fd. Only the magic link of our own fd is followed, never a link inside the layer,
+/// because the l* calls do not follow the last component.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name.to_bytes());
+    }
+    // Built from a CStr and digits: no interior NUL.
+    CString::new(p).unwrap_or_default()
+}
+
+pub fn lgetxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: buf is writable for its length (a zero length asks for the size).
+    check_size(unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// The whole value of an xattr, or None when the object does not have it.
+pub fn lgetxattr_vec(path: &CStr, name: &CStr) -> Result<Option<Vec<u8>>> {
+    loop {
+        let size = match lgetxattr(path, name, &mut []) {
+            Ok(n) => n,
+            Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; size];
+        match lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            // Grew between the two calls: ask again.
+            Err(e) if e.is(libc::ERANGE) => continue,
+            Err(e) if e.is(libc::ENODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
+    // SAFETY: value is readable for its length.
+    check(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn lremovexattr(path: &CStr, name: &CStr) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: buf is writable for its length.
+    check_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// All xattr names of an object (NUL-separated list split into names).
+pub fn llistxattr_vec(path: &CStr) -> Result<Vec<CString>> {
+    loop {
+        let size = match llistxattr(path, &mut []) {
+            Ok(n) => n,
+            Err(e) if e.is(libc::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; size];
+        match llistxattr(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| CString::new(s).ok())
+                    .collect());
+            }
+            Err(e) if e.is(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> Result<usize> {
+    // SAFETY: buf is writable for its length.
+    check_size(unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize> {
+    // SAFETY: buf is readable for its length.
+    check_size(unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> Result<()> {
+    // SAFETY: plain syscall.
+    let r = unsafe {
+        if data_only {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    };
+    check(r).map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> Result<()> {
+    // SAFETY: plain syscall.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> Result<i64> {
+    // SAFETY: plain syscall.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 { Err(Error::last()) } else { Ok(r) }
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> Result<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    // SAFETY: the offsets are valid in/out pointers for the duration of the call.
+    check_size(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            0,
+        )
+    })
+}
+
+/// Share the source's extents with the destination (reflink); fails where the fs can't.
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: FICLONE takes the source fd as its argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) }).map(drop)
+}
+
+pub fn fstatfs(fd: BorrowedFd<'_>) -> Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: st is a valid out pointer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: initialised by the successful call.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// Reopen an O_PATH fd with real access flags through its /proc magic link. The link names
+/// exactly the inode we hold, so nothing inside a layer is resolved again.
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
+    open_path(&proc_path(fd, EMPTY), flags)
+}
+
+/// One directory entry: name, inode number and d_type as the layer reports them.
+pub struct RawDirent {
+    pub name: CString,
+    pub ino: u64,
+    pub dtype: u8,
+}
+
+/// Every entry of a directory except `.` and `..`. `dir` may be an O_PATH fd.
+pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirent>> {
+    let fd = openat(dir, DOT, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let raw: RawFd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    // SAFETY: raw is an open directory fd; fdopendir takes ownership of it (closedir closes it).
+    let dirp = unsafe { libc::fdopendir(raw) };
+    if dirp.is_null() {
+        let e = Error::last();
+        // SAFETY: fdopendir failed, so the fd is still ours to close.
+        unsafe { libc::close(raw) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; reset it so end-of-stream and error can be told apart.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dirp is a valid DIR* until closedir below.
+        let ent = unsafe { libc::readdir64(dirp) };
+        if ent.is_null() {
+            // SAFETY: reading the thread-local errno.
+            let errno = unsafe { *libc::__errno_location() };
+            break if errno == 0 {
+                Ok(())
+            } else {
+                Err(Error::Sys(errno))
+            };
+        }
+        // SAFETY: ent points to a dirent64 valid until the next readdir64 on dirp.
+        let (name, ino, dtype) = unsafe {
+            let e = &*ent;
+            (CStr::from_ptr(e.d_name.as_ptr()), e.d_ino, e.d_type)
+        };
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        out.push(RawDirent {
+            name: name.to_owned(),
+            ino,
+            dtype,
+        });
+    };
+    // SAFETY: dirp came from fdopendir and is closed once.
+    unsafe { libc::closedir(dirp) };
+    result.map(|()| out)
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+pub fn getegid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getegid() }
+}
+
+pub fn set_umask(mask: u32) {
+    // SAFETY: always succeeds.
+    unsafe { libc::umask(mask) };
+}
+
+/// Raise the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: rl is a valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 1024;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: rl is valid; failure leaves the old limit, which we then report.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+        // SAFETY: as above.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    }
+    rl.rlim_cur
+}
+
+pub fn is_whiteout_stat(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}

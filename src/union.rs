@@ -1,0 +1,1109 @@
+//! The union filesystem core: one `Result`-returning method per operation, on node ids and
+//! names. It knows nothing of fuser's reply types; `fuse.rs` translates. The rules are kernel
+//! overlayfs's (Documentation/filesystems/overlayfs.rst); deviations are in docs/semantics.md.
+//!
+//! Lock order: a node's `copy_lock` before any `dir_lock`; two `dir_lock`s in node id order.
+//! Operations copy up what they need before taking a `dir_lock`, and every lock is released
+//! before anything could touch the mountpoint.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::MutexGuard;
+
+use crate::error::{Error, Result};
+use crate::handle::{DirEntry, DirHandle, FileHandle, Handle, Handles};
+use crate::inode::{Node, NodeTable, ROOT};
+use crate::layer::{self, LayerIdx, LayerStack};
+use crate::lookup::{self, Hit};
+use crate::readdir;
+use crate::sys::{self, Stat, Time};
+use crate::whiteout::{self, Format};
+
+/// Behaviour switches fixed at mount time.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// fsync a copied-up file before it is linked into the upper (off with `volatile`).
+    pub fsync: bool,
+    /// Write overlay metadata as `user.overlay.*` (kernel overlay's `userxattr`).
+    pub userxattr: bool,
+}
+
+/// Who asks: the caller's ids from the FUSE request, used as the owner of new objects.
+#[derive(Clone, Copy, Debug)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attribute changes of one SETATTR; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// What a create-like operation makes.
+enum NewObject<'a> {
+    File { mode: u32, flags: i32 },
+    Dir { mode: u32 },
+    Node { mode: u32, rdev: u64 },
+    Symlink { target: &'a CStr },
+    Link { dir: Arc<OwnedFd>, name: CString },
+}
+
+pub struct Union {
+    pub stack: LayerStack,
+    pub nodes: NodeTable,
+    handles: Handles,
+    fmt: Format,
+    opts: Options,
+    /// The daemon may chown (root in its namespace): new objects get the caller's ids.
+    privileged: bool,
+    tmp_seq: AtomicU64,
+}
+
+fn not_dir(node: &Node) -> Result<()> {
+    if node.is_dir {
+        Ok(())
+    } else {
+        Err(Error::Sys(libc::ENOTDIR))
+    }
+}
+
+fn is_dir_mode(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl Union {
+    pub fn new(stack: LayerStack, opts: Options, fd_cache: usize) -> Union {
+        let nodes = NodeTable::new(&stack, fd_cache);
+        Union {
+            nodes,
+            stack,
+            handles: Handles::default(),
+            fmt: Format::new(opts.userxattr),
+            opts,
+            privileged: sys::geteuid() == 0,
+            tmp_seq: AtomicU64::new(0),
+        }
+    }
+
+    // ----- helpers -------------------------------------------------------------------------
+
+    fn upper(&self) -> Result<LayerIdx> {
+        self.stack.upper_idx().ok_or(Error::Sys(libc::EROFS))
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>> {
+        self.stack
+            .work
+            .as_ref()
+            .map(|w| w.as_fd())
+            .ok_or(Error::Sys(libc::EROFS))
+    }
+
+    fn tmp_name(&self) -> CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#{:x}.{n}", std::process::id())).unwrap_or_default()
+    }
+
+    fn dir_fd(&self, node: &Node, layer: LayerIdx) -> Result<Arc<OwnedFd>> {
+        self.nodes.dir_fd(&self.stack, node, layer)
+    }
+
+    fn has_upper(&self, node: &Node) -> bool {
+        self.stack.has_upper && node.top() == 0
+    }
+
+    /// Where a node's top copy is, as (directory fd, name) for the `*at` calls: a directory is
+    /// (itself, "."), anything else (its parent's copy in the same layer, its name).
+    fn at(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
+        let top = node.top();
+        if node.is_dir {
+            return Ok((self.dir_fd(node, top)?, c".".to_owned()));
+        }
+        let (parent, name) = node.alias()?;
+        let parent = self.nodes.get(parent)?;
+        Ok((self.dir_fd(&parent, top)?, name))
+    }
+
+    fn resolve(&self, parent: &Node, name: &CStr) -> Result<Hit> {
+        let layers = parent.layers();
+        lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), name)
+    }
+
+    fn lower_positive(&self, parent: &Node, name: &CStr) -> Result<bool> {
+        let layers = parent.layers();
+        lookup::lower_positive(
+            &layers,
+            self.stack.upper_idx(),
+            |l| self.dir_fd(parent, l),
+            name,
+        )
+    }
+
+    /// The node id of an object found by lookup. See `inode` for the scheme.
+    fn id_of(&self, parent_fd: BorrowedFd<'_>, name: &CStr, found: &lookup::Found) -> u64 {
+        // A merged directory takes the id of its topmost lower copy; anything else its top copy.
+        let pos = if found.is_dir {
+            found
+                .layers
+                .iter()
+                .position(|l| !self.stack.is_upper(*l))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let (layer, st) = (found.layers[pos], &found.stats[pos]);
+        let own = self
+            .nodes
+            .id_for(self.stack.layers[layer].fs_index, st.st_dev, st.st_ino);
+        if found.is_dir || !self.stack.is_upper(layer) {
+            return own;
+        }
+        // A copied-up file keeps the id of its origin, unless that id is live for an object
+        // that is still in a lower (a lower hard link of it, say).
+        match self.fmt.origin(parent_fd, name) {
+            Some(origin) => match self.nodes.peek(origin) {
+                Some(n) if !self.has_upper(&n) => own,
+                _ => origin,
+            },
+            None => own,
+        }
+    }
+
+    fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
+        st.st_ino = node.ino;
+        // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
+        // as kernel overlay does, so tools like find don't trust it.
+        if node.is_dir && node.state.lock().layers.len() > 1 {
+            st.st_nlink = 1;
+        }
+        st
+    }
+
+    fn stat_node(&self, node: &Node) -> Result<Stat> {
+        let (fd, name) = self.at(node)?;
+        Ok(self.attr_of(node, sys::fstatat(fd.as_fd(), &name)?))
+    }
+
+    /// Owner and mode of a new object in `parent_fd` (an upper directory): the caller's ids,
+    /// with BSD group semantics when the parent is setgid, as ext4 does.
+    fn new_owner(
+        &self,
+        parent_fd: BorrowedFd<'_>,
+        creds: Creds,
+        mode: u32,
+    ) -> Result<(u32, u32, u32)> {
+        let pst = sys::fstat(parent_fd)?;
+        if pst.st_mode & libc::S_ISGID != 0 {
+            let mode = if is_dir_mode(mode) {
+                mode | libc::S_ISGID
+            } else {
+                mode
+            };
+            return Ok((creds.uid, pst.st_gid, mode));
+        }
+        Ok((creds.uid, creds.gid, mode))
+    }
+
+    fn chown_new(&self, dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<()> {
+        if self.privileged && (uid != sys::geteuid() || gid != sys::getegid()) {
+            sys::fchownat(dir, name, uid, gid)?;
+        }
+        Ok(())
+    }
+
+    // ----- copy-up ---------------------------------------------------------------------------
+
+    /// Make sure `node` has an upper copy, copying up its missing ancestors first (top-down).
+    pub(crate) fn copy_up(&self, node: &Arc<Node>) -> Result<()> {
+        self.upper()?;
+        if node.ino == ROOT || self.has_upper(node) {
+            return Ok(());
+        }
+        let mut chain = vec![node.clone()];
+        loop {
+            let (parent, _) = chain[chain.len() - 1].alias()?;
+            let parent = self.nodes.get(parent)?;
+            if parent.ino == ROOT || self.has_upper(&parent) {
+                break;
+            }
+            chain.push(parent);
+        }
+        for n in chain.iter().rev() {
+            self.copy_up_one(n)?;
+        }
+        Ok(())
+    }
+
+    /// Copy one object whose parent already has an upper copy: build it in the work dir with
+    /// everything but its name, then rename it into place, so a crash leaves the old view or
+    /// the whole copy and never a partial file.
+    fn copy_up_one(&self, node: &Arc<Node>) -> Result<()> {
+        let _copying = node.copy_lock.lock();
+        if self.has_upper(node) {
+            return Ok(());
+        }
+        let (parent_ino, name) = node.alias()?;
+        let parent = self.nodes.get(parent_ino)?;
+        let src_dir = self.dir_fd(&parent, node.top())?;
+        let st = sys::fstatat(src_dir.as_fd(), &name)?;
+        let work = self.work()?;
+        let tmp = self.tmp_name();
+        let built = crate::copyup::build_copy(
+            &self.fmt,
+            src_dir.as_fd(),
+            &name,
+            &st,
+            work,
+            &tmp,
+            crate::copyup::CopyOpts {
+                fsync: self.opts.fsync,
+                chown: self.privileged,
+                origin: (!node.is_dir).then_some(node.ino),
+            },
+        );
+        let result = built.and_then(|()| {
+            let upper_parent = self.dir_fd(&parent, 0)?;
+            let _names = parent.dir_lock.lock();
+            sys::renameat2(
+                work,
+                &tmp,
+                upper_parent.as_fd(),
+                &name,
+                libc::RENAME_NOREPLACE,
+            )
+        });
+        if let Err(e) = result {
+            let _ = layer::remove_tree(work, &tmp);
+            return Err(e);
+        }
+        {
+            let mut state = node.state.lock();
+            if node.is_dir {
+                state.layers.insert(0, 0);
+            } else {
+                // The copy is a new file: other lower names of a lower hard link stay behind.
+                state.layers = vec![0];
+                state
+                    .aliases
+                    .retain(|(p, n)| *p == parent_ino && *n == name);
+                if state.aliases.is_empty() {
+                    state.aliases.push((parent_ino, name.clone()));
+                }
+            }
+        }
+        node.copy_gen.fetch_add(1, Ordering::Release);
+        tracing::debug!(ino = node.ino, name = ?name, "copied up");
+        Ok(())
+    }
+
+    // ----- namespace -------------------------------------------------------------------------
+
+    pub fn lookup(&self, parent_ino: u64, name: &OsStr) -> Result<(Arc<Node>, Stat)> {
+        let parent = self.nodes.get(parent_ino)?;
+        not_dir(&parent)?;
+        let name = sys::cname(name)?;
+        let Hit::Found(found) = self.resolve(&parent, &name)? else {
+            return Err(Error::Sys(libc::ENOENT));
+        };
+        let parent_fd = self.dir_fd(&parent, found.top())?;
+        let id = self.id_of(parent_fd.as_fd(), &name, &found);
+        let st = found.stats[0];
+        let node = self
+            .nodes
+            .remember(id, found.is_dir, found.layers, (parent_ino, name));
+        Ok((node.clone(), self.attr_of(&node, st)))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.nodes.forget(ino, n);
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Stat> {
+        let node = self.nodes.get(ino)?;
+        self.stat_node(&node)
+    }
+
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Stat> {
+        let node = self.nodes.get(ino)?;
+        self.copy_up(&node)?;
+        let (fd, name) = self.at(&node)?;
+        if let Some(size) = set.size {
+            if node.is_dir {
+                return Err(Error::Sys(libc::EISDIR));
+            }
+            let handle = fh.map(|fh| self.handles.file(fh)).transpose()?;
+            match handle.as_deref().map(Handle::as_file).transpose()? {
+                Some(f) if f.flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                    sys::ftruncate(self.file_fd(f)?.as_fd(), size)?
+                }
+                _ => {
+                    let f = sys::openat(fd.as_fd(), &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)?;
+                    sys::ftruncate(f.as_fd(), size)?;
+                }
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            sys::fchownat(
+                fd.as_fd(),
+                &name,
+                set.uid.unwrap_or(u32::MAX),
+                set.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = set.mode {
+            sys::fchmodat(fd.as_fd(), &name, mode & 0o7777)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let (a, m) = (
+                set.atime.unwrap_or(Time::Omit),
+                set.mtime.unwrap_or(Time::Omit),
+            );
+            sys::utimensat(fd.as_fd(), &name, a, m)?;
+        }
+        Ok(self.attr_of(&node, sys::fstatat(fd.as_fd(), &name)?))
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let (fd, name) = self.at(&node)?;
+        sys::readlinkat(fd.as_fd(), &name)
+    }
+
+    /// Create a new name in `parent`. Over an upper whiteout the object is built in the work
+    /// dir and renamed into place (a directory then is opaque, hiding what the whiteout hid).
+    fn create_entry(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        creds: Creds,
+        what: NewObject<'_>,
+    ) -> Result<(Arc<Node>, Stat, Option<OwnedFd>)> {
+        self.upper()?;
+        let parent = self.nodes.get(parent_ino)?;
+        not_dir(&parent)?;
+        let name = sys::cname(name)?;
+        self.copy_up(&parent)?;
+        let _names = parent.dir_lock.lock();
+        let over_whiteout = match self.resolve(&parent, &name)? {
+            Hit::Found(_) => return Err(Error::Sys(libc::EEXIST)),
+            Hit::Absent { whiteout_layer } => whiteout_layer == Some(0),
+        };
+        let pfd = self.dir_fd(&parent, 0)?;
+        let (dir, tmp) = if over_whiteout {
+            (self.work()?, self.tmp_name())
+        } else {
+            (pfd.as_fd(), name.clone())
+        };
+        let file = self.make_object(dir, &tmp, pfd.as_fd(), creds, &what);
+        let file = file.and_then(|file| {
+            if !over_whiteout {
+                return Ok(file);
+            }
+            if matches!(what, NewObject::Dir { .. }) {
+                self.fmt.set_opaque(dir, &tmp)?;
+                sys::renameat2(dir, &tmp, pfd.as_fd(), &name, libc::RENAME_EXCHANGE)?;
+                // The whiteout now sits at the temporary name.
+                let _ = sys::unlinkat(dir, &tmp, 0);
+            } else {
+                sys::renameat2(dir, &tmp, pfd.as_fd(), &name, 0)?;
+            }
+            Ok(file)
+        });
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                // Never remove a name someone else made (EEXIST: the name was taken).
+                if over_whiteout || !e.is(libc::EEXIST) {
+                    let _ = layer::remove_tree(dir, &tmp);
+                }
+                return Err(e);
+            }
+        };
+        let st = sys::fstatat(pfd.as_fd(), &name)?;
+        let is_dir = is_dir_mode(st.st_mode);
+        let id = match &what {
+            // A new link is another name of an existing node.
+            NewObject::Link { .. } => {
+                let found = lookup::Found {
+                    layers: vec![0],
+                    stats: vec![st],
+                    is_dir,
+                    opaque: false,
+                };
+                self.id_of(pfd.as_fd(), &name, &found)
+            }
+            _ => self
+                .nodes
+                .id_for(self.stack.layers[0].fs_index, st.st_dev, st.st_ino),
+        };
+        let node = self.nodes.remember(id, is_dir, vec![0], (parent_ino, name));
+        Ok((node.clone(), self.attr_of(&node, st), file))
+    }
+
+    fn make_object(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        parent_fd: BorrowedFd<'_>,
+        creds: Creds,
+        what: &NewObject<'_>,
+    ) -> Result<Option<OwnedFd>> {
+        let chown = |mode: u32| -> Result<()> {
+            let (uid, gid, _) = self.new_owner(parent_fd, creds, mode)?;
+            self.chown_new(dir, name, uid, gid)
+        };
+        match what {
+            NewObject::File { mode, flags } => {
+                let (uid, gid, mode) = self.new_owner(parent_fd, creds, libc::S_IFREG | mode)?;
+                let flags = open_flags(*flags) | libc::O_CREAT | libc::O_EXCL;
+                let fd = sys::openat(dir, name, flags, mode & 0o7777)?;
+                self.chown_new(dir, name, uid, gid)?;
+                Ok(Some(fd))
+            }
+            NewObject::Dir { mode } => {
+                let (uid, gid, mode) = self.new_owner(parent_fd, creds, libc::S_IFDIR | mode)?;
+                sys::mkdirat(dir, name, mode & 0o7777)?;
+                self.chown_new(dir, name, uid, gid)?;
+                if mode & libc::S_ISGID != 0 {
+                    // mkdir(2) may drop S_ISGID when the creator is not in the group.
+                    sys::fchmodat(dir, name, mode & 0o7777)?;
+                }
+                Ok(None)
+            }
+            NewObject::Node { mode, rdev } => {
+                sys::mknodat(dir, name, *mode, *rdev)?;
+                chown(*mode)?;
+                Ok(None)
+            }
+            NewObject::Symlink { target } => {
+                sys::symlinkat(target, dir, name)?;
+                chown(libc::S_IFLNK)?;
+                Ok(None)
+            }
+            NewObject::Link {
+                dir: src_dir,
+                name: src,
+            } => {
+                sys::linkat(src_dir.as_fd(), src, dir, name)?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        creds: Creds,
+    ) -> Result<(Arc<Node>, Stat)> {
+        if mode & libc::S_IFMT == libc::S_IFREG {
+            let (node, st, _) = self.create_entry(
+                parent,
+                name,
+                creds,
+                NewObject::File {
+                    mode,
+                    flags: libc::O_RDONLY,
+                },
+            )?;
+            return Ok((node, st));
+        }
+        let (node, st, _) = self.create_entry(
+            parent,
+            name,
+            creds,
+            NewObject::Node {
+                mode,
+                rdev: rdev as u64,
+            },
+        )?;
+        Ok((node, st))
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        creds: Creds,
+    ) -> Result<(Arc<Node>, Stat)> {
+        let (node, st, _) = self.create_entry(parent, name, creds, NewObject::Dir { mode })?;
+        Ok((node, st))
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+        creds: Creds,
+    ) -> Result<(Arc<Node>, Stat)> {
+        let target = sys::cname(target)?;
+        let (node, st, _) =
+            self.create_entry(parent, name, creds, NewObject::Symlink { target: &target })?;
+        Ok((node, st))
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<(Arc<Node>, Stat)> {
+        let node = self.nodes.get(ino)?;
+        if node.is_dir {
+            return Err(Error::Sys(libc::EPERM));
+        }
+        self.copy_up(&node)?;
+        let (dir, name) = self.at(&node)?;
+        let creds = Creds {
+            uid: sys::geteuid(),
+            gid: sys::getegid(),
+        };
+        let (new, st, _) =
+            self.create_entry(newparent, newname, creds, NewObject::Link { dir, name })?;
+        Ok((new, st))
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        creds: Creds,
+    ) -> Result<(Arc<Node>, Stat, u64)> {
+        let (node, st, fd) =
+            self.create_entry(parent, name, creds, NewObject::File { mode, flags })?;
+        let fd = fd.ok_or(Error::Sys(libc::EIO))?;
+        let cgen = node.copy_gen.load(Ordering::Acquire);
+        let fh = self.handles.insert(Handle::File(FileHandle {
+            node: node.clone(),
+            fd: parking_lot::RwLock::new((Arc::new(fd), cgen)),
+            flags: open_flags(flags),
+        }));
+        Ok((node, st, fh))
+    }
+
+    pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent_ino, name, false)
+    }
+
+    pub fn rmdir(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent_ino, name, true)
+    }
+
+    /// unlink/rmdir: remove the upper's entry, and leave a whiteout where a lower still has
+    /// the name.
+    fn remove(&self, parent_ino: u64, name: &OsStr, dir: bool) -> Result<()> {
+        self.upper()?;
+        let parent = self.nodes.get(parent_ino)?;
+        not_dir(&parent)?;
+        let name = sys::cname(name)?;
+        self.copy_up(&parent)?;
+        let _names = parent.dir_lock.lock();
+        let Hit::Found(found) = self.resolve(&parent, &name)? else {
+            return Err(Error::Sys(libc::ENOENT));
+        };
+        match (dir, found.is_dir) {
+            (false, true) => return Err(Error::Sys(libc::EISDIR)),
+            (true, false) => return Err(Error::Sys(libc::ENOTDIR)),
+            _ => {}
+        }
+        let pfd = self.dir_fd(&parent, 0)?;
+        if found.is_dir {
+            let layers = found.layers.clone();
+            let pfds: Vec<_> = layers
+                .iter()
+                .map(|l| self.dir_fd(&parent, *l))
+                .collect::<Result<_>>()?;
+            let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
+                let i = layers
+                    .iter()
+                    .position(|x| *x == l)
+                    .ok_or(Error::Sys(libc::EIO))?;
+                Ok(Arc::new(sys::open_dir_path(pfds[i].as_fd(), &name)?))
+            };
+            if !readdir::list(&layers, child_fd)?.is_empty() {
+                return Err(Error::Sys(libc::ENOTEMPTY));
+            }
+        }
+        let whiteout = found.layers.iter().any(|l| !self.stack.is_upper(*l))
+            || (self.stack.is_upper(found.top()) && self.lower_positive(&parent, &name)?);
+        if self.stack.is_upper(found.top()) {
+            self.remove_upper_entry(pfd.as_fd(), &name, found.is_dir, whiteout)?;
+        } else {
+            whiteout::make_whiteout(pfd.as_fd(), &name)?;
+        }
+        if let Some(child) = self.child_node(&parent, &name, &found) {
+            child.remove_alias(parent_ino, &name);
+            if child.is_dir {
+                self.nodes.drop_dir_fds(child.ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove `name` (in the upper directory `pfd`), replacing it with a whiteout if asked,
+    /// atomically: the whiteout is made in the work dir and exchanged or renamed in.
+    fn remove_upper_entry(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        is_dir: bool,
+        whiteout: bool,
+    ) -> Result<()> {
+        if !whiteout {
+            if !is_dir {
+                return sys::unlinkat(pfd, name, 0);
+            }
+            match sys::unlinkat(pfd, name, libc::AT_REMOVEDIR) {
+                // It holds whiteouts only (it is empty in the merged view): clear it first.
+                Err(e) if e.is(libc::ENOTEMPTY) => {
+                    let sub = sys::open_dir_path(pfd, name)?;
+                    layer::clear_dir(sub.as_fd())?;
+                    return sys::unlinkat(pfd, name, libc::AT_REMOVEDIR);
+                }
+                r => return r,
+            }
+        }
+        let work = self.work()?;
+        let tmp = self.tmp_name();
+        whiteout::make_whiteout(work, &tmp)?;
+        let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
+        if let Err(e) = sys::renameat2(work, &tmp, pfd, name, flags) {
+            let _ = sys::unlinkat(work, &tmp, 0);
+            return Err(e);
+        }
+        if is_dir {
+            // The old directory (holding only whiteouts) is now in the work dir.
+            layer::remove_tree(work, &tmp)?;
+        }
+        Ok(())
+    }
+
+    /// The node the kernel knows for `parent/name`, if it is in the table.
+    fn child_node(&self, parent: &Node, name: &CStr, found: &lookup::Found) -> Option<Arc<Node>> {
+        let pfd = self.dir_fd(parent, found.top()).ok()?;
+        let id = self.id_of(pfd.as_fd(), name, found);
+        self.nodes.peek(id)
+    }
+
+    pub fn rename(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        newparent_ino: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.upper()?;
+        let parent = self.nodes.get(parent_ino)?;
+        let newparent = self.nodes.get(newparent_ino)?;
+        not_dir(&parent)?;
+        not_dir(&newparent)?;
+        let name = sys::cname(name)?;
+        let newname = sys::cname(newname)?;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(Error::Sys(libc::EINVAL));
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        // Copy up first (before any directory lock): the source, the target when exchanging,
+        // and both parents.
+        let src = self
+            .prepare_rename_side(&parent, &name)?
+            .ok_or(Error::Sys(libc::ENOENT))?;
+        let dst = if exchange {
+            Some(
+                self.prepare_rename_side(&newparent, &newname)?
+                    .ok_or(Error::Sys(libc::ENOENT))?,
+            )
+        } else {
+            None
+        };
+        self.copy_up(&newparent)?;
+        let _locks = lock_two(&parent, &newparent);
+        let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
+            return Err(Error::Sys(libc::ENOENT));
+        };
+        if !self.stack.is_upper(sfound.top()) || sfound.layers.len() > 1 {
+            return Err(Error::Sys(libc::EXDEV));
+        }
+        if parent_ino == newparent_ino && name == newname {
+            return Ok(());
+        }
+        let dhit = self.resolve(&newparent, &newname)?;
+        let pfd = self.dir_fd(&parent, 0)?;
+        let npfd = self.dir_fd(&newparent, 0)?;
+        if exchange {
+            let Hit::Found(dfound) = dhit else {
+                return Err(Error::Sys(libc::ENOENT));
+            };
+            if !self.stack.is_upper(dfound.top()) || dfound.layers.len() > 1 {
+                return Err(Error::Sys(libc::EXDEV));
+            }
+            // A directory arriving where a lower has the name must not merge with it.
+            if sfound.is_dir && !sfound.opaque && self.lower_positive(&newparent, &newname)? {
+                self.fmt.set_opaque(pfd.as_fd(), &name)?;
+            }
+            if dfound.is_dir && !dfound.opaque && self.lower_positive(&parent, &name)? {
+                self.fmt.set_opaque(npfd.as_fd(), &newname)?;
+            }
+            sys::renameat2(
+                pfd.as_fd(),
+                &name,
+                npfd.as_fd(),
+                &newname,
+                libc::RENAME_EXCHANGE,
+            )?;
+            let d = dst.ok_or(Error::Sys(libc::EIO))?;
+            src.remove_alias(parent_ino, &name);
+            d.remove_alias(newparent_ino, &newname);
+            src.add_alias(newparent_ino, &newname);
+            d.add_alias(parent_ino, &name);
+            return Ok(());
+        }
+        let mut upper_whiteout_at_dst = false;
+        let mut dst_node = None;
+        match &dhit {
+            Hit::Found(d) => {
+                if flags & libc::RENAME_NOREPLACE != 0 {
+                    return Err(Error::Sys(libc::EEXIST));
+                }
+                match (sfound.is_dir, d.is_dir) {
+                    (true, false) => return Err(Error::Sys(libc::ENOTDIR)),
+                    (false, true) => return Err(Error::Sys(libc::EISDIR)),
+                    _ => {}
+                }
+                if d.is_dir {
+                    let layers = d.layers.clone();
+                    let fds: Vec<_> = layers
+                        .iter()
+                        .map(|l| self.dir_fd(&newparent, *l))
+                        .collect::<Result<_>>()?;
+                    let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
+                        let i = layers
+                            .iter()
+                            .position(|x| *x == l)
+                            .ok_or(Error::Sys(libc::EIO))?;
+                        Ok(Arc::new(sys::open_dir_path(fds[i].as_fd(), &newname)?))
+                    };
+                    if !readdir::list(&layers, child_fd)?.is_empty() {
+                        return Err(Error::Sys(libc::ENOTEMPTY));
+                    }
+                    if self.stack.is_upper(d.top()) {
+                        // Only whiteouts remain in the target's upper copy: clear them so the
+                        // rename can replace it (the moved dir is made opaque below).
+                        let sub = sys::open_dir_path(npfd.as_fd(), &newname)?;
+                        layer::clear_dir(sub.as_fd())?;
+                    } else {
+                        // The target lives only in lowers: nothing in the upper to replace.
+                    }
+                }
+                dst_node = self.child_node(&newparent, &newname, d);
+            }
+            Hit::Absent { whiteout_layer } => upper_whiteout_at_dst = *whiteout_layer == Some(0),
+        }
+        let src_whiteout = self.lower_positive(&parent, &name)?;
+        if sfound.is_dir && !sfound.opaque && self.lower_positive(&newparent, &newname)? {
+            self.fmt.set_opaque(pfd.as_fd(), &name)?;
+        }
+        if sfound.is_dir && upper_whiteout_at_dst {
+            // A directory cannot replace the whiteout (a char device) by rename: exchange them,
+            // then keep the whiteout at the old name if a lower still has it.
+            sys::renameat2(
+                pfd.as_fd(),
+                &name,
+                npfd.as_fd(),
+                &newname,
+                libc::RENAME_EXCHANGE,
+            )?;
+            if !src_whiteout {
+                sys::unlinkat(pfd.as_fd(), &name, 0)?;
+            }
+        } else {
+            let dst_in_upper = matches!(&dhit, Hit::Found(d) if self.stack.is_upper(d.top()));
+            if !dst_in_upper && matches!(dhit, Hit::Found(_)) {
+                // Target only in lowers: the moved object covers it in the upper.
+            }
+            let flags = if src_whiteout {
+                libc::RENAME_WHITEOUT
+            } else {
+                0
+            };
+            sys::renameat2(pfd.as_fd(), &name, npfd.as_fd(), &newname, flags)?;
+        }
+        if let Some(d) = dst_node {
+            d.remove_alias(newparent_ino, &newname);
+        }
+        src.remove_alias(parent_ino, &name);
+        src.add_alias(newparent_ino, &newname);
+        Ok(())
+    }
+
+    /// The node at `parent/name`, copied up if it is a non-directory in a lower. A directory
+    /// with lower copies is left alone (rename then answers EXDEV).
+    fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
+        let Hit::Found(found) = self.resolve(parent, name)? else {
+            return Ok(None);
+        };
+        let pfd = self.dir_fd(parent, found.top())?;
+        let id = self.id_of(pfd.as_fd(), name, &found);
+        let node = match self.nodes.peek(id) {
+            Some(n) => n,
+            None => {
+                // Not known to the kernel (rare: rename without a prior lookup); track it
+                // without a kernel reference.
+                let n = self.nodes.remember(
+                    id,
+                    found.is_dir,
+                    found.layers.clone(),
+                    (parent.ino, name.clone()),
+                );
+                self.nodes.forget(id, 0);
+                n
+            }
+        };
+        node.add_alias(parent.ino, name);
+        if found.is_dir {
+            if found.layers.iter().any(|l| !self.stack.is_upper(*l)) {
+                return Err(Error::Sys(libc::EXDEV));
+            }
+        } else {
+            self.copy_up(&node)?;
+        }
+        Ok(Some(node))
+    }
+
+    // ----- files -----------------------------------------------------------------------------
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let node = self.nodes.get(ino)?;
+        if node.is_dir {
+            return Err(Error::Sys(libc::EISDIR));
+        }
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writes {
+            self.copy_up(&node)?;
+        }
+        let cgen = node.copy_gen.load(Ordering::Acquire);
+        let (dir, name) = self.at(&node)?;
+        let fd = sys::openat(dir.as_fd(), &name, open_flags(flags) | libc::O_NOFOLLOW, 0)?;
+        Ok(self.handles.insert(Handle::File(FileHandle {
+            node,
+            fd: parking_lot::RwLock::new((Arc::new(fd), cgen)),
+            flags: open_flags(flags),
+        })))
+    }
+
+    /// The fd of a file handle, reopened on the upper copy if the file was copied up since.
+    fn file_fd(&self, f: &FileHandle) -> Result<Arc<OwnedFd>> {
+        let cgen = f.node.copy_gen.load(Ordering::Acquire);
+        {
+            let cur = f.fd.read();
+            if cur.1 == cgen {
+                return Ok(cur.0.clone());
+            }
+        }
+        let (dir, name) = self.at(&f.node)?;
+        let fd = Arc::new(sys::openat(
+            dir.as_fd(),
+            &name,
+            f.flags | libc::O_NOFOLLOW,
+            0,
+        )?);
+        *f.fd.write() = (fd.clone(), cgen);
+        Ok(fd)
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handles.file(fh)?;
+        let fd = self.file_fd(h.as_file()?)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let h = self.handles.file(fh)?;
+        let fd = self.file_fd(h.as_file()?)?;
+        let mut done = 0;
+        while done < data.len() {
+            done += sys::pwrite(fd.as_fd(), &data[done..], off + done as u64)?;
+        }
+        Ok(done)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let h = self.handles.get(fh)?;
+        match &*h {
+            Handle::File(f) => sys::fsync(self.file_fd(f)?.as_fd(), datasync),
+            Handle::Dir(d) => {
+                let fd = self.dir_fd(&d.node, d.node.top())?;
+                let real = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                sys::fsync(real.as_fd(), datasync)
+            }
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
+        let h = self.handles.file(fh)?;
+        sys::fallocate(self.file_fd(h.as_file()?)?.as_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Result<i64> {
+        let h = self.handles.file(fh)?;
+        sys::lseek(self.file_fd(h.as_file()?)?.as_fd(), off, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<usize> {
+        let hi = self.handles.file(fh_in)?;
+        let ho = self.handles.file(fh_out)?;
+        let fi = self.file_fd(hi.as_file()?)?;
+        let fo = self.file_fd(ho.as_file()?)?;
+        sys::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len as usize)
+    }
+
+    // ----- directories -----------------------------------------------------------------------
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let node = self.nodes.get(ino)?;
+        not_dir(&node)?;
+        let layers = node.layers();
+        let entries = readdir::list(&layers, |l| self.dir_fd(&node, l))?;
+        let mut out = Vec::with_capacity(entries.len() + 2);
+        let parent = node.alias().map(|(p, _)| p).unwrap_or(ROOT);
+        out.push(DirEntry {
+            name: c".".to_owned(),
+            ino: node.ino,
+            dtype: libc::DT_DIR,
+        });
+        out.push(DirEntry {
+            name: c"..".to_owned(),
+            ino: parent,
+            dtype: libc::DT_DIR,
+        });
+        for e in entries {
+            let layer = &self.stack.layers[e.layer];
+            // d_ino as the layer sees it, in node-id form (st_ino may differ for a merged
+            // directory or a copied-up file; kernel overlay without xino has the same gap).
+            let ino = self.nodes.id_for(layer.fs_index, 0, e.ino);
+            out.push(DirEntry {
+                name: e.name,
+                ino,
+                dtype: e.dtype,
+            });
+        }
+        Ok(self
+            .handles
+            .insert(Handle::Dir(DirHandle { node, entries: out })))
+    }
+
+    pub fn dir_handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        let h = self.handles.get(fh)?;
+        h.as_dir()?;
+        Ok(h)
+    }
+
+    // ----- xattrs ------------------------------------------------------------------------------
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let (fd, n) = self.at(&node)?;
+        let real = self.fmt.escape(&sys::cname(name)?);
+        sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &n), &real)?.ok_or(Error::Sys(libc::ENODATA))
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let (fd, n) = self.at(&node)?;
+        let mut out = Vec::new();
+        for name in sys::llistxattr_vec(&sys::proc_path(fd.as_fd(), &n))? {
+            if let Some(shown) = self.fmt.unescape(&name) {
+                out.extend_from_slice(shown.to_bytes_with_nul());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let node = self.nodes.get(ino)?;
+        self.copy_up(&node)?;
+        let (fd, n) = self.at(&node)?;
+        let real = self.fmt.escape(&sys::cname(name)?);
+        sys::lsetxattr(&sys::proc_path(fd.as_fd(), &n), &real, value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        let node = self.nodes.get(ino)?;
+        let (fd, n) = self.at(&node)?;
+        let real = self.fmt.escape(&sys::cname(name)?);
+        // Removing a name the object lacks changes nothing, so it needs no copy-up.
+        if sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &n), &real)?.is_none() {
+            return Err(Error::Sys(libc::ENODATA));
+        }
+        self.copy_up(&node)?;
+        let (fd, n) = self.at(&node)?;
+        sys::lremovexattr(&sys::proc_path(fd.as_fd(), &n), &real)
+    }
+
+    // ----- filesystem ----------------------------------------------------------------------------
+
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        sys::fstatfs(self.stack.root(0))
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+}
+
+/// Flags for opening the real file: the caller's access mode and status flags, minus those the
+/// kernel already handled (creation, truncation) and O_APPEND (the kernel sends the offset;
+/// pwrite on an O_APPEND fd would ignore it).
+fn open_flags(flags: i32) -> i32 {
+    flags
+        & !(libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_DIRECT
+            | libc::O_CLOEXEC)
+}
+
+fn lock_two<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+    if a.ino == b.ino {
+        return (a.dir_lock.lock(), None);
+    }
+    let (first, second) = if a.ino < b.ino { (a, b) } else { (b, a) };
+    let g1 = first.dir_lock.lock();
+    let g2 = second.dir_lock.lock();
+    (g1, Some(g2))
+}

@@ -1,0 +1,138 @@
+//! Kernel overlayfs's on-disk encodings: whiteouts (char device 0/0), opaque directories
+//! (`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` in userxattr mode) and the private
+//! xattr namespace that never shows through the mount. Both xattr forms are read; the one
+//! chosen at mount is written. See Documentation/filesystems/overlayfs.rst in the kernel.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::BorrowedFd;
+
+use crate::error::Result;
+use crate::sys;
+
+pub const TRUSTED_PREFIX: &str = "trusted.overlay.";
+pub const USER_PREFIX: &str = "user.overlay.";
+
+/// Which xattr namespace this mount writes its overlay metadata in.
+#[derive(Clone, Debug)]
+pub struct Format {
+    prefix: &'static str,
+    opaque: CString,
+    origin: CString,
+}
+
+impl Format {
+    /// `userxattr`: the `user.overlay.*` names kernel overlay uses inside user namespaces.
+    pub fn new(userxattr: bool) -> Format {
+        let prefix = if userxattr {
+            USER_PREFIX
+        } else {
+            TRUSTED_PREFIX
+        };
+        let mk = |s: &str| CString::new(format!("{prefix}{s}")).unwrap_or_default();
+        Format {
+            prefix,
+            opaque: mk("opaque"),
+            origin: mk("unionfuse.origin"),
+        }
+    }
+
+    /// The name an xattr set through the mount is stored under. Overlay's own namespace is
+    /// escaped, as kernel overlay (6.7+) does: `trusted.overlay.foo` is stored as
+    /// `trusted.overlay.overlay.foo`, so users can't forge overlay metadata.
+    pub fn escape(&self, name: &CStr) -> CString {
+        let b = name.to_bytes();
+        match b.strip_prefix(self.prefix.as_bytes()) {
+            Some(rest) => {
+                let mut v = format!("{}overlay.", self.prefix).into_bytes();
+                v.extend_from_slice(rest);
+                CString::new(v).unwrap_or_default()
+            }
+            None => name.to_owned(),
+        }
+    }
+
+    /// The name a stored xattr shows as through the mount; None for overlay's own.
+    pub fn unescape(&self, stored: &CStr) -> Option<CString> {
+        let b = stored.to_bytes();
+        let Some(rest) = b.strip_prefix(self.prefix.as_bytes()) else {
+            return Some(stored.to_owned());
+        };
+        let rest = rest.strip_prefix(b"overlay.")?;
+        let mut v = self.prefix.as_bytes().to_vec();
+        v.extend_from_slice(rest);
+        CString::new(v).ok()
+    }
+
+    /// Should this stored xattr be carried along by copy-up? Overlay's own metadata of the
+    /// lower (its opaque flag, origin, ...) describes the lower, not the copy.
+    pub fn copies(&self, stored: &CStr) -> bool {
+        self.unescape(stored).is_some()
+    }
+
+    /// Mark `dir/name` (a directory in the upper) opaque.
+    pub fn set_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        sys::lsetxattr(&sys::proc_path(dir, name), &self.opaque, b"y", 0)
+    }
+
+    /// Record the node id a copied-up object had, so st_ino survives remounts. Kernel overlay
+    /// ignores overlay xattrs it does not know.
+    pub fn set_origin(&self, dir: BorrowedFd<'_>, name: &CStr, ino: u64) -> Result<()> {
+        sys::lsetxattr(
+            &sys::proc_path(dir, name),
+            &self.origin,
+            ino.to_string().as_bytes(),
+            0,
+        )
+    }
+
+    /// Is `dir/name` (a directory) opaque? Only this mount's namespace counts, as in kernel
+    /// overlay; a value other than "y" ("x" marks a dir holding xattr whiteouts) does not.
+    pub fn is_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
+        matches!(sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.opaque), Ok(Some(v)) if v == b"y")
+    }
+
+    pub fn origin(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<u64> {
+        let v = sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.origin).ok()??;
+        std::str::from_utf8(&v).ok()?.parse().ok()
+    }
+}
+
+/// Make a whiteout named `name` in `dir`.
+pub fn make_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    sys::mknodat(dir, name, libc::S_IFCHR, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_round_trips_and_hides_private_names() {
+        let f = Format::new(false);
+        assert_eq!(
+            f.escape(c"trusted.overlay.foo").as_bytes(),
+            b"trusted.overlay.overlay.foo"
+        );
+        assert_eq!(f.escape(c"user.foo").as_bytes(), b"user.foo");
+        let shown = f
+            .unescape(c"trusted.overlay.overlay.foo")
+            .expect("escaped name shows");
+        assert_eq!(shown.as_bytes(), b"trusted.overlay.foo");
+        assert!(f.unescape(c"trusted.overlay.opaque").is_none());
+        // In trusted mode user.overlay.* is an ordinary user xattr, as in kernel overlay.
+        assert!(f.unescape(c"user.overlay.opaque").is_some());
+        assert!(Format::new(true).unescape(c"user.overlay.opaque").is_none());
+    }
+
+    #[test]
+    fn format_names_follow_the_mode() {
+        assert_eq!(
+            Format::new(false).opaque.as_bytes(),
+            b"trusted.overlay.opaque"
+        );
+        assert_eq!(
+            Format::new(true).origin.as_bytes(),
+            b"user.overlay.unionfuse.origin"
+        );
+    }
+}
