@@ -1,0 +1,1193 @@
+//! Differential tests: the same operation sequences run on unionfuse and on kernel overlayfs over
+//! identical copies (`cp -a`) of one layer stack. The errno (and any output) of every step and the
+//! final merged trees must match; then the uppers are swapped (unionfuse's upper mounted by the
+//! kernel and the reverse) and the views compared again.
+//!
+//! Sequences are plain `Vec<Op>` data run by `differential`, so a generator (proptest) can feed the
+//! same runner. `UNIONFUSE_TEST_BACKEND=kernel` runs kernel against kernel (a harness self-check).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+// ---------------------------------------------------------------------------------------------
+
+/// One step. Paths are relative to the mount root, as bytes (non-UTF-8 allowed).
+#[derive(Clone, PartialEq, Eq)]
+enum Op {
+    /// open(O_CREAT|O_EXCL|O_WRONLY, mode)
+    Create {
+        path: Vec<u8>,
+        mode: u32,
+    },
+    /// open(O_WRONLY) + pwrite
+    Write {
+        path: Vec<u8>,
+        off: i64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        path: Vec<u8>,
+        len: i64,
+    },
+    /// open(O_WRONLY|O_APPEND) + write
+    Append {
+        path: Vec<u8>,
+        data: Vec<u8>,
+    },
+    Unlink {
+        path: Vec<u8>,
+    },
+    Rmdir {
+        path: Vec<u8>,
+    },
+    Mkdir {
+        path: Vec<u8>,
+        mode: u32,
+    },
+    /// renameat2 with RENAME_* flags
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        flags: u32,
+    },
+    Link {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Symlink {
+        target: Vec<u8>,
+        path: Vec<u8>,
+    },
+    Chmod {
+        path: Vec<u8>,
+        mode: u32,
+    },
+    /// lchown
+    Chown {
+        path: Vec<u8>,
+        uid: u32,
+        gid: u32,
+    },
+    /// utimensat(AT_SYMLINK_NOFOLLOW) with a fixed atime and this mtime
+    Utimes {
+        path: Vec<u8>,
+        mtime: (i64, i64),
+    },
+    SetXattr {
+        path: Vec<u8>,
+        name: String,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        path: Vec<u8>,
+        name: String,
+    },
+    MkFifo {
+        path: Vec<u8>,
+        mode: u32,
+    },
+    /// Open `path` read-only, write `data` at 0 through a second (write) fd, then read the whole
+    /// file through the first fd: after copy-up the old fd must see the new data.
+    OpenRoThenWriteOther {
+        path: Vec<u8>,
+        data: Vec<u8>,
+    },
+    /// Read the whole file (following symlinks); output: the contents.
+    Read {
+        path: Vec<u8>,
+    },
+    /// List a directory; output: sorted names joined by '/', incl. "." and "..".
+    ReadDir {
+        path: Vec<u8>,
+    },
+}
+
+use Op::*;
+
+fn b(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = |v: &Vec<u8>| v.escape_ascii().to_string();
+        match self {
+            Create { path, mode } => write!(f, "create {} {mode:o}", p(path)),
+            Write { path, off, data } => write!(f, "write {} @{off} {:?}", p(path), p(data)),
+            Truncate { path, len } => write!(f, "truncate {} {len}", p(path)),
+            Append { path, data } => write!(f, "append {} {:?}", p(path), p(data)),
+            Unlink { path } => write!(f, "unlink {}", p(path)),
+            Rmdir { path } => write!(f, "rmdir {}", p(path)),
+            Mkdir { path, mode } => write!(f, "mkdir {} {mode:o}", p(path)),
+            Rename { from, to, flags } => write!(f, "rename {} {} flags={flags}", p(from), p(to)),
+            Link { from, to } => write!(f, "link {} {}", p(from), p(to)),
+            Symlink { target, path } => write!(f, "symlink {} -> {}", p(path), p(target)),
+            Chmod { path, mode } => write!(f, "chmod {} {mode:o}", p(path)),
+            Chown { path, uid, gid } => write!(f, "chown {} {uid}:{gid}", p(path)),
+            Utimes { path, mtime } => write!(f, "utimes {} {mtime:?}", p(path)),
+            SetXattr { path, name, value } => write!(f, "setxattr {} {name}={}", p(path), p(value)),
+            RemoveXattr { path, name } => write!(f, "removexattr {} {name}", p(path)),
+            MkFifo { path, mode } => write!(f, "mkfifo {} {mode:o}", p(path)),
+            OpenRoThenWriteOther { path, data } => {
+                write!(f, "open-ro-then-write-other {} {:?}", p(path), p(data))
+            }
+            Read { path } => write!(f, "read {}", p(path)),
+            ReadDir { path } => write!(f, "readdir {}", p(path)),
+        }
+    }
+}
+
+/// What one step returned: output bytes (for reads) or the errno.
+type Outcome = Result<Vec<u8>, i32>;
+
+fn show_outcome(o: &Outcome) -> String {
+    match o {
+        Ok(v) if v.is_empty() => "ok".into(),
+        Ok(v) if v.len() <= 64 => format!("ok {:?}", v.escape_ascii().to_string()),
+        Ok(v) => format!(
+            "ok {:?}... ({} bytes, hash {:x})",
+            v[..48].escape_ascii().to_string(),
+            v.len(),
+            content_hash(v)
+        ),
+        Err(e) => sys::errno_name(*e),
+    }
+}
+
+fn read_all(fd: &std::os::fd::OwnedFd) -> Result<Vec<u8>, i32> {
+    let mut out = Vec::new();
+    loop {
+        let chunk = sys::pread(fd, 65536, out.len() as i64)?;
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+    }
+}
+
+/// Apply one op under `root` with plain libc calls.
+fn apply(root: &Path, op: &Op) -> Outcome {
+    let at = |rel: &[u8]| root.join(OsStr::from_bytes(rel));
+    let none = |r: Result<(), i32>| r.map(|()| Vec::new());
+    match op {
+        Create { path, mode } => {
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+            sys::open(&at(path), flags, *mode).map(|_| Vec::new())
+        }
+        Write { path, off, data } => {
+            let fd = sys::open(&at(path), libc::O_WRONLY, 0)?;
+            sys::pwrite(&fd, data, *off).map(|_| Vec::new())
+        }
+        Truncate { path, len } => none(sys::truncate(&at(path), *len)),
+        Append { path, data } => {
+            let fd = sys::open(&at(path), libc::O_WRONLY | libc::O_APPEND, 0)?;
+            sys::write(&fd, data).map(|_| Vec::new())
+        }
+        Unlink { path } => none(sys::unlink(&at(path))),
+        Rmdir { path } => none(sys::rmdir(&at(path))),
+        Mkdir { path, mode } => none(sys::mkdir(&at(path), *mode)),
+        Rename { from, to, flags } => none(sys::renameat2(&at(from), &at(to), *flags)),
+        Link { from, to } => none(sys::link(&at(from), &at(to))),
+        Symlink { target, path } => none(sys::symlink(OsStr::from_bytes(target), &at(path))),
+        Chmod { path, mode } => none(sys::chmod(&at(path), *mode)),
+        Chown { path, uid, gid } => none(sys::lchown(&at(path), *uid, *gid)),
+        Utimes { path, mtime } => none(sys::utimens(&at(path), (1, 0), *mtime, true)),
+        SetXattr { path, name, value } => none(sys::lsetxattr(&at(path), name, value)),
+        RemoveXattr { path, name } => none(sys::lremovexattr(&at(path), name)),
+        MkFifo { path, mode } => none(sys::mknod(&at(path), libc::S_IFIFO | *mode, 0)),
+        OpenRoThenWriteOther { path, data } => {
+            let ro = sys::open(&at(path), libc::O_RDONLY, 0)?;
+            let wr = sys::open(&at(path), libc::O_WRONLY, 0)?;
+            sys::pwrite(&wr, data, 0)?;
+            drop(wr);
+            read_all(&ro)
+        }
+        Read { path } => read_all(&sys::open(&at(path), libc::O_RDONLY, 0)?),
+        ReadDir { path } => {
+            let fd = sys::open(&at(path), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let mut names = sys::read_dir_names(&fd, true)?;
+            names.sort();
+            Ok(names.join(&b'/'))
+        }
+    }
+}
+
+/// Paths whose final mtime was set explicitly by a successful Utimes (and not changed by a later
+/// data op), following renames. Only these mtimes are compared.
+fn explicit_mtimes(ops: &[Op], outcomes: &[Outcome]) -> BTreeSet<PathBuf> {
+    let mut set = BTreeSet::new();
+    let pb = |v: &Vec<u8>| PathBuf::from(OsStr::from_bytes(v));
+    for (op, out) in ops.iter().zip(outcomes) {
+        if out.is_err() {
+            continue;
+        }
+        match op {
+            Utimes { path, .. } => {
+                set.insert(pb(path));
+            }
+            Write { path, .. }
+            | Truncate { path, .. }
+            | Append { path, .. }
+            | Unlink { path }
+            | Rmdir { path }
+            | OpenRoThenWriteOther { path, .. } => {
+                set.remove(&pb(path));
+            }
+            Rename { from, to, flags } => {
+                let (had_from, had_to) = (set.remove(&pb(from)), set.remove(&pb(to)));
+                if had_from {
+                    set.insert(pb(to));
+                }
+                if had_to && *flags & libc::RENAME_EXCHANGE != 0 {
+                    set.insert(pb(from));
+                }
+            }
+            _ => {}
+        }
+    }
+    set
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layer stack: collisions, whiteouts, opaque dirs, symlinks, hard links, xattrs
+// ---------------------------------------------------------------------------------------------
+
+const WEIRD: &[u8] = b"w\xe9ird\xff";
+
+fn build_stack() -> Stack {
+    let s = Stack::new(3);
+    let (l0, l1, l2, up) = (s.lower(0), s.lower(1), s.lower(2), s.upper());
+    // lower2 (bottom)
+    write_file(&l2.join("f_all"), b"lower2 f_all\n", 0o644);
+    write_file(&l2.join("d/a"), b"l2 a\n", 0o644);
+    write_file(&l2.join("d/b"), b"l2 b\n", 0o600);
+    write_file(&l2.join("d/sub/deep"), b"deep\n", 0o644);
+    write_file(&l2.join("gone"), b"whited out by lower1\n", 0o644);
+    write_file(&l2.join("opq/old"), b"hidden by opaque lower1 opq\n", 0o644);
+    write_file(&l2.join("hl1"), b"shared\n", 0o644);
+    hardlink(&l2.join("hl1"), &l2.join("hl2"));
+    write_file(&l2.join("xf"), b"xattrs\n", 0o644);
+    set_xattr(&l2.join("xf"), "user.k", b"v2");
+    set_xattr(&l2.join("xf"), "user.other", b"o");
+    symlink("f_all", &l2.join("sym"));
+    mkfifo(&l2.join("fifo"), 0o644);
+    write_file(&l2.join("typeflip/child"), b"under a dir\n", 0o644);
+    write_file_owned(&l2.join("ro_file"), b"read only\n", 0o444, 1000, 1000);
+    // lower1
+    write_file(&l1.join("f_all"), b"lower1 f_all\n", 0o640);
+    write_file(&l1.join("d/b"), b"l1 b\n", 0o644);
+    write_file(&l1.join("d/c"), b"l1 c\n", 0o644);
+    make_whiteout(l1, "gone");
+    write_file(&l1.join("opq/new"), b"opaque lower1\n", 0o644);
+    set_opaque(&l1.join("opq"));
+    write_file(&l1.join("typeflip"), b"a file over a dir\n", 0o644);
+    symlink("d", &l1.join("dirlink"));
+    write_file(&l1.join("h/a"), b"linked in lower1\n", 0o644);
+    hardlink(&l1.join("h/a"), &l1.join("h/b"));
+    write_file(&at(l1, WEIRD), b"non-utf8\n", 0o644);
+    set_xattr(&l1.join("d"), "user.dir", b"l1");
+    // lower0 (top lower)
+    write_file(&l0.join("f_all"), b"lower0 f_all\n", 0o644);
+    set_xattr(&l0.join("f_all"), "user.top", b"0");
+    write_file(&l0.join("d/a"), b"l0 a\n", 0o644);
+    make_whiteout(&l0.join("d"), "c");
+    mkdir(&l0.join("emptydir"), 0o755);
+    write_file(&l0.join("suid"), b"setuid\n", 0o4755);
+    write_file(&l0.join("wh_up"), b"whited out by upper\n", 0o644);
+    write_file(&l0.join("uopq/x"), b"hidden by opaque upper\n", 0o644);
+    chown(&l0.join("d"), 10, 20);
+    // upper
+    write_file(&up.join("d/up"), b"upper up\n", 0o644);
+    write_file(&up.join("uonly/f"), b"upper only\n", 0o644);
+    make_whiteout(up, "wh_up");
+    mkdir(&up.join("uopq"), 0o755);
+    set_opaque(&up.join("uopq"));
+    write_file(&up.join("uopq/mine"), b"mine\n", 0o644);
+    // Fixed times everywhere, so copies and copy-ups are comparable.
+    for layer in [l0, l1, l2, up] {
+        let tree = Tree::snapshot(layer, SnapOpts::VIEW);
+        for p in tree.entries.keys().rev() {
+            set_mtime(&layer.join(p), 1_500_000_000);
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Unionfuse,
+    Kernel,
+}
+
+struct Run {
+    outcomes: Vec<Outcome>,
+    tree: Tree,
+}
+
+/// Mount `stack` with `backend`, apply `ops`, snapshot the merged view, unmount.
+fn run_on(stack: &Stack, backend: Backend, ops: &[Op]) -> Run {
+    let before = stack.lower_digests();
+    let run = match backend {
+        Backend::Unionfuse => {
+            let m = UnionMount::new(stack);
+            let outcomes = ops.iter().map(|op| apply(m.mnt(), op)).collect();
+            Run {
+                outcomes,
+                tree: Tree::snapshot(m.mnt(), SnapOpts::VIEW),
+            }
+        }
+        Backend::Kernel => {
+            let m = KernelOverlay::new(stack);
+            let outcomes = ops.iter().map(|op| apply(m.mnt(), op)).collect();
+            Run {
+                outcomes,
+                tree: Tree::snapshot(m.mnt(), SnapOpts::VIEW),
+            }
+        }
+    };
+    stack.assert_lowers_unchanged(&before);
+    run
+}
+
+/// A view without what is not compared: mtimes except explicitly set ones.
+fn comparable(tree: &Tree, mtimes: &BTreeSet<PathBuf>) -> Tree {
+    tree.clone().normalize(|p, e| {
+        if e.kind == Kind::Dir || !mtimes.contains(p) {
+            e.mtime = None;
+        }
+    })
+}
+
+/// Compare two runs of `ops`: errno/output per step, then the final trees.
+fn compare_runs(ops: &[Op], a: &Run, b: &Run, names: (&str, &str)) -> Result<(), String> {
+    if a.outcomes != b.outcomes {
+        let mut msg = format!("errno differs ({} vs {}):\n", names.0, names.1);
+        for (i, op) in ops.iter().enumerate() {
+            let (x, y) = (&a.outcomes[i], &b.outcomes[i]);
+            let mark = if x == y { " " } else { "*" };
+            msg += &format!(
+                "{mark} {i:2} {op:?}: {} | {}\n",
+                show_outcome(x),
+                show_outcome(y)
+            );
+        }
+        return Err(msg);
+    }
+    let mtimes = explicit_mtimes(ops, &a.outcomes);
+    let (ta, tb) = (comparable(&a.tree, &mtimes), comparable(&b.tree, &mtimes));
+    match ta.diff(&tb, true) {
+        None => Ok(()),
+        Some(d) => Err(format!(
+            "final trees differ ({} left, {} right):\n{d}\n{} tree:\n{ta:?}",
+            names.0, names.1, names.1
+        )),
+    }
+}
+
+/// Views of a stack after a run, compared without hard-link groups: an upper written by one
+/// implementation need not carry origin records the other understands, so st_ino may differ.
+fn compare_views(
+    what: &str,
+    want: &Tree,
+    got: &Tree,
+    mtimes: &BTreeSet<PathBuf>,
+) -> Result<(), String> {
+    let (w, g) = (comparable(want, mtimes), comparable(got, mtimes));
+    match w.diff(&g, false) {
+        None => Ok(()),
+        Some(d) => Err(format!("{what}: views differ (left: expected):\n{d}")),
+    }
+}
+
+/// The whole differential check of one sequence: unionfuse vs kernel on copies of the stack,
+/// then each upper mounted by the other implementation.
+fn differential(ops: &[Op]) -> Result<(), String> {
+    let source = build_stack();
+    let (ustack, kstack) = (source.duplicate(), source.duplicate());
+    for copy in [&ustack, &kstack] {
+        for (orig, dup) in source.lowers.iter().zip(&copy.lowers) {
+            let d = Tree::layer_digest(orig).diff(&Tree::layer_digest(dup), true);
+            assert!(
+                d.is_none(),
+                "cp -a did not copy {} exactly:\n{d:?}",
+                orig.display()
+            );
+        }
+    }
+    let u = run_on(&ustack, Backend::Unionfuse, ops);
+    let k = run_on(&kstack, Backend::Kernel, ops);
+    // Printed by the test harness only on failure (or with --nocapture).
+    for (i, (op, out)) in ops.iter().zip(&k.outcomes).enumerate() {
+        eprintln!("kernel step {i:2} {op:?}: {}", show_outcome(out));
+    }
+    compare_runs(ops, &u, &k, ("unionfuse", "kernel"))?;
+    let mtimes = explicit_mtimes(ops, &k.outcomes);
+    // Swap: unionfuse's upper under the kernel, the kernel's upper under unionfuse.
+    let k_on_u = run_on(&ustack, Backend::Kernel, &[]);
+    compare_views(
+        "kernel overlay over unionfuse's upper",
+        &k.tree,
+        &k_on_u.tree,
+        &mtimes,
+    )?;
+    let u_on_k = run_on(&kstack, Backend::Unionfuse, &[]);
+    compare_views(
+        "unionfuse over kernel overlay's upper",
+        &k.tree,
+        &u_on_k.tree,
+        &mtimes,
+    )?;
+    Ok(())
+}
+
+#[track_caller]
+fn check(ops: Vec<Op>) {
+    if !require_fuse() {
+        return;
+    }
+    if let Err(e) = differential(&ops) {
+        panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness self-checks: a difference must be caught
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn harness_catches_errno_and_tree_differences() {
+    if !require_fuse() {
+        return;
+    }
+    let source = build_stack();
+    let (a, b2) = (source.duplicate(), source.duplicate());
+    write_file(&b2.lower(0).join("extra"), b"only in b\n", 0o644);
+    write_file(&b2.lower(2).join("d/a"), b"changed but hidden\n", 0o644);
+    let ops = vec![Create {
+        path: b("extra"),
+        mode: 0o644,
+    }];
+    let (ra, rb) = (
+        run_on(&a, Backend::Kernel, &ops),
+        run_on(&b2, Backend::Kernel, &ops),
+    );
+    let err = compare_runs(&ops, &ra, &rb, ("a", "b")).expect_err("errno difference missed");
+    assert!(err.contains("EEXIST"), "{err}");
+
+    let (c, d) = (source.duplicate(), source.duplicate());
+    write_file(&d.lower(1).join("d/b"), b"visible change\n", 0o644);
+    let ops = vec![Read { path: b("f_all") }];
+    let (rc, rd) = (
+        run_on(&c, Backend::Kernel, &ops),
+        run_on(&d, Backend::Kernel, &ops),
+    );
+    let err = compare_runs(&ops, &rc, &rd, ("c", "d")).expect_err("tree difference missed");
+    assert!(err.contains("d/b") && err.contains("content"), "{err}");
+    // A hidden lower change (d/a is shadowed by lower0) is not a difference of the views.
+    let e = source.duplicate();
+    write_file(&e.lower(2).join("d/a"), b"changed but hidden\n", 0o644);
+    let re = run_on(&e, Backend::Kernel, &ops);
+    assert_eq!(compare_runs(&ops, &rc, &re, ("c", "e")), Ok(()));
+}
+
+#[test]
+fn harness_compares_mtimes_only_where_set_explicitly() {
+    let ops = vec![
+        Utimes {
+            path: b("a"),
+            mtime: (5, 0),
+        },
+        Utimes {
+            path: b("b"),
+            mtime: (5, 0),
+        },
+        Write {
+            path: b("b"),
+            off: 0,
+            data: b("x"),
+        },
+        Utimes {
+            path: b("c"),
+            mtime: (5, 0),
+        },
+        Rename {
+            from: b("c"),
+            to: b("e"),
+            flags: 0,
+        },
+        Utimes {
+            path: b("f"),
+            mtime: (5, 0),
+        },
+    ];
+    let outcomes = vec![
+        Ok(vec![]),
+        Ok(vec![]),
+        Ok(vec![]),
+        Ok(vec![]),
+        Ok(vec![]),
+        Err(2),
+    ];
+    let want: BTreeSet<PathBuf> = ["a", "e"].iter().map(PathBuf::from).collect();
+    assert_eq!(explicit_mtimes(&ops, &outcomes), want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sequences
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn diff_write_into_lower_file_then_read() {
+    check(vec![
+        Write {
+            path: b("f_all"),
+            off: 0,
+            data: b("X"),
+        },
+        Read { path: b("f_all") },
+        Write {
+            path: b("d/sub/deep"),
+            off: 100,
+            data: b("past the end"),
+        },
+        Read {
+            path: b("d/sub/deep"),
+        },
+    ]);
+}
+
+#[test]
+fn diff_append_and_truncate_lower_files() {
+    check(vec![
+        Append {
+            path: b("d/sub/deep"),
+            data: b("more\n"),
+        },
+        Truncate {
+            path: b("f_all"),
+            len: 3,
+        },
+        Truncate {
+            path: b("f_all"),
+            len: 10_000,
+        },
+        Truncate {
+            path: b("d/c"),
+            len: 0,
+        },
+        Read { path: b("f_all") },
+    ]);
+}
+
+#[test]
+fn diff_unlink_lower_file_then_recreate() {
+    check(vec![
+        Unlink { path: b("d/a") },
+        Read { path: b("d/a") },
+        ReadDir { path: b("d") },
+        Create {
+            path: b("d/a"),
+            mode: 0o600,
+        },
+        Write {
+            path: b("d/a"),
+            off: 0,
+            data: b("new a"),
+        },
+        ReadDir { path: b("d") },
+    ]);
+}
+
+#[test]
+fn diff_rmdir_merged_dir_then_mkdir_is_opaque() {
+    check(vec![
+        Rmdir { path: b("d") },
+        Unlink { path: b("d/a") },
+        Unlink { path: b("d/b") },
+        Unlink { path: b("d/up") },
+        Rmdir { path: b("d") },
+        Rmdir { path: b("d/sub") },
+        Unlink {
+            path: b("d/sub/deep"),
+        },
+        Rmdir { path: b("d/sub") },
+        Rmdir { path: b("d") },
+        ReadDir { path: b("d") },
+        Mkdir {
+            path: b("d"),
+            mode: 0o700,
+        },
+        ReadDir { path: b("d") },
+        Create {
+            path: b("d/c"),
+            mode: 0o644,
+        },
+    ]);
+}
+
+#[test]
+fn diff_create_over_lower_whiteouts() {
+    check(vec![
+        Read { path: b("gone") },
+        Mkdir {
+            path: b("gone"),
+            mode: 0o755,
+        },
+        ReadDir { path: b("gone") },
+        Create {
+            path: b("gone/x"),
+            mode: 0o644,
+        },
+        Create {
+            path: b("d/c"),
+            mode: 0o644,
+        },
+        Create {
+            path: b("wh_up"),
+            mode: 0o644,
+        },
+        ReadDir { path: b("") },
+    ]);
+}
+
+#[test]
+fn diff_rename_file_over_lower_file() {
+    check(vec![
+        Rename {
+            from: b("d/a"),
+            to: b("f_all"),
+            flags: 0,
+        },
+        Read { path: b("f_all") },
+        ReadDir { path: b("d") },
+        Rename {
+            from: b("d/up"),
+            to: b("gone"),
+            flags: 0,
+        },
+        Rename {
+            from: b("xf"),
+            to: b("d/sub/xf"),
+            flags: 0,
+        },
+    ]);
+}
+
+#[test]
+fn diff_rename_dirs_exdev_for_lower_content() {
+    check(vec![
+        Rename {
+            from: b("d"),
+            to: b("e"),
+            flags: 0,
+        },
+        Rename {
+            from: b("opq"),
+            to: b("opq2"),
+            flags: 0,
+        },
+        Rename {
+            from: b("emptydir"),
+            to: b("emptydir2"),
+            flags: 0,
+        },
+        Rename {
+            from: b("uonly"),
+            to: b("uonly2"),
+            flags: 0,
+        },
+        Mkdir {
+            path: b("fresh"),
+            mode: 0o755,
+        },
+        Create {
+            path: b("fresh/f"),
+            mode: 0o644,
+        },
+        Rename {
+            from: b("fresh"),
+            to: b("d/fresh"),
+            flags: 0,
+        },
+        ReadDir { path: b("d/fresh") },
+    ]);
+}
+
+#[test]
+fn diff_rename_noreplace_and_exchange() {
+    check(vec![
+        Rename {
+            from: b("f_all"),
+            to: b("d/a"),
+            flags: libc::RENAME_NOREPLACE,
+        },
+        Rename {
+            from: b("f_all"),
+            to: b("new"),
+            flags: libc::RENAME_NOREPLACE,
+        },
+        Rename {
+            from: b("new"),
+            to: b("d/a"),
+            flags: libc::RENAME_EXCHANGE,
+        },
+        Read { path: b("new") },
+        Read { path: b("d/a") },
+        Rename {
+            from: b("d/up"),
+            to: b("nope"),
+            flags: libc::RENAME_EXCHANGE,
+        },
+        Rename {
+            from: b("uonly/f"),
+            to: b("d/b"),
+            flags: libc::RENAME_EXCHANGE,
+        },
+        Rename {
+            from: b("new"),
+            to: b("emptydir"),
+            flags: libc::RENAME_EXCHANGE,
+        },
+    ]);
+}
+
+#[test]
+fn diff_rename_type_mismatch_errors() {
+    check(vec![
+        Rename {
+            from: b("f_all"),
+            to: b("emptydir"),
+            flags: 0,
+        },
+        Rename {
+            from: b("uonly"),
+            to: b("f_all"),
+            flags: 0,
+        },
+        Rename {
+            from: b("uonly"),
+            to: b("uopq"),
+            flags: 0,
+        },
+        Rename {
+            from: b("uonly"),
+            to: b("uonly/sub"),
+            flags: 0,
+        },
+    ]);
+}
+
+#[test]
+fn diff_write_to_one_lower_hard_link() {
+    check(vec![
+        Write {
+            path: b("hl1"),
+            off: 0,
+            data: b("CHANGED"),
+        },
+        Read { path: b("hl2") },
+        Append {
+            path: b("h/b"),
+            data: b("more"),
+        },
+        Read { path: b("h/a") },
+    ]);
+}
+
+#[test]
+fn diff_link_then_unlink_original() {
+    check(vec![
+        Link {
+            from: b("f_all"),
+            to: b("d/newlink"),
+        },
+        Unlink { path: b("f_all") },
+        Read {
+            path: b("d/newlink"),
+        },
+        Link {
+            from: b("d"),
+            to: b("dlink"),
+        },
+        Link {
+            from: b("sym"),
+            to: b("symlink2"),
+        },
+        Link {
+            from: b("fifo"),
+            to: b("fifo2"),
+        },
+        Link {
+            from: b("missing"),
+            to: b("x"),
+        },
+    ]);
+}
+
+#[test]
+fn diff_symlinks_create_chown_and_follow() {
+    check(vec![
+        Symlink {
+            target: b("d"),
+            path: b("sl"),
+        },
+        ReadDir { path: b("sl") },
+        Chown {
+            path: b("sym"),
+            uid: 3,
+            gid: 4,
+        },
+        Read { path: b("sym") },
+        ReadDir { path: b("dirlink") },
+        Symlink {
+            target: b("x"),
+            path: b("f_all"),
+        },
+        Unlink { path: b("sym") },
+        Symlink {
+            target: WEIRD.to_vec(),
+            path: b("sym"),
+        },
+    ]);
+}
+
+#[test]
+fn diff_chmod_chown_utimes_of_lower_objects() {
+    check(vec![
+        Chmod {
+            path: b("ro_file"),
+            mode: 0o600,
+        },
+        Chown {
+            path: b("ro_file"),
+            uid: 5,
+            gid: 6,
+        },
+        Utimes {
+            path: b("ro_file"),
+            mtime: (1_234_567, 890),
+        },
+        Utimes {
+            path: b("d/b"),
+            mtime: (42, 0),
+        },
+        Chmod {
+            path: b("d"),
+            mode: 0o700,
+        },
+        Chown {
+            path: b("emptydir"),
+            uid: 7,
+            gid: 8,
+        },
+        Chmod {
+            path: b("fifo"),
+            mode: 0o600,
+        },
+        Utimes {
+            path: b("sym"),
+            mtime: (99, 0),
+        },
+    ]);
+}
+
+#[test]
+fn diff_chown_clears_setuid() {
+    check(vec![
+        Write {
+            path: b("suid"),
+            off: 0,
+            data: b("S"),
+        },
+        Chown {
+            path: b("suid"),
+            uid: 1,
+            gid: 1,
+        },
+        Chmod {
+            path: b("f_all"),
+            mode: 0o6755,
+        },
+        Chown {
+            path: b("f_all"),
+            uid: 0,
+            gid: 0,
+        },
+    ]);
+}
+
+#[test]
+fn diff_xattrs_set_remove_and_copy_up() {
+    check(vec![
+        SetXattr {
+            path: b("xf"),
+            name: "user.new".into(),
+            value: b("1"),
+        },
+        RemoveXattr {
+            path: b("xf"),
+            name: "user.k".into(),
+        },
+        RemoveXattr {
+            path: b("xf"),
+            name: "user.missing".into(),
+        },
+        SetXattr {
+            path: b("d"),
+            name: "user.dirx".into(),
+            value: b("dx"),
+        },
+        RemoveXattr {
+            path: b("d"),
+            name: "user.dir".into(),
+        },
+        RemoveXattr {
+            path: b("f_all"),
+            name: "user.top".into(),
+        },
+        SetXattr {
+            path: b("d/sub/deep"),
+            name: "user.deep".into(),
+            value: vec![0, 1, 255],
+        },
+    ]);
+}
+
+#[test]
+fn diff_mkfifo_and_fifo_copy_up() {
+    check(vec![
+        MkFifo {
+            path: b("d/fifo2"),
+            mode: 0o640,
+        },
+        MkFifo {
+            path: b("fifo"),
+            mode: 0o640,
+        },
+        Chmod {
+            path: b("fifo"),
+            mode: 0o600,
+        },
+        MkFifo {
+            path: b("gone"),
+            mode: 0o600,
+        },
+    ]);
+}
+
+#[test]
+fn diff_open_ro_then_write_other_sees_copy_up() {
+    check(vec![
+        OpenRoThenWriteOther {
+            path: b("f_all"),
+            data: b("NEW"),
+        },
+        OpenRoThenWriteOther {
+            path: b("xf"),
+            data: b("XATTRS"),
+        },
+        OpenRoThenWriteOther {
+            path: b("d/up"),
+            data: b("UP"),
+        },
+    ]);
+}
+
+#[test]
+fn diff_file_over_dir_and_dir_over_file() {
+    check(vec![
+        ReadDir {
+            path: b("typeflip"),
+        },
+        Read {
+            path: b("typeflip/child"),
+        },
+        Unlink {
+            path: b("typeflip"),
+        },
+        Mkdir {
+            path: b("typeflip"),
+            mode: 0o755,
+        },
+        ReadDir {
+            path: b("typeflip"),
+        },
+    ]);
+}
+
+#[test]
+fn diff_opaque_dirs_in_lower_and_upper() {
+    check(vec![
+        ReadDir { path: b("opq") },
+        Create {
+            path: b("opq/old"),
+            mode: 0o644,
+        },
+        Unlink { path: b("opq/new") },
+        ReadDir { path: b("opq") },
+        ReadDir { path: b("uopq") },
+        Unlink {
+            path: b("uopq/mine"),
+        },
+        Rmdir { path: b("uopq") },
+        Mkdir {
+            path: b("uopq"),
+            mode: 0o755,
+        },
+        ReadDir { path: b("uopq") },
+    ]);
+}
+
+#[test]
+fn diff_non_utf8_names() {
+    let mut other = WEIRD.to_vec();
+    other.extend_from_slice(b"-\x80");
+    check(vec![
+        Write {
+            path: WEIRD.to_vec(),
+            off: 0,
+            data: b("W"),
+        },
+        Rename {
+            from: WEIRD.to_vec(),
+            to: other.clone(),
+            flags: 0,
+        },
+        Mkdir {
+            path: WEIRD.to_vec(),
+            mode: 0o755,
+        },
+        Create {
+            path: [WEIRD, b"/\xfe"].concat(),
+            mode: 0o644,
+        },
+        ReadDir { path: b("") },
+        Read { path: other },
+    ]);
+}
+
+#[test]
+fn diff_deep_copy_up_of_parent_chain() {
+    check(vec![
+        Create {
+            path: b("d/sub/deep2"),
+            mode: 0o644,
+        },
+        Chmod {
+            path: b("d/sub"),
+            mode: 0o700,
+        },
+        Mkdir {
+            path: b("d/sub/new"),
+            mode: 0o755,
+        },
+        Mkdir {
+            path: b("d/sub/new/x"),
+            mode: 0o755,
+        },
+        Rename {
+            from: b("d/sub/new"),
+            to: b("d/new"),
+            flags: 0,
+        },
+    ]);
+}
+
+#[test]
+fn diff_error_cases() {
+    check(vec![
+        Unlink { path: b("missing") },
+        Unlink { path: b("d") },
+        Rmdir { path: b("f_all") },
+        Rmdir { path: b("gone") },
+        Mkdir {
+            path: b("f_all"),
+            mode: 0o755,
+        },
+        Create {
+            path: b("f_all"),
+            mode: 0o644,
+        },
+        Create {
+            path: b("d/a/x"),
+            mode: 0o644,
+        },
+        Truncate {
+            path: b("d"),
+            len: 0,
+        },
+        Write {
+            path: b("emptydir"),
+            off: 0,
+            data: b("x"),
+        },
+        Read { path: b("gone") },
+        ReadDir { path: b("f_all") },
+        Chmod {
+            path: b("gone"),
+            mode: 0o600,
+        },
+        SetXattr {
+            path: b("missing"),
+            name: "user.x".into(),
+            value: b("1"),
+        },
+        Rename {
+            from: b("gone"),
+            to: b("x"),
+            flags: 0,
+        },
+        Rmdir { path: b("") },
+    ]);
+}
+
+#[test]
+fn diff_remove_and_recreate_in_upper_only_dir() {
+    check(vec![
+        Unlink { path: b("uonly/f") },
+        Rmdir { path: b("uonly") },
+        Create {
+            path: b("uonly"),
+            mode: 0o644,
+        },
+        Append {
+            path: b("uonly"),
+            data: b("was a dir"),
+        },
+        Unlink { path: b("d/up") },
+        ReadDir { path: b("d") },
+    ]);
+}
+
+#[test]
+fn diff_whiteout_then_rename_onto_it() {
+    check(vec![
+        Unlink { path: b("d/b") },
+        Rename {
+            from: b("f_all"),
+            to: b("d/b"),
+            flags: 0,
+        },
+        Unlink { path: b("hl2") },
+        Rename {
+            from: b("hl1"),
+            to: b("hl2"),
+            flags: libc::RENAME_NOREPLACE,
+        },
+        Read { path: b("hl2") },
+        ReadDir { path: b("") },
+    ]);
+}
