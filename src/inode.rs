@@ -29,6 +29,10 @@ const FALLBACK_BASE: u64 = 1 << 63;
 
 pub struct Node {
     pub ino: u64,
+    /// What stat reports as st_ino. Usually the node id; differs for a lower file with several
+    /// links (each name is its own node, as kernel overlay without `index` has it, all with
+    /// the lower's inode number) and after such a file's copy-up (it gets the copy's own).
+    pub st_ino: AtomicU64,
     pub is_dir: bool,
     /// Lookups the kernel holds; the node leaves the table when `forget` brings it to 0.
     pub nlookup: AtomicU64,
@@ -60,6 +64,7 @@ impl Node {
     ) -> Node {
         Node {
             ino,
+            st_ino: AtomicU64::new(ino),
             is_dir,
             nlookup: AtomicU64::new(0),
             state: Mutex::new(NodeState {
@@ -108,6 +113,7 @@ impl Node {
 pub struct NodeTable {
     nodes: RwLock<HashMap<u64, Arc<Node>>>,
     fallback: Mutex<HashMap<(u64, u64), u64>>,
+    by_alias: Mutex<HashMap<(u64, CString), u64>>,
     next_fallback: AtomicU64,
     dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
 }
@@ -122,6 +128,7 @@ impl NodeTable {
         NodeTable {
             nodes: RwLock::new(nodes),
             fallback: Mutex::new(HashMap::new()),
+            by_alias: Mutex::new(HashMap::new()),
             next_fallback: AtomicU64::new(FALLBACK_BASE),
             dir_fds: Mutex::new(LruCache::new(cap)),
         }
@@ -153,11 +160,19 @@ impl NodeTable {
         })
     }
 
+    /// A node id for one name of a lower file with several links: kernel overlay (without
+    /// `index`) gives each name its own inode, so a copy-up of one leaves the others alone.
+    pub fn alias_id(&self, parent: u64, name: &CString) -> u64 {
+        let mut m = self.by_alias.lock();
+        *m.entry((parent, name.clone()))
+            .or_insert_with(|| self.next_fallback.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Hand the kernel one more reference to node `ino`, creating it if it is new, and record
     /// that it is known as `alias` in the layers `layers`.
     pub fn remember(
         &self,
-        ino: u64,
+        (ino, st_ino): (u64, u64),
         is_dir: bool,
         layers: Vec<LayerIdx>,
         alias: (u64, CString),
@@ -184,6 +199,7 @@ impl NodeTable {
             }
         };
         node.nlookup.fetch_add(1, Ordering::Relaxed);
+        node.st_ino.store(st_ino, Ordering::Relaxed);
         let mut st = node.state.lock();
         st.layers = layers;
         if !st.aliases.contains(&alias) {

@@ -149,8 +149,14 @@ impl Union {
         )
     }
 
-    /// The node id of an object found by lookup. See `inode` for the scheme.
-    fn id_of(&self, parent_fd: BorrowedFd<'_>, name: &CStr, found: &lookup::Found) -> u64 {
+    /// The node id and st_ino of an object found by lookup. See `inode` for the scheme.
+    fn id_of(
+        &self,
+        parent: &Node,
+        parent_fd: BorrowedFd<'_>,
+        name: &CStr,
+        found: &lookup::Found,
+    ) -> (u64, u64) {
         // A merged directory takes the id of its topmost lower copy; anything else its top copy.
         let pos = if found.is_dir {
             found
@@ -165,22 +171,28 @@ impl Union {
         let own = self
             .nodes
             .id_for(self.stack.layers[layer].fs_index, st.st_dev, st.st_ino);
-        if found.is_dir || !self.stack.is_upper(layer) {
-            return own;
+        if found.is_dir {
+            return (own, own);
+        }
+        if !self.stack.is_upper(layer) {
+            if st.st_nlink > 1 {
+                return (self.nodes.alias_id(parent.ino, &name.to_owned()), own);
+            }
+            return (own, own);
         }
         // A copied-up file keeps the id of its origin, unless that id is live for an object
-        // that is still in a lower (a lower hard link of it, say).
+        // that is still in a lower.
         match self.fmt.origin(parent_fd, name) {
             Some(origin) => match self.nodes.peek(origin) {
-                Some(n) if !self.has_upper(&n) => own,
-                _ => origin,
+                Some(n) if !self.has_upper(&n) => (own, own),
+                _ => (origin, origin),
             },
-            None => own,
+            None => (own, own),
         }
     }
 
     fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
-        st.st_ino = node.ino;
+        st.st_ino = node.st_ino.load(Ordering::Relaxed);
         // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
         // as kernel overlay does, so tools like find don't trust it.
         if node.is_dir && node.state.lock().layers.len() > 1 {
@@ -268,7 +280,9 @@ impl Union {
             crate::copyup::CopyOpts {
                 fsync: self.opts.fsync,
                 chown: self.privileged,
-                origin: (!node.is_dir).then_some(node.ino),
+                // A lower file with several links is split by its copy-up, as in kernel
+                // overlay: the copy gets an inode number of its own, recorded nowhere.
+                origin: (!node.is_dir && st.st_nlink == 1).then_some(node.ino),
             },
         );
         let result = built.and_then(|()| {
@@ -285,6 +299,14 @@ impl Union {
         if let Err(e) = result {
             let _ = layer::remove_tree(work, &tmp);
             return Err(e);
+        }
+        if !node.is_dir && st.st_nlink > 1 {
+            let upper_parent = self.dir_fd(&parent, 0)?;
+            let ust = sys::fstatat(upper_parent.as_fd(), &name)?;
+            let own = self
+                .nodes
+                .id_for(self.stack.layers[0].fs_index, ust.st_dev, ust.st_ino);
+            node.st_ino.store(own, Ordering::Relaxed);
         }
         {
             let mut state = node.state.lock();
@@ -316,7 +338,7 @@ impl Union {
             return Err(Error::Sys(libc::ENOENT));
         };
         let parent_fd = self.dir_fd(&parent, found.top())?;
-        let id = self.id_of(parent_fd.as_fd(), &name, &found);
+        let id = self.id_of(&parent, parent_fd.as_fd(), &name, &found);
         let st = found.stats[0];
         let node = self
             .nodes
@@ -440,11 +462,14 @@ impl Union {
                     is_dir,
                     opaque: false,
                 };
-                self.id_of(pfd.as_fd(), &name, &found)
+                self.id_of(&parent, pfd.as_fd(), &name, &found)
             }
-            _ => self
-                .nodes
-                .id_for(self.stack.layers[0].fs_index, st.st_dev, st.st_ino),
+            _ => {
+                let id = self
+                    .nodes
+                    .id_for(self.stack.layers[0].fs_index, st.st_dev, st.st_ino);
+                (id, id)
+            }
         };
         let node = self.nodes.remember(id, is_dir, vec![0], (parent_ino, name));
         Ok((node.clone(), self.attr_of(&node, st), file))
@@ -508,6 +533,10 @@ impl Union {
         rdev: u32,
         creds: Creds,
     ) -> Result<(Arc<Node>, Stat)> {
+        // A char device 0/0 would be a whiteout in the upper: refused, as by kernel overlay.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Error::Sys(libc::EPERM));
+        }
         if mode & libc::S_IFMT == libc::S_IFREG {
             let (node, st, _) = self.create_entry(
                 parent,
@@ -692,7 +721,7 @@ impl Union {
     /// The node the kernel knows for `parent/name`, if it is in the table.
     fn child_node(&self, parent: &Node, name: &CStr, found: &lookup::Found) -> Option<Arc<Node>> {
         let pfd = self.dir_fd(parent, found.top()).ok()?;
-        let id = self.id_of(pfd.as_fd(), name, found);
+        let (id, _) = self.id_of(parent, pfd.as_fd(), name, found);
         self.nodes.peek(id)
     }
 
@@ -715,6 +744,9 @@ impl Union {
             return Err(Error::Sys(libc::EINVAL));
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if exchange && flags & libc::RENAME_NOREPLACE != 0 {
+            return Err(Error::Sys(libc::EINVAL));
+        }
         // Copy up first (before any directory lock): the source, the target when exchanging,
         // and both parents.
         let src = self
@@ -855,14 +887,15 @@ impl Union {
             return Ok(None);
         };
         let pfd = self.dir_fd(parent, found.top())?;
-        let id = self.id_of(pfd.as_fd(), name, &found);
+        let ids = self.id_of(parent, pfd.as_fd(), name, &found);
+        let id = ids.0;
         let node = match self.nodes.peek(id) {
             Some(n) => n,
             None => {
                 // Not known to the kernel (rare: rename without a prior lookup); track it
                 // without a kernel reference.
                 let n = self.nodes.remember(
-                    id,
+                    ids,
                     found.is_dir,
                     found.layers.clone(),
                     (parent.ino, name.clone()),
