@@ -25,6 +25,15 @@ pub struct UnionFs {
     pub ttl: Duration,
 }
 
+/// Run a core operation, turning a panic into EIO so a bug answers one request with an error
+/// instead of killing the worker thread (and, after enough of them, the mount).
+fn guard<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("a request handler panicked; answered EIO");
+        Err(Error::Sys(libc::EIO))
+    })
+}
+
 fn errno_of(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -138,7 +147,7 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name) {
+        match guard(|| self.core.lookup(parent.0, name)) {
             Ok((_, st)) => self.entry(reply, &st),
             Err(e) => reply.error(log_err("lookup", parent.0, &e)),
         }
@@ -148,8 +157,8 @@ impl Filesystem for UnionFs {
         self.core.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match guard(|| self.core.getattr(ino.0, fh.map(|f| f.0))) {
             Ok(st) => reply.attr(&self.ttl, &attr(&st)),
             Err(e) => reply.error(log_err("getattr", ino.0, &e)),
         }
@@ -181,14 +190,14 @@ impl Filesystem for UnionFs {
             atime: atime.map(time_arg),
             mtime: mtime.map(time_arg),
         };
-        match self.core.setattr(ino.0, fh.map(|f| f.0), set) {
+        match guard(|| self.core.setattr(ino.0, fh.map(|f| f.0), set)) {
             Ok(st) => reply.attr(&self.ttl, &attr(&st)),
             Err(e) => reply.error(log_err("setattr", ino.0, &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.core.readlink(ino.0) {
+        match guard(|| self.core.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(log_err("readlink", ino.0, &e)),
         }
@@ -204,7 +213,7 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.core.mknod(parent.0, name, mode, rdev, creds(req)) {
+        match guard(|| self.core.mknod(parent.0, name, mode, rdev, creds(req))) {
             Ok((_, st)) => self.entry(reply, &st),
             Err(e) => reply.error(log_err("mknod", parent.0, &e)),
         }
@@ -219,21 +228,21 @@ impl Filesystem for UnionFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.core.mkdir(parent.0, name, mode, creds(req)) {
+        match guard(|| self.core.mkdir(parent.0, name, mode, creds(req))) {
             Ok((_, st)) => self.entry(reply, &st),
             Err(e) => reply.error(log_err("mkdir", parent.0, &e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.unlink(parent.0, name) {
+        match guard(|| self.core.unlink(parent.0, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("unlink", parent.0, &e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.rmdir(parent.0, name) {
+        match guard(|| self.core.rmdir(parent.0, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("rmdir", parent.0, &e)),
         }
@@ -283,14 +292,14 @@ impl Filesystem for UnionFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.core.link(ino.0, newparent.0, newname) {
+        match guard(|| self.core.link(ino.0, newparent.0, newname)) {
             Ok((_, st)) => self.entry(reply, &st),
             Err(e) => reply.error(log_err("link", ino.0, &e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0, flags.0) {
+        match guard(|| self.core.open(ino.0, flags.0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(log_err("open", ino.0, &e)),
         }
@@ -307,7 +316,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(fh.0, offset, size) {
+        match guard(|| self.core.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(log_err("read", ino.0, &e)),
         }
@@ -325,7 +334,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(fh.0, offset, data) {
+        match guard(|| self.core.write(fh.0, offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(log_err("write", ino.0, &e)),
         }
@@ -364,14 +373,14 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsync(fh.0, datasync) {
+        match guard(|| self.core.fsync(fh.0, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("fsync", ino.0, &e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.opendir(ino.0) {
+        match guard(|| self.core.opendir(ino.0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(log_err("opendir", ino.0, &e)),
         }
@@ -385,7 +394,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = match self.core.dir_handle(fh.0) {
+        let h = match guard(|| self.core.dir_handle(fh.0)) {
             Ok(h) => h,
             Err(e) => return reply.error(log_err("readdir", ino.0, &e)),
         };
@@ -421,14 +430,14 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsync(fh.0, datasync) {
+        match guard(|| self.core.fsync(fh.0, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("fsyncdir", ino.0, &e)),
         }
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match self.core.statfs() {
+        match guard(|| self.core.statfs()) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -453,28 +462,28 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.core.setxattr(ino.0, name, value, flags) {
+        match guard(|| self.core.setxattr(ino.0, name, value, flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("setxattr", ino.0, &e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.core.getxattr(ino.0, name) {
+        match guard(|| self.core.getxattr(ino.0, name)) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(log_err("getxattr", ino.0, &e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.core.listxattr(ino.0) {
+        match guard(|| self.core.listxattr(ino.0)) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(log_err("listxattr", ino.0, &e)),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.removexattr(ino.0, name) {
+        match guard(|| self.core.removexattr(ino.0, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("removexattr", ino.0, &e)),
         }
@@ -482,7 +491,7 @@ impl Filesystem for UnionFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Only reached without default_permissions; existence is all we check then.
-        match self.core.getattr(ino.0) {
+        match guard(|| self.core.getattr(ino.0, None)) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(log_err("access", ino.0, &e)),
         }
@@ -498,7 +507,7 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.core.create(parent.0, name, mode, flags, creds(req)) {
+        match guard(|| self.core.create(parent.0, name, mode, flags, creds(req))) {
             Ok((_, st, fh)) => reply.created(
                 &self.ttl,
                 &attr(&st),
@@ -520,7 +529,7 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.core.fallocate(fh.0, mode, offset, length) {
+        match guard(|| self.core.fallocate(fh.0, mode, offset, length)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("fallocate", ino.0, &e)),
         }
@@ -535,7 +544,7 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.core.lseek(fh.0, offset, whence) {
+        match guard(|| self.core.lseek(fh.0, offset, whence)) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(log_err("lseek", ino.0, &e)),
         }

@@ -116,6 +116,7 @@ pub struct NodeTable {
     by_alias: Mutex<HashMap<(u64, CString), u64>>,
     next_fallback: AtomicU64,
     dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
+    has_upper: bool,
 }
 
 impl NodeTable {
@@ -131,6 +132,7 @@ impl NodeTable {
             by_alias: Mutex::new(HashMap::new()),
             next_fallback: AtomicU64::new(FALLBACK_BASE),
             dir_fds: Mutex::new(LruCache::new(cap)),
+            has_upper: stack.has_upper,
         }
     }
 
@@ -177,6 +179,7 @@ impl NodeTable {
         layers: Vec<LayerIdx>,
         alias: (u64, CString),
     ) -> Arc<Node> {
+        let upper_present = self.has_upper;
         let known = self
             .nodes
             .read()
@@ -201,7 +204,12 @@ impl NodeTable {
         node.nlookup.fetch_add(1, Ordering::Relaxed);
         node.st_ino.store(st_ino, Ordering::Relaxed);
         let mut st = node.state.lock();
-        st.layers = layers;
+        // A lookup that raced with a copy-up may have seen the lower copy: never move a node
+        // back down once it has an upper copy (only this daemon writes the upper).
+        let had_upper = st.layers.first() == Some(&0) && upper_present;
+        if !had_upper || layers.first() == Some(&0) {
+            st.layers = layers;
+        }
         if !st.aliases.contains(&alias) {
             st.aliases.push(alias);
         }

@@ -350,8 +350,14 @@ impl Union {
         self.nodes.forget(ino, n);
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Stat> {
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Stat> {
         let node = self.nodes.get(ino)?;
+        // Through an open file: works after its last name is gone, and costs no path walk.
+        if let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok())
+            && let Handle::File(f) = &*h
+        {
+            return Ok(self.attr_of(&node, sys::fstat(self.file_fd(f)?.as_fd())?));
+        }
         self.stat_node(&node)
     }
 
@@ -646,6 +652,7 @@ impl Union {
             (true, false) => return Err(Error::Sys(libc::ENOTDIR)),
             _ => {}
         }
+        let child = self.child_node(&parent, &name, &found);
         let pfd = self.dir_fd(&parent, 0)?;
         if found.is_dir {
             let layers = found.layers.clone();
@@ -671,7 +678,7 @@ impl Union {
         } else {
             whiteout::make_whiteout(pfd.as_fd(), &name)?;
         }
-        if let Some(child) = self.child_node(&parent, &name, &found) {
+        if let Some(child) = child {
             child.remove_alias(parent_ino, &name);
             if child.is_dir {
                 self.nodes.drop_dir_fds(child.ino);
@@ -874,6 +881,9 @@ impl Union {
         }
         if let Some(d) = dst_node {
             d.remove_alias(newparent_ino, &newname);
+            if d.is_dir {
+                self.nodes.drop_dir_fds(d.ino);
+            }
         }
         src.remove_alias(parent_ino, &name);
         src.add_alias(newparent_ino, &newname);
