@@ -416,6 +416,8 @@ fn lower_hard_links_share_inode_number() {
         );
         assert_eq!(a.st_ino, b.st_ino, "lower hard links show one st_ino");
         assert_eq!((a.st_nlink, b.st_nlink), (2, 2));
+        assert_eq!(read(&m.path("a")), b"x", "read lower hard link a");
+        assert_eq!(read(&m.path("b")), b"x", "read lower hard link b");
     });
 }
 

@@ -53,6 +53,8 @@ pub fn errno_name(e: i32) -> String {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ENXIO => "ENXIO",
         libc::ERANGE => "ERANGE",
+        libc::ESTALE => "ESTALE",
+        libc::EAGAIN => "EAGAIN",
         _ => "E?",
     };
     format!("{name} ({e})")
