@@ -23,6 +23,8 @@ pub struct MountConfig {
     pub threads: usize,
     /// Kernel entry/attribute cache lifetime.
     pub ttl: Duration,
+    /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
+    pub passthrough: bool,
 }
 
 /// Options given with `-o`, before validation.
@@ -35,6 +37,7 @@ pub struct MountOpts {
     pub userxattr: Option<bool>,
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
+    pub no_passthrough: bool,
 }
 
 impl MountOpts {
@@ -56,6 +59,8 @@ impl MountOpts {
                 ("fsync", Some("0")) => self.volatile = true,
                 ("fsync", Some("1")) => self.volatile = false,
                 ("userxattr", None) => self.userxattr = Some(true),
+                ("passthrough", None) => self.no_passthrough = false,
+                ("nopassthrough", None) => self.no_passthrough = true,
                 ("threads", Some(v)) => {
                     let n: usize = v.parse().map_err(|_| bad("threads takes a number"))?;
                     if n == 0 || n > 256 {
@@ -174,6 +179,7 @@ impl MountConfig {
             userxattr: opts.userxattr.unwrap_or(!privileged),
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
+            passthrough: !opts.no_passthrough,
         })
     }
 }
