@@ -15,6 +15,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::handle::Handle;
+use crate::inode::Node;
 use crate::sys::{Stat, Time};
 use crate::union::{Creds, SetAttr, Union};
 
@@ -128,8 +129,21 @@ fn creds(req: &Request) -> Creds {
 }
 
 impl UnionFs {
-    fn entry(&self, reply: ReplyEntry, st: &Stat) {
-        reply.entry(&self.ttl, &attr(st), Generation(0));
+    /// Reply to a lookup-like request. fuser takes the node id from `attr.ino`; when st_ino
+    /// differs from the node id (a name of a lower hard link), the attributes are sent with
+    /// no cache lifetime so the kernel's first stat asks getattr, whose reply sets st_ino.
+    fn entry(&self, reply: ReplyEntry, node: &Node, st: &Stat) {
+        let (a, attr_ttl) = self.entry_attr(node, st);
+        reply.entry_with_ttls(&attr_ttl, &self.ttl, &a, Generation(0));
+    }
+
+    fn entry_attr(&self, node: &Node, st: &Stat) -> (FileAttr, Duration) {
+        let mut a = attr(st);
+        if a.ino.0 == node.ino {
+            return (a, self.ttl);
+        }
+        a.ino = INodeNo(node.ino);
+        (a, Duration::ZERO)
     }
 }
 
@@ -148,7 +162,7 @@ impl Filesystem for UnionFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match guard(|| self.core.lookup(parent.0, name)) {
-            Ok((_, st)) => self.entry(reply, &st),
+            Ok((node, st)) => self.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("lookup", parent.0, &e)),
         }
     }
@@ -214,7 +228,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         match guard(|| self.core.mknod(parent.0, name, mode, rdev, creds(req))) {
-            Ok((_, st)) => self.entry(reply, &st),
+            Ok((node, st)) => self.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("mknod", parent.0, &e)),
         }
     }
@@ -229,7 +243,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         match guard(|| self.core.mkdir(parent.0, name, mode, creds(req))) {
-            Ok((_, st)) => self.entry(reply, &st),
+            Ok((node, st)) => self.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("mkdir", parent.0, &e)),
         }
     }
@@ -260,7 +274,7 @@ impl Filesystem for UnionFs {
             .core
             .symlink(parent.0, link_name, target.as_os_str(), creds(req))
         {
-            Ok((_, st)) => self.entry(reply, &st),
+            Ok((node, st)) => self.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("symlink", parent.0, &e)),
         }
     }
@@ -293,7 +307,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         match guard(|| self.core.link(ino.0, newparent.0, newname)) {
-            Ok((_, st)) => self.entry(reply, &st),
+            Ok((node, st)) => self.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("link", ino.0, &e)),
         }
     }

@@ -946,6 +946,29 @@ impl Union {
         })))
     }
 
+    /// A file to back FUSE passthrough for `ino`, and the copy generation it belongs to: the
+    /// upper copy opened read-write (every handle of the node shares it), or the lower copy
+    /// read-only (lowers are never written, and a writer always copies up first).
+    pub fn backing_file(&self, ino: u64) -> Result<(OwnedFd, u64)> {
+        let node = self.nodes.get(ino)?;
+        let cgen = node.copy_gen.load(Ordering::Acquire);
+        let (dir, name) = self.at(&node)?;
+        let flags = if self.has_upper(&node) {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        Ok((
+            sys::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0)?,
+            cgen,
+        ))
+    }
+
+    /// The node's copy generation: it changes when the node is copied up.
+    pub fn copy_gen(&self, ino: u64) -> Result<u64> {
+        Ok(self.nodes.get(ino)?.copy_gen.load(Ordering::Acquire))
+    }
+
     /// The fd of a file handle, reopened on the upper copy if the file was copied up since.
     fn file_fd(&self, f: &FileHandle) -> Result<Arc<OwnedFd>> {
         let cgen = f.node.copy_gen.load(Ordering::Acquire);
