@@ -25,9 +25,59 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
     pub passthrough: bool,
+    /// `uidmapping=`: owners as seen through the mount (container ids) <-> owners in the layers
+    /// (host ids). Empty: ids pass through unchanged. Validated: no overlap on either side.
+    pub uid_map: Vec<IdRange>,
+    /// `gidmapping=`, as `uid_map`.
+    pub gid_map: Vec<IdRange>,
+    /// `squash_to_uid=` (or 0 from `squash_to_root`): every object appears owned by this uid,
+    /// and chown requests succeed without changing the layers (fuse-overlayfs's rule).
+    pub squash_uid: Option<u32>,
+    /// `squash_to_gid=` (or 0 from `squash_to_root`), as `squash_uid`.
+    pub squash_gid: Option<u32>,
+    /// `static_nlink`: directories report st_nlink 1 instead of a counted value.
+    pub static_nlink: bool,
+    /// POSIX ACL support was not disabled with `noacl`.
+    pub acl: bool,
+    /// The mount's source name in /proc/mounts (`fsname=`; "unionfuse" by default).
+    pub fsname: String,
+    /// Honour setuid bits / device nodes / exec on the mount (mount(8)'s suid, dev, exec).
+    pub suid: bool,
+    pub dev: bool,
+    pub exec: bool,
+    /// Options accepted for compatibility that change nothing here, for a debug log line.
+    pub ignored: Vec<String>,
 }
 
-/// Options given with `-o`, before validation.
+/// One range of an id mapping: `count` ids from `container` (as seen through the mount) are
+/// the ids from `host` in the layers. fuse-overlayfs's and containers-storage's
+/// `container:host:count` triple; the same shape as a line of /proc/PID/uid_map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+/// The container id of a layer's `host` id, if the mapping covers it.
+pub fn map_to_container(map: &[IdRange], host: u32) -> Option<u32> {
+    map.iter()
+        .find(|r| host >= r.host && u64::from(host) < u64::from(r.host) + u64::from(r.count))
+        .map(|r| host - r.host + r.container)
+}
+
+/// The layer (host) id of a `container` id, if the mapping covers it.
+pub fn map_to_host(map: &[IdRange], container: u32) -> Option<u32> {
+    map.iter()
+        .find(|r| {
+            container >= r.container
+                && u64::from(container) < u64::from(r.container) + u64::from(r.count)
+        })
+        .map(|r| container - r.container + r.host)
+}
+
+/// Options given with `-o`, before validation. Later occurrences of an option override
+/// earlier ones, as with fuse-overlayfs and mount(8).
 #[derive(Clone, Debug, Default)]
 pub struct MountOpts {
     pub read_only: bool,
@@ -38,48 +88,290 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
     pub no_passthrough: bool,
+    /// `lowerdir=`, `upperdir=`, `workdir=`: only in the fuse-overlayfs form
+    /// (`unionfuse mount` takes its layers as arguments).
+    pub lowerdir: Option<Vec<PathBuf>>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub uid_map: Option<Vec<IdRange>>,
+    pub gid_map: Option<Vec<IdRange>>,
+    pub squash_to_root: bool,
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
+    pub static_nlink: bool,
+    pub noacl: bool,
+    pub fsname: Option<String>,
+    pub suid: Option<bool>,
+    pub dev: Option<bool>,
+    pub exec: Option<bool>,
+    /// `debug` (fuse-overlayfs's spelling of `-d`): log at debug level.
+    pub debug: bool,
+    /// Accepted options that have no effect here (logged at debug level once logging is up).
+    pub ignored: Vec<String>,
 }
 
 impl MountOpts {
-    /// Parse one `-o` list (comma separated; empty items are ignored).
+    /// Parse one `-o` list. Items are separated by commas; empty items are ignored; a
+    /// backslash escapes the next character and double quotes protect commas (SELinux
+    /// `context="...:c1,c2"`), as the kernel's overlayfs option parser does. In paths, `\:`
+    /// is a literal colon and `\,` a literal comma.
     pub fn parse_into(&mut self, list: &str) -> Result<()> {
-        for opt in list.split(',').filter(|o| !o.is_empty()) {
-            let (key, val) = match opt.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (opt, None),
-            };
-            let bad = |why: &str| Error::config(opt, why.to_string());
-            match (key, val) {
-                ("ro", None) => self.read_only = true,
-                ("rw", None) => self.read_only = false,
-                ("allow_other", None) => self.allow_other = true,
-                ("default_permissions", None) => self.no_default_permissions = false,
-                ("nodefault_permissions", None) => self.no_default_permissions = true,
-                ("volatile", None) => self.volatile = true,
-                ("fsync", Some("0")) => self.volatile = true,
-                ("fsync", Some("1")) => self.volatile = false,
-                ("userxattr", None) => self.userxattr = Some(true),
-                ("passthrough", None) => self.no_passthrough = false,
-                ("nopassthrough", None) => self.no_passthrough = true,
-                ("threads", Some(v)) => {
-                    let n: usize = v.parse().map_err(|_| bad("threads takes a number"))?;
-                    if n == 0 || n > 256 {
-                        return Err(bad("threads must be between 1 and 256"));
-                    }
-                    self.threads = Some(n);
-                }
-                ("timeout", Some(v)) => {
-                    let s: f64 = v.parse().map_err(|_| bad("timeout takes seconds"))?;
-                    if !(0.0..=1e9).contains(&s) {
-                        return Err(bad("timeout must be between 0 and 1e9 seconds"));
-                    }
-                    self.ttl = Some(Duration::from_secs_f64(s));
-                }
-                _ => return Err(bad("unknown mount option")),
-            }
+        for opt in split_options(list)? {
+            self.parse_one(&opt)?;
         }
         Ok(())
     }
+
+    fn parse_one(&mut self, opt: &str) -> Result<()> {
+        let (key, val) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        let bad = |why: &str| Error::config(opt, why.to_string());
+        match (key, val) {
+            ("ro", None) => self.read_only = true,
+            ("rw", None) => self.read_only = false,
+            ("allow_other", None) => self.allow_other = true,
+            ("default_permissions", None) => self.no_default_permissions = false,
+            ("nodefault_permissions", None) => self.no_default_permissions = true,
+            ("volatile", None) => self.volatile = true,
+            ("fsync", Some("0")) => self.volatile = true,
+            ("fsync", Some("1")) => self.volatile = false,
+            ("fsync", _) => return Err(bad("fsync takes 0 or 1")),
+            ("userxattr", None) => self.userxattr = Some(true),
+            ("passthrough", None) => self.no_passthrough = false,
+            ("nopassthrough", None) => self.no_passthrough = true,
+            ("threads", Some(v)) => {
+                let n: usize = v.parse().map_err(|_| bad("threads takes a number"))?;
+                if n == 0 || n > 256 {
+                    return Err(bad("threads must be between 1 and 256"));
+                }
+                self.threads = Some(n);
+            }
+            // fuse-overlayfs: single-threaded or not. Ours is always thread-safe, so this only
+            // picks one worker or the default number.
+            ("threaded", Some("0")) => self.threads = Some(1),
+            ("threaded", Some("1")) => self.threads = None,
+            ("threaded", _) => return Err(bad("threaded takes 0 or 1")),
+            ("timeout", Some(v)) => {
+                let s: f64 = v.parse().map_err(|_| bad("timeout takes seconds"))?;
+                if !(0.0..=1e9).contains(&s) {
+                    return Err(bad("timeout must be between 0 and 1e9 seconds"));
+                }
+                self.ttl = Some(Duration::from_secs_f64(s));
+            }
+            ("lowerdir", Some(v)) => self.lowerdir = Some(split_lowerdir(v).map_err(|w| bad(&w))?),
+            ("upperdir", Some(v)) => self.upperdir = Some(path_value(v).map_err(|w| bad(&w))?),
+            ("workdir", Some(v)) => self.workdir = Some(path_value(v).map_err(|w| bad(&w))?),
+            ("uidmapping", Some(v)) => self.uid_map = Some(parse_id_map(v).map_err(|w| bad(&w))?),
+            ("gidmapping", Some(v)) => self.gid_map = Some(parse_id_map(v).map_err(|w| bad(&w))?),
+            ("squash_to_root", None) => self.squash_to_root = true,
+            ("squash_to_uid", Some(v)) => self.squash_uid = Some(parse_id(v).map_err(|w| bad(&w))?),
+            ("squash_to_gid", Some(v)) => self.squash_gid = Some(parse_id(v).map_err(|w| bad(&w))?),
+            ("static_nlink", None) => self.static_nlink = true,
+            ("noacl", None) => self.noacl = true,
+            ("fsname", Some(v)) if !v.is_empty() => self.fsname = Some(unescape(v)),
+            ("suid", None) => self.suid = Some(true),
+            ("nosuid", None) => self.suid = Some(false),
+            ("dev", None) => self.dev = Some(true),
+            ("nodev", None) => self.dev = Some(false),
+            ("exec", None) => self.exec = Some(true),
+            ("noexec", None) => self.exec = Some(false),
+            ("debug", None) => self.debug = true,
+            // Inode numbers are always derived xino-style (docs/architecture.md), which is what
+            // every value asks for where the layers allow it.
+            ("xino", Some("on" | "off" | "auto")) => self.ignored.push(opt.to_string()),
+            ("xino", _) => return Err(bad("xino takes on, off or auto")),
+            // SELinux labels come from the layers; a context for the whole mount is not applied.
+            ("context" | "fscontext" | "defcontext" | "rootcontext", Some(_)) => {
+                self.ignored.push(opt.to_string())
+            }
+            // Access times are the kernel's business on a FUSE mount; these only restate it.
+            (
+                "atime" | "noatime" | "relatime" | "strictatime" | "lazytime" | "diratime"
+                | "nodiratime",
+                None,
+            ) => self.ignored.push(opt.to_string()),
+            // Kernel overlay features unionfuse does not implement: accept only "off".
+            ("redirect_dir", Some("off" | "nofollow")) => self.ignored.push(opt.to_string()),
+            ("index" | "metacopy" | "nfs_export", Some("off")) => {
+                self.ignored.push(opt.to_string())
+            }
+            ("redirect_dir", Some(_)) => {
+                return Err(bad(
+                    "unsupported: unionfuse does not write or follow redirects \
+                     (use redirect_dir=off; renaming a merged directory gives EXDEV)",
+                ));
+            }
+            ("index" | "metacopy" | "nfs_export", Some(_)) => {
+                return Err(bad(&format!("unsupported: unionfuse only does {key}=off")));
+            }
+            ("xattr_permissions", Some("0")) => self.ignored.push(opt.to_string()),
+            ("xattr_permissions", Some(_)) => {
+                return Err(bad(
+                    "unsupported: ownership is kept in user.containers.override_stat only \
+                     (xattr_permissions=0)",
+                ));
+            }
+            (
+                "lowerdir" | "upperdir" | "workdir" | "uidmapping" | "gidmapping" | "squash_to_uid"
+                | "squash_to_gid" | "fsname" | "context",
+                _,
+            ) => return Err(bad(&format!("{key} needs a value ({key}=...)"))),
+            _ => return Err(bad("unknown mount option")),
+        }
+        Ok(())
+    }
+}
+
+/// Split an option list on commas that are neither escaped by a backslash nor inside double
+/// quotes. Escapes and quotes are kept: each option's value is unescaped by its own parser,
+/// so `lowerdir=/a\:b` can still tell an escaped colon from a separator.
+pub fn split_options(list: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = list.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(Error::config(list, "unterminated double quote in options"));
+    }
+    out.push(cur);
+    out.retain(|o| !o.is_empty());
+    Ok(out)
+}
+
+/// Remove backslash escapes: `\x` is `x`.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn path_value(v: &str) -> std::result::Result<PathBuf, String> {
+    let p = unescape(v);
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(p))
+}
+
+/// `lowerdir=L1:L2:...`, top-first, `\:` a literal colon. Empty entries are refused: kernel
+/// overlay gives `::` a meaning (data-only lower layers) that unionfuse does not implement.
+/// fuse-overlayfs's `//plugin/data/path` layers are refused too.
+pub fn split_lowerdir(v: &str) -> std::result::Result<Vec<PathBuf>, String> {
+    if v.is_empty() {
+        return Err("lowerdir is empty".into());
+    }
+    let mut entries = vec![String::new()];
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ':' => entries.push(String::new()),
+            '\\' => entries
+                .last_mut()
+                .expect("never empty")
+                .extend(chars.next()),
+            c => entries.last_mut().expect("never empty").push(c),
+        }
+    }
+    for e in &entries {
+        if e.is_empty() {
+            return Err(
+                "empty entry in lowerdir (data-only lower layers, `::`, are not supported)".into(),
+            );
+        }
+        if e.starts_with("//") {
+            return Err(format!(
+                "{e}: fuse-overlayfs plugin layers (//plugin/data/path) are not supported"
+            ));
+        }
+    }
+    Ok(entries.into_iter().map(PathBuf::from).collect())
+}
+
+/// A uid or gid in decimal. 4294967295 is (uid_t)-1, "no change" to chown(2), never an owner.
+fn parse_id(v: &str) -> std::result::Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(id) if id != u32::MAX && v.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(format!("{v:?} is not a valid id (0 to 4294967294)")),
+    }
+}
+
+/// `container:host:count[:container:host:count...]`, fuse-overlayfs's and containers-storage's
+/// form (all triples joined by ':'). Each range must be non-empty, stay below 4294967295 on both
+/// sides, and overlap no other range on either side, so the mapping is a bijection as the
+/// kernel requires of /proc/PID/uid_map.
+pub fn parse_id_map(v: &str) -> std::result::Result<Vec<IdRange>, String> {
+    let fields: Vec<&str> = v.split(':').collect();
+    if v.is_empty() || !fields.len().is_multiple_of(3) {
+        return Err(format!(
+            "{v:?}: expected container:host:count triples joined by ':'"
+        ));
+    }
+    let num = |f: &str| -> std::result::Result<u32, String> {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{f:?} is not a number"));
+        }
+        f.parse::<u32>().map_err(|_| format!("{f} is out of range"))
+    };
+    let mut map: Vec<IdRange> = Vec::new();
+    for t in fields.chunks(3) {
+        let r = IdRange {
+            container: num(t[0])?,
+            host: num(t[1])?,
+            count: num(t[2])?,
+        };
+        let what = format!("{}:{}:{}", r.container, r.host, r.count);
+        if r.count == 0 {
+            return Err(format!("{what}: a range needs a count of at least 1"));
+        }
+        let end = |start: u32| u64::from(start) + u64::from(r.count);
+        if end(r.container) > u64::from(u32::MAX) || end(r.host) > u64::from(u32::MAX) {
+            return Err(format!("{what}: the range goes past id 4294967294"));
+        }
+        let overlaps = |a: u32, b: u32, n: u32| {
+            u64::from(a) < u64::from(b) + u64::from(n)
+                && u64::from(b) < u64::from(a) + u64::from(r.count)
+        };
+        for o in &map {
+            if overlaps(r.container, o.container, o.count) {
+                return Err(format!(
+                    "{what}: container ids overlap the range {}:{}:{}",
+                    o.container, o.host, o.count
+                ));
+            }
+            if overlaps(r.host, o.host, o.count) {
+                return Err(format!(
+                    "{what}: host ids overlap the range {}:{}:{}",
+                    o.container, o.host, o.count
+                ));
+            }
+        }
+        map.push(r);
+    }
+    Ok(map)
 }
 
 fn canonical(path: &Path, what: &str) -> Result<PathBuf> {
@@ -110,6 +402,14 @@ impl MountConfig {
         mountpoint: &Path,
         opts: MountOpts,
     ) -> Result<MountConfig> {
+        if opts.lowerdir.is_some() || opts.upperdir.is_some() || opts.workdir.is_some() {
+            return Err(Error::config(
+                "-o",
+                "lowerdir=, upperdir= and workdir= belong to the fuse-overlayfs form \
+                 (unionfuse -o lowerdir=L1:L2,upperdir=U,workdir=W MNT); \
+                 `unionfuse mount` takes the layers as arguments",
+            ));
+        }
         if lowers.is_empty() {
             return Err(Error::config("", "at least one lower layer is needed"));
         }
@@ -167,6 +467,9 @@ impl MountConfig {
         };
         let privileged = initial_ns_root();
         let read_only = opts.read_only || upper.is_none();
+        let root = crate::sys::geteuid() == 0;
+        // squash_to_uid/gid win over squash_to_root, as in fuse-overlayfs.
+        let squash_root = opts.squash_to_root.then_some(0);
         Ok(MountConfig {
             lowers,
             upper,
@@ -180,6 +483,19 @@ impl MountConfig {
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
+            uid_map: opts.uid_map.unwrap_or_default(),
+            gid_map: opts.gid_map.unwrap_or_default(),
+            squash_uid: opts.squash_uid.or(squash_root),
+            squash_gid: opts.squash_gid.or(squash_root),
+            static_nlink: opts.static_nlink,
+            acl: !opts.noacl,
+            fsname: opts.fsname.unwrap_or_else(|| "unionfuse".into()),
+            // A container root needs device nodes and setuid binaries, as on kernel overlay;
+            // only root may ask for them.
+            suid: opts.suid.unwrap_or(root),
+            dev: opts.dev.unwrap_or(root),
+            exec: opts.exec.unwrap_or(true),
+            ignored: opts.ignored,
         })
     }
 }
