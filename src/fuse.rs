@@ -2,28 +2,157 @@
 //! reply types and the only place an [`Error`] becomes an errno. No handler can panic on a
 //! request path: failures are replies.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::inode::Node;
-use crate::sys::{Stat, Time};
+use crate::sys::{self, Stat, Time};
 use crate::union::{Creds, SetAttr, Union};
+use parking_lot::Mutex;
 
 pub struct UnionFs {
     pub core: Union,
     /// How long the kernel may cache entries and attributes. Only this daemon changes the
     /// tree while mounted, and it tells the kernel through its replies, so this can be long.
     pub ttl: Duration,
+    /// Passthrough was asked for; `passthrough` says whether the kernel agreed.
+    pub want_passthrough: bool,
+    passthrough: AtomicBool,
+    /// How the kernel does I/O on each open node. It allows one mode per inode at a time
+    /// (cached, or passthrough to one backing file), so every open of a node follows the first.
+    io: Mutex<IoState>,
+}
+
+#[derive(Default)]
+struct IoState {
+    nodes: HashMap<u64, IoMode>,
+    /// Open handle -> its node and the backing file it pins (None when cached).
+    handles: HashMap<u64, (u64, Option<Arc<BackingId>>)>,
+}
+
+enum IoMode {
+    /// This many handles are open in cached mode.
+    Cached(usize),
+    /// Handles share this backing file (held strongly by each handle).
+    Passthrough(Weak<BackingId>),
+}
+
+impl UnionFs {
+    pub fn new(core: Union, ttl: Duration, want_passthrough: bool) -> UnionFs {
+        UnionFs {
+            core,
+            ttl,
+            want_passthrough,
+            passthrough: AtomicBool::new(false),
+            io: Mutex::new(IoState::default()),
+        }
+    }
+
+    /// How to answer an open of `ino` as handle `fh`. Files in the upper go through
+    /// passthrough (one read-write backing file per node). Lower files are cached instead: a
+    /// copy-up would need to switch a live backing file to the copy, which the kernel can't,
+    /// and kernel overlay's rule that read-only fds see later writes would break. A node
+    /// already open in one mode stays in it until its last handle is released.
+    fn open_mode(
+        &self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
+    ) -> (FopenFlags, Option<Arc<BackingId>>) {
+        let mut io = self.io.lock();
+        let pinned = match io.nodes.get_mut(&ino) {
+            Some(IoMode::Cached(n)) if *n > 0 => {
+                *n += 1;
+                Some(None)
+            }
+            Some(IoMode::Passthrough(w)) => w.upgrade().map(Some),
+            _ => None,
+        };
+        let backing = match pinned {
+            Some(b) => b,
+            None => self.new_backing(ino, register),
+        };
+        match &backing {
+            Some(b) => {
+                io.nodes.insert(ino, IoMode::Passthrough(Arc::downgrade(b)));
+            }
+            None => {
+                if let IoMode::Cached(n) = io.nodes.entry(ino).or_insert(IoMode::Cached(0)) {
+                    *n = (*n).max(1);
+                }
+            }
+        }
+        io.handles.insert(fh, (ino, backing.clone()));
+        let flags = if backing.is_some() {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        (flags, backing)
+    }
+
+    fn new_backing(
+        &self,
+        ino: u64,
+        register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let fd = match self.core.backing_file(ino) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(ino, error = %e, "no backing file; cached I/O");
+                return None;
+            }
+        };
+        match register(fd.as_fd()) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                // Most likely no CAP_SYS_ADMIN for the backing ioctl: say so once, carry on.
+                if self.passthrough.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "passthrough unavailable; using the read/write path");
+                }
+                None
+            }
+        }
+    }
+
+    fn release_io(&self, fh: u64) {
+        let mut io = self.io.lock();
+        let Some((ino, backing)) = io.handles.remove(&fh) else {
+            return;
+        };
+        let last = match io.nodes.get_mut(&ino) {
+            Some(IoMode::Cached(n)) if backing.is_none() => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            Some(IoMode::Passthrough(w)) => {
+                drop(backing);
+                w.strong_count() == 0
+            }
+            _ => false,
+        };
+        if last {
+            io.nodes.remove(&ino);
+        }
+    }
 }
 
 /// Run a core operation, turning a panic into EIO so a bug answers one request with an error
@@ -157,6 +286,17 @@ impl Filesystem for UnionFs {
         ] {
             let _ = config.add_capabilities(flag);
         }
+        if self.want_passthrough
+            && sys::geteuid() == 0
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(
+            passthrough = self.passthrough.load(Ordering::Relaxed),
+            "data path"
+        );
         Ok(())
     }
 
@@ -314,7 +454,10 @@ impl Filesystem for UnionFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match guard(|| self.core.open(ino.0, flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => match self.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
+                (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
+                (f, None) => reply.opened(FileHandle(fh), f),
+            },
             Err(e) => reply.error(log_err("open", ino.0, &e)),
         }
     }
@@ -376,6 +519,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         self.core.release(fh.0);
+        self.release_io(fh.0);
         reply.ok();
     }
 
@@ -395,7 +539,12 @@ impl Filesystem for UnionFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match guard(|| self.core.opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may cache the listing: every change to a directory goes through this
+            // daemon, and the kernel drops its cache on each such change itself.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(log_err("opendir", ino.0, &e)),
         }
     }
@@ -522,13 +671,20 @@ impl Filesystem for UnionFs {
         reply: ReplyCreate,
     ) {
         match guard(|| self.core.create(parent.0, name, mode, flags, creds(req))) {
-            Ok((_, st, fh)) => reply.created(
-                &self.ttl,
-                &attr(&st),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((node, st, fh)) => {
+                let a = attr(&st);
+                match self.open_mode(node.ino, fh, |fd| reply.open_backing(fd)) {
+                    (f, Some(b)) => reply.created_passthrough(
+                        &self.ttl,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        f,
+                        &b,
+                    ),
+                    (f, None) => reply.created(&self.ttl, &a, Generation(0), FileHandle(fh), f),
+                }
+            }
             Err(e) => reply.error(log_err("create", parent.0, &e)),
         }
     }

@@ -35,7 +35,7 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         },
         fd_cache,
     );
-    let fs = UnionFs { core, ttl: cfg.ttl };
+    let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough);
 
     let mut opts = vec![
         MountOption::FSName("unionfuse".into()),

@@ -946,27 +946,16 @@ impl Union {
         })))
     }
 
-    /// A file to back FUSE passthrough for `ino`, and the copy generation it belongs to: the
-    /// upper copy opened read-write (every handle of the node shares it), or the lower copy
-    /// read-only (lowers are never written, and a writer always copies up first).
-    pub fn backing_file(&self, ino: u64) -> Result<(OwnedFd, u64)> {
+    /// A file to back FUSE passthrough for `ino`: its upper copy, opened read-write so every
+    /// handle of the node can share it. None for a file that is only in a lower.
+    pub fn backing_file(&self, ino: u64) -> Result<Option<OwnedFd>> {
         let node = self.nodes.get(ino)?;
-        let cgen = node.copy_gen.load(Ordering::Acquire);
+        if !self.has_upper(&node) {
+            return Ok(None);
+        }
         let (dir, name) = self.at(&node)?;
-        let flags = if self.has_upper(&node) {
-            libc::O_RDWR
-        } else {
-            libc::O_RDONLY
-        };
-        Ok((
-            sys::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0)?,
-            cgen,
-        ))
-    }
-
-    /// The node's copy generation: it changes when the node is copied up.
-    pub fn copy_gen(&self, ino: u64) -> Result<u64> {
-        Ok(self.nodes.get(ino)?.copy_gen.load(Ordering::Acquire))
+        let fd = sys::openat(dir.as_fd(), &name, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
+        Ok(Some(fd))
     }
 
     /// The fd of a file handle, reopened on the upper copy if the file was copied up since.
