@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::error::Error;
@@ -164,6 +164,27 @@ fn guard<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result
     })
 }
 
+/// Attributes of "no such entry": node id 0 tells the kernel to cache a negative dentry.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn errno_of(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -283,6 +304,8 @@ impl Filesystem for UnionFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -303,6 +326,11 @@ impl Filesystem for UnionFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match guard(|| self.core.lookup(parent.0, name)) {
             Ok((node, st)) => self.entry(reply, &node, &st),
+            // A negative entry the kernel may cache: names appear only through this daemon,
+            // and the kernel replaces the negative dentry when one is created through it.
+            Err(e) if e.errno() == libc::ENOENT => {
+                reply.entry(&self.ttl, &negative_attr(), Generation(0))
+            }
             Err(e) => reply.error(log_err("lookup", parent.0, &e)),
         }
     }
@@ -567,6 +595,66 @@ impl Filesystem for UnionFs {
         for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
             if reply.add(INodeNo(e.ino), i as u64 + 1, dtype_file_type(e.dtype), name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let h = match guard(|| self.core.dir_handle(fh.0)) {
+            Ok(h) => h,
+            Err(e) => return reply.error(log_err("readdirplus", ino.0, &e)),
+        };
+        let Handle::Dir(d) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+            let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
+            let off = i as u64 + 1;
+            let full = if i < 2 {
+                // "." and "..": the kernel takes no reference on them, so neither do we.
+                match guard(|| self.core.getattr(e.ino, None)) {
+                    Ok(st) => reply.add(
+                        INodeNo(e.ino),
+                        off,
+                        name,
+                        &self.ttl,
+                        &attr(&st),
+                        Generation(0),
+                    ),
+                    Err(_) => reply.add(
+                        INodeNo(0),
+                        off,
+                        name,
+                        &self.ttl,
+                        &negative_attr(),
+                        Generation(0),
+                    ),
+                }
+            } else {
+                match guard(|| self.core.lookup(ino.0, name)) {
+                    Ok((node, st)) => {
+                        let (a, ttl) = self.entry_attr(&node, &st);
+                        let full = reply.add(INodeNo(node.ino), off, name, &ttl, &a, Generation(0));
+                        if full {
+                            // Not sent: give back the reference the lookup took.
+                            self.core.forget(node.ino, 1);
+                        }
+                        full
+                    }
+                    // Gone since opendir: skip it.
+                    Err(_) => continue,
+                }
+            };
+            if full {
                 break;
             }
         }
