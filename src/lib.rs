@@ -2,6 +2,7 @@
 //! See docs/architecture.md for the module map and data flow.
 
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod copyup;
 pub mod error;

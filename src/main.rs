@@ -1,9 +1,11 @@
 //! `unionfuse`: parse, set up logging, call the library, map the outcome to an exit code.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use unionfuse::cli::{self, Cli, Command};
+use unionfuse::compat::{self, CompatAction};
 use unionfuse::mount;
 
 fn init_logging(verbose: u8, foreground: bool) {
@@ -22,7 +24,17 @@ fn init_logging(verbose: u8, foreground: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let clap_cmd = Cli::command();
+    let mut subcommands: Vec<&str> = vec!["help"];
+    for sc in clap_cmd.get_subcommands() {
+        subcommands.push(sc.get_name());
+        subcommands.extend(sc.get_all_aliases());
+    }
+    if compat::is_compat_invocation(&args, &subcommands) {
+        return compat_main(&args[1..]);
+    }
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Mount {
             lowers,
@@ -46,7 +58,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// fuse-overlayfs's command line (podman's `mount_program`): same mount, other argv.
+fn compat_main(args: &[OsString]) -> ExitCode {
+    let cmd = match compat::parse(args) {
+        Ok(CompatAction::Mount(cmd)) => cmd,
+        Ok(CompatAction::Help) => {
+            println!("{}", compat::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(CompatAction::Version) => {
+            println!(
+                "unionfuse {} (fuse-overlayfs compatible command line)",
+                env!("CARGO_PKG_VERSION")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("unionfuse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cmd.verbose, cmd.foreground);
+    run_mount(*cmd)
+}
+
 fn run_mount(cmd: cli::MountCommand) -> ExitCode {
+    for opt in &cmd.config.ignored {
+        tracing::debug!(option = %opt, "mount option accepted for compatibility; no effect");
+    }
     // Fork before any thread exists; the parent returns once the child has mounted.
     let pipe = if cmd.foreground {
         None

@@ -1,0 +1,637 @@
+//! fuse-overlayfs's command line: the `-o` option parser (every option, escapes, bad values),
+//! argv dispatch, the conversion to a `MountConfig`, and one mounted run of the binary through a
+//! link named `fuse-overlayfs`. Only the last test needs FUSE.
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use unionfuse::compat::{self, CompatAction};
+use unionfuse::config::{
+    IdRange, MountOpts, map_to_container, map_to_host, parse_id_map, split_lowerdir, split_options,
+};
+
+fn opts(list: &str) -> MountOpts {
+    let mut o = MountOpts::default();
+    o.parse_into(list)
+        .unwrap_or_else(|e| panic!("-o {list}: {e}"));
+    o
+}
+
+#[track_caller]
+fn opt_err(list: &str) -> String {
+    let mut o = MountOpts::default();
+    match o.parse_into(list) {
+        Ok(()) => panic!("-o {list} was accepted: {o:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+fn r(container: u32, host: u32, count: u32) -> IdRange {
+    IdRange {
+        container,
+        host,
+        count,
+    }
+}
+
+// ---- option splitting and escapes -------------------------------------------------------
+
+#[test]
+fn empty_options_are_skipped() {
+    assert_eq!(split_options(",,ro,,,rw,").unwrap(), vec!["ro", "rw"]);
+    assert!(split_options("").unwrap().is_empty());
+    let o = opts(",,ro,,");
+    assert!(o.read_only);
+}
+
+#[test]
+fn escaped_and_quoted_commas_do_not_split() {
+    assert_eq!(
+        split_options(r"lowerdir=/a\,b,ro").unwrap(),
+        vec![r"lowerdir=/a\,b", "ro"]
+    );
+    // An SELinux MCS label has commas; containers-storage quotes the whole value.
+    assert_eq!(
+        split_options(r#"context="system_u:object_r:container_file_t:s0:c1,c2",ro"#).unwrap(),
+        vec![
+            r#"context="system_u:object_r:container_file_t:s0:c1,c2""#,
+            "ro"
+        ]
+    );
+    let err = split_options(r#"context="a,b"#).unwrap_err().to_string();
+    assert!(err.contains("quote"), "{err}");
+}
+
+#[test]
+fn lowerdir_is_top_first_with_colon_escapes() {
+    let o = opts("lowerdir=/l1:/l2:/l3");
+    assert_eq!(
+        o.lowerdir.unwrap(),
+        vec![
+            PathBuf::from("/l1"),
+            PathBuf::from("/l2"),
+            PathBuf::from("/l3")
+        ]
+    );
+    let o = opts(r"lowerdir=/a\:b:/c\,d:/e\\f");
+    assert_eq!(
+        o.lowerdir.unwrap(),
+        vec![
+            PathBuf::from("/a:b"),
+            PathBuf::from("/c,d"),
+            PathBuf::from(r"/e\f")
+        ]
+    );
+    // Relative paths are kept relative: containers-storage runs the mount program in its
+    // storage root and may pass `l/ABC` links.
+    assert_eq!(
+        split_lowerdir("l/AAA:l/BBB").unwrap(),
+        vec![PathBuf::from("l/AAA"), PathBuf::from("l/BBB")]
+    );
+}
+
+#[test]
+fn lowerdir_bad_values() {
+    for bad in [
+        "lowerdir=",
+        "lowerdir",
+        "lowerdir=/a::/b",
+        "lowerdir=/a:",
+        "lowerdir=:/a",
+    ] {
+        opt_err(bad);
+    }
+    assert!(opt_err("lowerdir=/a::/data").contains("data-only"));
+    assert!(opt_err("lowerdir=//plugin/data/path").contains("plugin"));
+}
+
+#[test]
+fn upper_and_work_paths_unescape() {
+    let o = opts(r"upperdir=/u\:x,workdir=/w\,y");
+    assert_eq!(o.upperdir.unwrap(), PathBuf::from("/u:x"));
+    assert_eq!(o.workdir.unwrap(), PathBuf::from("/w,y"));
+    for bad in ["upperdir=", "workdir=", "upperdir", "workdir"] {
+        let e = opt_err(bad);
+        assert!(e.contains("upperdir") || e.contains("workdir"), "{e}");
+    }
+}
+
+#[test]
+fn later_options_override_earlier_ones() {
+    let mut o = MountOpts::default();
+    o.parse_into("lowerdir=/a,ro").unwrap();
+    o.parse_into("lowerdir=/b,rw").unwrap();
+    assert_eq!(o.lowerdir.unwrap(), vec![PathBuf::from("/b")]);
+    assert!(!o.read_only);
+}
+
+// ---- each option ----------------------------------------------------------------------------
+
+#[test]
+fn flags_and_values() {
+    let o = opts(
+        "ro,allow_other,default_permissions,noacl,static_nlink,squash_to_root,\
+         timeout=0,threaded=0,userxattr,nosuid,nodev,noexec,fsname=myfs",
+    );
+    assert!(o.read_only && o.allow_other && !o.no_default_permissions);
+    assert!(o.noacl && o.static_nlink && o.squash_to_root && o.userxattr == Some(true));
+    assert_eq!(o.ttl, Some(Duration::ZERO));
+    assert_eq!(o.threads, Some(1));
+    assert_eq!(
+        (o.suid, o.dev, o.exec),
+        (Some(false), Some(false), Some(false))
+    );
+    assert_eq!(o.fsname.as_deref(), Some("myfs"));
+    let o = opts("suid,dev,exec,rw,threaded=1,timeout=2.5");
+    assert_eq!(
+        (o.suid, o.dev, o.exec),
+        (Some(true), Some(true), Some(true))
+    );
+    assert!(!o.read_only);
+    assert_eq!(o.threads, None);
+    assert_eq!(o.ttl, Some(Duration::from_millis(2500)));
+    assert!(opts("debug").debug);
+}
+
+#[test]
+fn volatile_and_fsync() {
+    assert!(opts("volatile").volatile);
+    assert!(opts("fsync=0").volatile);
+    assert!(!opts("volatile,fsync=1").volatile);
+    opt_err("fsync=2");
+    opt_err("fsync");
+}
+
+#[test]
+fn timeout_threaded_and_xino_values() {
+    for bad in [
+        "timeout=x",
+        "timeout=-1",
+        "timeout=nan",
+        "timeout=1e10",
+        "timeout",
+        "threaded=2",
+        "threaded",
+        "xino=maybe",
+        "xino",
+    ] {
+        opt_err(bad);
+    }
+    for ok in ["xino=on", "xino=off", "xino=auto"] {
+        assert_eq!(opts(ok).ignored, vec![ok.to_string()]);
+    }
+}
+
+#[test]
+fn accepted_without_effect_are_recorded() {
+    let list = r#"context="system_u:object_r:container_file_t:s0:c1,c2",redirect_dir=off,index=off,metacopy=off,noatime,xattr_permissions=0"#;
+    let o = opts(list);
+    assert_eq!(o.ignored.len(), 6, "{:?}", o.ignored);
+    assert!(o.ignored[0].starts_with("context="));
+}
+
+#[test]
+fn overlay_features_we_lack_are_refused_by_name() {
+    for (opt, word) in [
+        ("redirect_dir=on", "redirect_dir"),
+        ("redirect_dir=follow", "redirect_dir"),
+        ("index=on", "index"),
+        ("metacopy=on", "metacopy"),
+        ("nfs_export=on", "nfs_export"),
+        ("xattr_permissions=2", "xattr_permissions"),
+    ] {
+        let e = opt_err(opt);
+        assert!(e.contains(word) && e.contains("unsupported"), "{opt}: {e}");
+    }
+}
+
+#[test]
+fn unknown_options_are_named() {
+    for bad in [
+        "bogus",
+        "writeback=1",
+        "ro=1",
+        "allow_other=yes",
+        "squash_to_root=1",
+    ] {
+        let e = opt_err(&format!("ro,{bad},rw"));
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
+
+// ---- id mappings and squash -------------------------------------------------------------
+
+#[test]
+fn uid_and_gid_mappings_parse_as_triples() {
+    let o = opts("uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1");
+    assert_eq!(o.uid_map.unwrap(), vec![r(0, 1000, 1), r(1, 100000, 65536)]);
+    assert_eq!(o.gid_map.unwrap(), vec![r(0, 1000, 1)]);
+    assert_eq!(
+        parse_id_map("0:0:4294967295").unwrap(),
+        vec![r(0, 0, u32::MAX)]
+    );
+}
+
+#[test]
+fn id_mapping_bad_values() {
+    for (bad, word) in [
+        ("uidmapping=", "uidmapping"),
+        ("uidmapping", "uidmapping"),
+        ("uidmapping=0:1000", "triples"),
+        ("uidmapping=0:1000:1:1", "triples"),
+        ("uidmapping=0:x:1", "not a number"),
+        ("uidmapping=0:-1:1", "not a number"),
+        ("uidmapping=0: 1:1", "not a number"),
+        ("uidmapping=0:1:0", "at least 1"),
+        ("uidmapping=0:4294967296:1", "out of range"),
+        ("uidmapping=0:4294967295:1", "past"),
+        ("uidmapping=1:0:4294967295", "past"),
+        ("gidmapping=0:1000:10:5:2000:1", "container ids overlap"),
+        ("gidmapping=0:1000:10:10:1005:1", "host ids overlap"),
+        ("gidmapping=10:1000:10:0:2000:11", "container ids overlap"),
+    ] {
+        let e = opt_err(bad);
+        assert!(e.contains(word), "{bad}: {e}");
+    }
+    // Adjacent ranges touch but do not overlap.
+    opts("uidmapping=0:1000:10:10:1010:10");
+}
+
+#[test]
+fn id_mapping_lookup_both_ways() {
+    let map = parse_id_map("0:1000:1:1:100000:65536").unwrap();
+    assert_eq!(map_to_host(&map, 0), Some(1000));
+    assert_eq!(map_to_host(&map, 1), Some(100000));
+    assert_eq!(map_to_host(&map, 65536), Some(165535));
+    assert_eq!(map_to_host(&map, 65537), None);
+    assert_eq!(map_to_container(&map, 1000), Some(0));
+    assert_eq!(map_to_container(&map, 165535), Some(65536));
+    assert_eq!(map_to_container(&map, 0), None);
+    assert_eq!(map_to_container(&map, 1001), None);
+    let full = parse_id_map("0:0:4294967295").unwrap();
+    assert_eq!(map_to_host(&full, 4294967294), Some(4294967294));
+    assert_eq!(map_to_host(&full, u32::MAX), None);
+}
+
+#[test]
+fn squash_values() {
+    let o = opts("squash_to_uid=1000,squash_to_gid=100");
+    assert_eq!((o.squash_uid, o.squash_gid), (Some(1000), Some(100)));
+    for bad in [
+        "squash_to_uid=",
+        "squash_to_uid",
+        "squash_to_uid=-1",
+        "squash_to_uid=4294967295",
+        "squash_to_gid=abc",
+        "squash_to_gid=+5",
+    ] {
+        opt_err(bad);
+    }
+}
+
+// ---- argv and the resulting configuration ------------------------------------------------
+
+struct Dirs {
+    t: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let t = tempfile::tempdir().expect("tempdir");
+        for d in ["l1", "l2", "u", "w", "m", "a:b"] {
+            std::fs::create_dir(t.path().join(d)).expect("mkdir");
+        }
+        Dirs { t }
+    }
+    fn p(&self, name: &str) -> String {
+        self.t.path().join(name).display().to_string()
+    }
+    fn canon(&self, name: &str) -> PathBuf {
+        self.t
+            .path()
+            .join(name)
+            .canonicalize()
+            .expect("canonicalize")
+    }
+}
+
+fn mount_cmd(args: &[String]) -> unionfuse::cli::MountCommand {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    match compat::parse(&args) {
+        Ok(CompatAction::Mount(m)) => *m,
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+#[track_caller]
+fn parse_err(args: &[String]) -> String {
+    let a: Vec<OsString> = args.iter().map(OsString::from).collect();
+    compat::parse(&a)
+        .expect_err("should be refused")
+        .to_string()
+}
+
+#[test]
+fn fuse_overlayfs_argv_builds_the_config() {
+    let d = Dirs::new();
+    let o = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        d.p("l1"),
+        d.p("l2"),
+        d.p("u"),
+        d.p("w")
+    );
+    let m = mount_cmd(&[
+        "-o".into(),
+        o.clone(),
+        "-o".into(),
+        "uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,static_nlink,noacl,timeout=0"
+            .into(),
+        "-f".into(),
+        d.p("m"),
+    ]);
+    let c = &m.config;
+    assert!(m.foreground);
+    assert_eq!(c.lowers, vec![d.canon("l1"), d.canon("l2")]);
+    assert_eq!(c.upper.as_deref(), Some(d.canon("u").as_path()));
+    assert_eq!(c.workdir.as_deref(), Some(d.canon("w").as_path()));
+    assert_eq!(c.mountpoint, d.canon("m"));
+    assert!(!c.read_only && c.static_nlink && !c.acl);
+    assert_eq!(c.ttl, Duration::ZERO);
+    assert_eq!(c.uid_map, vec![r(0, 1000, 1), r(1, 100000, 65536)]);
+    assert_eq!(c.gid_map, vec![r(0, 1000, 1)]);
+    assert_eq!((c.squash_uid, c.squash_gid), (None, None));
+    assert_eq!(c.fsname, "unionfuse");
+    // fuse-overlayfs as root: allow_other by default, so container users other than the
+    // caller can use the mount.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(c.allow_other, unsafe { libc::geteuid() } == 0);
+
+    // Joined `-oOPTS`, options after the mountpoint, no -f: background.
+    let m = mount_cmd(&[d.p("m"), format!("-o{o}"), "-osquash_to_root".into()]);
+    assert!(!m.foreground);
+    assert_eq!(
+        (m.config.squash_uid, m.config.squash_gid),
+        (Some(0), Some(0))
+    );
+    // squash_to_uid/gid win over squash_to_root.
+    let m = mount_cmd(&[format!("-o{o},squash_to_root,squash_to_uid=7"), d.p("m")]);
+    assert_eq!(
+        (m.config.squash_uid, m.config.squash_gid),
+        (Some(7), Some(0))
+    );
+    // mount.fuse3 style: SOURCE MNT; the source names the mount.
+    let m = mount_cmd(&["overlay".into(), d.p("m"), "-o".into(), o.clone()]);
+    assert_eq!(m.config.fsname, "overlay");
+    // -d is foreground + debug logging.
+    let m = mount_cmd(&["-d".into(), "-o".into(), o.clone(), d.p("m")]);
+    assert!(m.foreground && m.verbose >= 2);
+    let m = mount_cmd(&["-o".into(), format!("{o},debug"), d.p("m")]);
+    assert!(m.foreground && m.verbose >= 2);
+}
+
+#[test]
+fn escaped_colon_reaches_the_filesystem() {
+    let d = Dirs::new();
+    let l = d.p("a:b").replace(':', r"\:");
+    let m = mount_cmd(&[format!("-olowerdir={l}:{}", d.p("l2")), d.p("m")]);
+    assert_eq!(m.config.lowers, vec![d.canon("a:b"), d.canon("l2")]);
+}
+
+#[test]
+fn without_upper_the_mount_is_read_only() {
+    let d = Dirs::new();
+    let m = mount_cmd(&[format!("-olowerdir={}:{}", d.p("l1"), d.p("l2")), d.p("m")]);
+    assert!(m.config.read_only && m.config.upper.is_none() && m.config.workdir.is_none());
+    let m = mount_cmd(&[
+        format!(
+            "-olowerdir={},upperdir={},workdir={},ro",
+            d.p("l1"),
+            d.p("u"),
+            d.p("w")
+        ),
+        d.p("m"),
+    ]);
+    assert!(m.config.read_only);
+}
+
+#[test]
+fn argv_errors() {
+    let d = Dirs::new();
+    let lo = format!("lowerdir={}", d.p("l1"));
+    let e = parse_err(&[format!("-o{lo},upperdir={}", d.p("u")), d.p("m")]);
+    assert!(e.contains("workdir"), "{e}");
+    let e = parse_err(&["-o".into(), format!("upperdir={}", d.p("u")), d.p("m")]);
+    assert!(e.contains("lowerdir"), "{e}");
+    let e = parse_err(&["-o".into(), lo.clone()]);
+    assert!(e.contains("mountpoint"), "{e}");
+    let e = parse_err(&["-o".into()]);
+    assert!(e.contains("-o"), "{e}");
+    let e = parse_err(&["-o".into(), lo.clone(), "a".into(), "b".into(), d.p("m")]);
+    assert!(e.contains("extra"), "{e}");
+    let e = parse_err(&["-o".into(), lo.clone(), "--frobnicate".into(), d.p("m")]);
+    assert!(e.contains("--frobnicate"), "{e}");
+    let e = parse_err(&[d.p("m")]);
+    assert!(e.contains("subcommand"), "{e}");
+    let e = parse_err(&["-o".into(), format!("{}/missing", d.p("l1")), d.p("m")]);
+    assert!(e.contains("unknown mount option"), "{e}");
+    let e = parse_err(&[
+        "-o".into(),
+        format!("lowerdir={}/missing", d.p("l1")),
+        d.p("m"),
+    ]);
+    assert!(e.contains("does not exist"), "{e}");
+    // The checks of `unionfuse mount` still apply: here the upper is inside a lower.
+    let e = parse_err(&[
+        "-o".into(),
+        format!(
+            "lowerdir={},upperdir={}/l1,workdir={}",
+            d.t.path().display(),
+            d.t.path().display(),
+            d.p("w")
+        ),
+        d.p("m"),
+    ]);
+    assert!(e.contains("overlaps"), "{e}");
+    assert!(matches!(
+        compat::parse(&os(&["--help"])),
+        Ok(CompatAction::Help)
+    ));
+    assert!(matches!(
+        compat::parse(&os(&["-V"])),
+        Ok(CompatAction::Version)
+    ));
+}
+
+#[test]
+fn layer_options_are_refused_by_unionfuse_mount() {
+    let d = Dirs::new();
+    let e = unionfuse::cli::mount_command(
+        &d.p("l1"),
+        &[PathBuf::from(d.p("m"))],
+        None,
+        &[format!("lowerdir={}", d.p("l2"))],
+        false,
+        0,
+    )
+    .err()
+    .expect("lowerdir= with `unionfuse mount`")
+    .to_string();
+    assert!(e.contains("fuse-overlayfs form"), "{e}");
+}
+
+#[test]
+fn dispatch_between_subcommands_and_the_fuse_overlayfs_form() {
+    let subs = ["mount", "help"];
+    let yes = |a: &[&str]| compat::is_compat_invocation(&os(a), &subs);
+    assert!(yes(&["/usr/bin/fuse-overlayfs", "mount"]));
+    assert!(yes(&["fuse-overlayfs"]));
+    assert!(yes(&["unionfuse", "-o", "lowerdir=/a", "/m"]));
+    assert!(yes(&["unionfuse", "-olowerdir=/a", "/m"]));
+    assert!(yes(&["unionfuse", "-f", "-o", "lowerdir=/a", "/m"]));
+    assert!(yes(&["unionfuse", "/m", "-o", "lowerdir=/a"]));
+    assert!(!yes(&["unionfuse"]));
+    assert!(!yes(&["unionfuse", "mount", "/a", "/m"]));
+    assert!(!yes(&["unionfuse", "help"]));
+    assert!(!yes(&["unionfuse", "--help"]));
+    assert!(!yes(&["unionfuse", "-V"]));
+    assert!(!yes(&["/bin/fuse-overlayfs-not", "mount"]));
+}
+
+// ---- the binary, through a link named fuse-overlayfs --------------------------------------
+
+/// A mount made by the binary in the background, as containers-storage runs it
+/// (`fuse-overlayfs -o ... MNT` returns once the mount is live; the daemon is not our child).
+/// On drop: unmount, then wait for every process whose command line names the mountpoint to
+/// exit, killing any that outlive the wait, so no mount and no daemon survive a failed test.
+struct BackgroundMount {
+    mnt: PathBuf,
+}
+
+impl Drop for BackgroundMount {
+    fn drop(&mut self) {
+        if !common::mount::force_unmount(&self.mnt) {
+            eprintln!("warning: could not unmount {}", self.mnt.display());
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let pids = daemons_of(&self.mnt);
+            if pids.is_empty() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                eprintln!("daemons {pids:?} did not exit after umount; killing them");
+                for pid in pids {
+                    // SAFETY: kill has no memory preconditions; the pid was just read from /proc.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Pids of live processes with `mnt` as an argument.
+fn daemons_of(mnt: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let want = mnt.as_os_str().as_bytes();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && cmdline.split(|&b| b == 0).any(|a| a == want) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+#[test]
+fn mounted_through_a_fuse_overlayfs_link() {
+    if !common::require_fuse() {
+        return;
+    }
+    let stack = common::Stack::new(2);
+    std::fs::write(stack.lower(0).join("top"), "top").unwrap();
+    std::fs::write(stack.lower(1).join("top"), "hidden").unwrap();
+    std::fs::write(stack.lower(1).join("gone"), "gone").unwrap();
+    std::fs::create_dir(stack.lower(1).join("d")).unwrap();
+    std::fs::write(stack.lower(1).join("d/f"), "f").unwrap();
+    let before = stack.lower_digests();
+    let link = stack.base.path().join("fuse-overlayfs");
+    std::os::unix::fs::symlink(common::mount::binary(), &link).expect("symlink");
+    let work = stack.new_workdir();
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        stack.lower(0).display(),
+        stack.lower(1).display(),
+        stack.upper().display(),
+        work.display()
+    );
+    {
+        // Background mode, as podman uses it: the command returns once the mount is live.
+        let out = run(Command::new(&link)
+            .args(["-o", &opts, "-o", ",,volatile,noacl"])
+            .arg(&stack.mnt));
+        let guard = BackgroundMount {
+            mnt: stack.mnt.clone(),
+        };
+        assert!(
+            out.status.success(),
+            "fuse-overlayfs link failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            common::mount::is_mounted(&stack.mnt),
+            "not mounted after return"
+        );
+        let m = &stack.mnt;
+        assert_eq!(std::fs::read_to_string(m.join("top")).unwrap(), "top");
+        assert_eq!(std::fs::read_to_string(m.join("d/f")).unwrap(), "f");
+        std::fs::write(m.join("new"), "new").unwrap();
+        std::fs::remove_file(m.join("gone")).unwrap();
+        assert!(!m.join("gone").exists());
+        drop(guard);
+    }
+    // What landed in the upper is kernel overlay's format: the new file and a whiteout.
+    assert_eq!(
+        std::fs::read_to_string(stack.upper().join("new")).unwrap(),
+        "new"
+    );
+    let wh = common::sys::lstat(&stack.upper().join("gone")).expect("whiteout in upper");
+    assert_eq!(wh.st_mode & libc::S_IFMT, libc::S_IFCHR);
+    assert_eq!(wh.st_rdev, 0);
+    assert!(
+        daemons_of(&stack.mnt).is_empty(),
+        "daemon outlived its mount"
+    );
+    stack.assert_lowers_unchanged(&before);
+}
