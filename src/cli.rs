@@ -20,6 +20,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a command in its own namespaces with the union as its root (see docs/runtime.md).
+    Run(crate::runtime::RunArgs),
     /// Mount LOWER[:LOWER...] (top-first) with an optional writable UPPER at MNT.
     Mount {
         /// Lower layers, top-first, separated by ':' (as overlayfs's lowerdir=).

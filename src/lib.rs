@@ -13,6 +13,7 @@ pub mod layer;
 pub mod lookup;
 pub mod mount;
 pub mod readdir;
+pub mod runtime;
 pub mod sys;
 pub mod union;
 pub mod whiteout;

@@ -36,6 +36,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     match cli.command {
+        Command::Run(args) => {
+            init_logging(args.verbose, true);
+            ExitCode::from(unionfuse::runtime::run(&args).clamp(0, 255) as u8)
+        }
         Command::Mount {
             lowers,
             paths,

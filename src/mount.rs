@@ -38,7 +38,7 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough);
 
     let mut opts = vec![
-        MountOption::FSName("unionfuse".into()),
+        MountOption::FSName(cfg.fsname.clone()),
         MountOption::Subtype("unionfuse".into()),
     ];
     if cfg.default_permissions {
@@ -47,10 +47,20 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     if cfg.read_only {
         opts.push(MountOption::RO);
     }
-    if sys::geteuid() == 0 {
-        // A container root needs device nodes and setuid binaries to work, as on kernel overlay.
-        opts.push(MountOption::Dev);
-        opts.push(MountOption::Suid);
+    // By default (config.rs) a root mount honours device nodes and setuid binaries, as a
+    // container root needs on kernel overlay; `-o nodev,nosuid,noexec` turn them off.
+    opts.push(if cfg.dev {
+        MountOption::Dev
+    } else {
+        MountOption::NoDev
+    });
+    opts.push(if cfg.suid {
+        MountOption::Suid
+    } else {
+        MountOption::NoSuid
+    });
+    if !cfg.exec {
+        opts.push(MountOption::NoExec);
     }
     let mut config = Config::default();
     config.mount_options = opts;
