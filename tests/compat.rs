@@ -599,7 +599,12 @@ fn mounted_through_a_fuse_overlayfs_link() {
     {
         // Background mode, as podman uses it: the command returns once the mount is live.
         let out = run(Command::new(&link)
-            .args(["-o", &opts, "-o", ",,volatile,noacl"])
+            .args([
+                "-o",
+                &opts,
+                "-o",
+                ",,volatile,noacl,nodev,fsname=compat-test",
+            ])
             .arg(&stack.mnt));
         let guard = BackgroundMount {
             mnt: stack.mnt.clone(),
@@ -612,6 +617,20 @@ fn mounted_through_a_fuse_overlayfs_link() {
         assert!(
             common::mount::is_mounted(&stack.mnt),
             "not mounted after return"
+        );
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(&*stack.mnt.to_string_lossy()))
+            .expect("mount in /proc/mounts");
+        assert!(
+            line.starts_with("compat-test "),
+            "fsname= not applied: {line}"
+        );
+        let flags = line.split(' ').nth(3).unwrap_or("");
+        assert!(
+            flags.split(',').any(|f| f == "nodev"),
+            "nodev not applied: {line}"
         );
         let m = &stack.mnt;
         assert_eq!(std::fs::read_to_string(m.join("top")).unwrap(), "top");
