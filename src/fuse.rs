@@ -18,7 +18,6 @@ use fuser::{
 };
 
 use crate::error::Error;
-use crate::handle::Handle;
 use crate::inode::Node;
 use crate::sys::{self, Stat, Time};
 use crate::union::{Creds, SetAttr, Union};
@@ -306,6 +305,9 @@ impl Filesystem for UnionFs {
             InitFlags::FUSE_ASYNC_DIO,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            // The kernel enforces POSIX ACLs (as on kernel overlay) and caches them, so
+            // `ls -l` does not cost two getxattr round trips per file.
+            InitFlags::FUSE_POSIX_ACL,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -585,14 +587,11 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = match guard(|| self.core.dir_handle(fh.0)) {
-            Ok(h) => h,
+        let entries = match guard(|| self.core.dir_entries(fh.0, offset)) {
+            Ok(e) => e,
             Err(e) => return reply.error(log_err("readdir", ino.0, &e)),
         };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
             if reply.add(INodeNo(e.ino), i as u64 + 1, dtype_file_type(e.dtype), name) {
                 break;
@@ -609,14 +608,11 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let h = match guard(|| self.core.dir_handle(fh.0)) {
-            Ok(h) => h,
+        let entries = match guard(|| self.core.dir_entries(fh.0, offset)) {
+            Ok(e) => e,
             Err(e) => return reply.error(log_err("readdirplus", ino.0, &e)),
         };
-        let Handle::Dir(d) = &*h else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        for (i, e) in d.entries.iter().enumerate().skip(offset as usize) {
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
             let off = i as u64 + 1;
             let full = if i < 2 {

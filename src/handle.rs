@@ -29,8 +29,8 @@ pub struct DirEntry {
 
 pub struct DirHandle {
     pub node: Arc<Node>,
-    /// Snapshot taken at opendir: offsets index into it, so they stay stable.
-    pub entries: Vec<DirEntry>,
+    /// Snapshot taken at the first read (offset 0): offsets index into it, so they stay stable.
+    pub entries: parking_lot::Mutex<Option<Arc<Vec<DirEntry>>>>,
 }
 
 pub enum Handle {

@@ -53,6 +53,10 @@ pub struct NodeState {
     /// Layers holding this object, top-down. A directory lists every layer it merges from
     /// (stopping at an opaque one); anything else exactly one.
     pub layers: Vec<LayerIdx>,
+    /// The xattr names of the top copy, once asked: most objects have none, and the kernel
+    /// asks for `security.*` on every `ls -l`, so absent names are answered from here.
+    /// Cleared by anything that may change them (setxattr, removexattr, setattr, copy-up).
+    pub xattr_names: Option<Arc<Vec<CString>>>,
 }
 
 impl Node {
@@ -68,6 +72,7 @@ impl Node {
             is_dir,
             nlookup: AtomicU64::new(0),
             state: Mutex::new(NodeState {
+                xattr_names: None,
                 aliases: alias.into_iter().collect(),
                 layers,
             }),

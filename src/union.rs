@@ -324,6 +324,7 @@ impl Union {
             }
         }
         node.copy_gen.fetch_add(1, Ordering::Release);
+        self.forget_xattr_names(node);
         tracing::debug!(ino = node.ino, name = ?name, "copied up");
         Ok(())
     }
@@ -364,6 +365,7 @@ impl Union {
     pub fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Stat> {
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
+        self.forget_xattr_names(&node);
         let (fd, name) = self.at(&node)?;
         if let Some(size) = set.size {
             if node.is_dir {
@@ -1050,8 +1052,32 @@ impl Union {
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.nodes.get(ino)?;
         not_dir(&node)?;
+        // The listing is built on the first readdir, not here: with a cached directory the
+        // kernel opens and releases it without ever reading.
+        Ok(self.handles.insert(Handle::Dir(DirHandle {
+            node,
+            entries: parking_lot::Mutex::new(None),
+        })))
+    }
+
+    /// The snapshot a directory handle reads from; taken anew at offset 0 (opendir, rewinddir).
+    pub fn dir_entries(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        let h = self.handles.get(fh)?;
+        let d = h.as_dir()?;
+        let mut snap = d.entries.lock();
+        if offset != 0
+            && let Some(e) = &*snap
+        {
+            return Ok(e.clone());
+        }
+        let entries = Arc::new(self.list_dir(&d.node)?);
+        *snap = Some(entries.clone());
+        Ok(entries)
+    }
+
+    fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
         let layers = node.layers();
-        let entries = readdir::list(&layers, |l| self.dir_fd(&node, l))?;
+        let entries = readdir::list(&layers, |l| self.dir_fd(node, l))?;
         let mut out = Vec::with_capacity(entries.len() + 2);
         let parent = node.alias().map(|(p, _)| p).unwrap_or(ROOT);
         out.push(DirEntry {
@@ -1075,9 +1101,7 @@ impl Union {
                 dtype: e.dtype,
             });
         }
-        Ok(self
-            .handles
-            .insert(Handle::Dir(DirHandle { node, entries: out })))
+        Ok(out)
     }
 
     pub fn dir_handle(&self, fh: u64) -> Result<Arc<Handle>> {
@@ -1092,7 +1116,25 @@ impl Union {
         let node = self.nodes.get(ino)?;
         let (fd, n) = self.at(&node)?;
         let real = self.fmt.escape(&sys::cname(name)?);
-        sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &n), &real)?.ok_or(Error::Sys(libc::ENODATA))
+        let path = sys::proc_path(fd.as_fd(), &n);
+        if !self.xattr_names(&node, &path)?.contains(&real) {
+            return Err(Error::Sys(libc::ENODATA));
+        }
+        sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))
+    }
+
+    /// The node's stored xattr names, listed once and then cached (see `NodeState`).
+    fn xattr_names(&self, node: &Node, path: &CStr) -> Result<Arc<Vec<CString>>> {
+        if let Some(names) = &node.state.lock().xattr_names {
+            return Ok(names.clone());
+        }
+        let names = Arc::new(sys::llistxattr_vec(path)?);
+        node.state.lock().xattr_names = Some(names.clone());
+        Ok(names)
+    }
+
+    fn forget_xattr_names(&self, node: &Node) {
+        node.state.lock().xattr_names = None;
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
@@ -1110,6 +1152,7 @@ impl Union {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
+        self.forget_xattr_names(&node);
         let (fd, n) = self.at(&node)?;
         let real = self.fmt.escape(&sys::cname(name)?);
         sys::lsetxattr(&sys::proc_path(fd.as_fd(), &n), &real, value, flags)
@@ -1124,6 +1167,7 @@ impl Union {
             return Err(Error::Sys(libc::ENODATA));
         }
         self.copy_up(&node)?;
+        self.forget_xattr_names(&node);
         let (fd, n) = self.at(&node)?;
         sys::lremovexattr(&sys::proc_path(fd.as_fd(), &n), &real)
     }
