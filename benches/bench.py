@@ -1,0 +1,1171 @@
+#!/usr/bin/env python3
+"""unionfuse benchmark harness: the same workloads on ext4, kernel overlayfs,
+fuse-overlayfs 1.10 / 2.0 and unionfuse (passthrough and not), interleaved,
+a fresh mount per system and repetition, reported as ratios.
+
+Driven by benches/run.sh (which builds the binary, installs the peers and
+cleans up); see docs/performance.md. Standard library only, Python >= 3.11.
+Needs root (mounts, drop_caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import stat
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from dataclasses import dataclass, field
+
+MiB = 1 << 20
+
+# Mode parameters. Everything that decides the run time lives here.
+MODES = {
+    "quick": dict(
+        reps=3, stack_files=15000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
+        untar=5000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
+        scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
+    ),
+    "full": dict(
+        reps=5, stack_files=50000, bigdir=10000, bigfile=2048 * MiB, copyup=1024 * MiB,
+        untar=20000, fio_time=10, fio_reps=3, fio_region=1024 * MiB, py="all", git_files=5000,
+        scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=200000, timeout=900,
+    ),
+}
+
+# Targets from issue 8: median ratio to kernel overlayfs. (passthrough, no passthrough)
+TARGETS = {
+    "find-5L-warm": (1.2, 1.2), "find-5L-cold": (1.5, 1.5),
+    "find-20L-warm": (1.2, 1.2), "find-20L-cold": (1.5, 1.5),
+    "ls-l-warm": (1.0, 1.0), "ls-l-cold": (1.3, 1.3),
+    "seqread-cold": (1.1, 1.5), "seqread-warm": (1.1, 1.5), "seqwrite-fsync": (1.1, 1.5),
+    "fio-randread": (1.1, 1.5), "fio-randwrite": (1.2, 1.2),
+    "copyup": (1.0, 1.0), "untar": (1.3, 1.3), "rm-rf": (1.3, 1.3),
+    "compileall": (1.2, 1.2), "git-status-warm": (1.2, 1.2),
+}
+
+LOG_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - LOG_T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+def sh(cmd, *, timeout=None, cwd=None, check=True, capture=False, stdout=None):
+    """Run a command; on failure raise BenchError with its stderr."""
+    try:
+        p = subprocess.run(
+            cmd, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else (stdout or subprocess.DEVNULL),
+            stderr=subprocess.PIPE, text=True,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"timeout after {timeout}s: {' '.join(map(str, cmd))}") from e
+    if check and p.returncode != 0:
+        raise BenchError(
+            f"exit {p.returncode}: {' '.join(map(str, cmd))}: {(p.stderr or '').strip()[-400:]}")
+    return p
+
+
+def timed(cmd, *, timeout, cwd=None) -> float:
+    t0 = time.perf_counter()
+    sh(cmd, timeout=timeout, cwd=cwd)
+    return time.perf_counter() - t0
+
+
+def drop_caches(level: int = 3) -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write(str(level))
+
+
+def mountinfo():
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            out.append(dict(dev=parts[2], mnt=parts[4].replace("\\040", " "), fstype=parts[sep + 1]))
+    return out
+
+
+def is_mounted(path: str) -> bool:
+    return any(m["mnt"] == path for m in mountinfo())
+
+
+def fuse_abort(path: str) -> None:
+    for m in mountinfo():
+        if m["mnt"] == path and m["fstype"].startswith("fuse"):
+            minor = m["dev"].split(":")[1]
+            try:
+                with open(f"/sys/fs/fuse/connections/{minor}/abort", "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
+
+
+def daemon_pids(mnt: str) -> list[int]:
+    """FUSE daemons whose command line names this mountpoint."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not args or not args[0]:
+            continue
+        exe = os.path.basename(args[0]).decode(errors="replace")
+        if exe in ("unionfuse", "fuse-overlayfs") and mnt.encode() in args:
+            pids.append(int(d))
+    return pids
+
+
+def proc_status(pid: int) -> dict:
+    info = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "Threads"):
+                info[k] = int(v.split()[0])
+    info["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    return info
+
+
+# ---------------------------------------------------------------- systems
+
+@dataclass
+class System:
+    name: str
+    kind: str  # ext4 | overlay | fuse-overlayfs | unionfuse
+    label: str
+    binary: str = ""
+    opts: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def fuse(self) -> bool:
+        return self.kind in ("fuse-overlayfs", "unionfuse")
+
+
+@dataclass
+class Mount:
+    system: System
+    path: str  # what the workload uses
+    root: str  # per-mount scratch dir (removed afterwards)
+    mounted: bool
+    lowers: list[str]
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.p = MODES["quick" if args.quick else "full"]
+        self.tmp = os.path.abspath(args.tmp)
+        self.data = os.path.join(self.tmp, "d")
+        self.mroot = os.path.join(self.tmp, "m")
+        os.makedirs(self.data, exist_ok=True)
+        os.makedirs(self.mroot, exist_ok=True)
+        self.counter = 0
+        self.live: list[Mount] = []
+        self.stacks: dict[str, dict] = {}
+        self.systems: list[System] = []
+        self.notes: list[str] = []
+        self.odd: list[str] = []  # errors/crashes/hangs seen in unionfuse
+        self.timeout = self.p["timeout"]
+        self.py = shutil.which("python3") or sys.executable
+
+    # ------------------------------------------------------------ mounts
+    def mount(self, sysm: System, stack: str, ext4: str = "flat") -> Mount:
+        st = self.stacks[stack]
+        self.counter += 1
+        root = os.path.join(self.mroot, f"{self.counter}-{sysm.name}")
+        os.makedirs(root)
+        if sysm.kind == "ext4":
+            if ext4 == "flat":
+                path = st["flat"]
+            elif ext4 == "empty":
+                path = os.path.join(root, "dir")
+                os.makedirs(path)
+            elif ext4 == "copy":
+                path = os.path.join(root, "dir")
+                sh(["cp", "-a", st["flat"], path], timeout=self.timeout)
+            else:
+                raise ValueError(ext4)
+            return Mount(sysm, path, root, False, st["lowers"])
+        upper, work, mnt = (os.path.join(root, x) for x in ("upper", "work", "mnt"))
+        for d in (upper, work, mnt):
+            os.makedirs(d)
+        lowers = st["lowers"]
+        cwd = None
+        if sysm.kind == "overlay":
+            lowerspec = ":".join(lowers)
+            if st.get("relative"):
+                # lowerdir= must fit in one page: mount from the layers' parent.
+                cwd = st["base"]
+                lowerspec = ":".join(os.path.relpath(x, cwd) for x in lowers)
+            cmd = ["mount", "-t", "overlay", "ufbench", "-o",
+                   f"lowerdir={lowerspec},upperdir={upper},workdir={work}", mnt]
+        elif sysm.kind == "fuse-overlayfs":
+            cmd = [sysm.binary, "-o", f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}", mnt]
+        else:
+            cmd = [sysm.binary, "mount", ":".join(lowers), upper, mnt, "--workdir", work]
+            for o in sysm.opts:
+                cmd += ["-o", o]
+        m = Mount(sysm, mnt, root, True, lowers)
+        self.live.append(m)
+        try:
+            sh(cmd, timeout=60, cwd=cwd)
+            deadline = time.monotonic() + 20
+            while not is_mounted(mnt):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{sysm.name}: not mounted after 20s: {' '.join(cmd)}")
+                time.sleep(0.02)
+        except Exception:
+            self.unmount(m)
+            raise
+        return m
+
+    def unmount(self, m: Mount) -> None:
+        if m.mounted:
+            pids = daemon_pids(m.path) if m.system.fuse else []
+            if is_mounted(m.path):
+                try:
+                    sh(["umount", m.path], timeout=30)
+                except BenchError as e:
+                    self.note_odd(m.system, f"umount failed ({e}); aborting the connection")
+                    fuse_abort(m.path)
+                    sh(["umount", "-l", m.path], timeout=30, check=False)
+            deadline = time.monotonic() + 10
+            for pid in pids:
+                while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if os.path.exists(f"/proc/{pid}"):
+                    self.note_odd(m.system, f"daemon {pid} still alive 10s after umount; killed")
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            m.mounted = False
+        if m in self.live:
+            self.live.remove(m)
+        if not is_mounted(m.path):
+            shutil.rmtree(m.root, ignore_errors=True)
+
+    def unmount_all(self) -> None:
+        for m in list(self.live):
+            try:
+                self.unmount(m)
+            except Exception as e:  # best effort: run.sh's trap finishes the job
+                log(f"cleanup: {m.path}: {e}")
+
+    def note_odd(self, sysm: System, msg: str) -> None:
+        line = f"{sysm.name}: {msg}"
+        log("ODD " + line)
+        if sysm.kind == "unionfuse" or "umount" in msg or "daemon" in msg:
+            self.odd.append(line)
+
+    # ------------------------------------------------------------ systems
+    def detect_systems(self) -> None:
+        a = self.args
+        self.systems.append(System("ext4", "ext4", "ext4 (no union)"))
+        self.systems.append(System("overlay", "overlay", "kernel overlayfs"))
+        fo1 = shutil.which("fuse-overlayfs", path="/usr/bin:/usr/local/bin")
+        if fo1:
+            v = sh([fo1, "--version"], capture=True, check=False)
+            ver = next((ln.split("version")[-1].strip() for ln in (v.stdout + v.stderr).splitlines()
+                        if ln.startswith("fuse-overlayfs")), "")
+            self.systems.append(System("fo1", "fuse-overlayfs", f"fuse-overlayfs {ver or '?'}", fo1))
+        else:
+            self.notes.append("fuse-overlayfs 1.10 (Debian) not installed: skipped")
+        if a.fo2 and os.access(a.fo2, os.X_OK):
+            self.systems.append(System("fo2", "fuse-overlayfs", "fuse-overlayfs 2.0", a.fo2))
+        else:
+            self.notes.append(f"fuse-overlayfs 2.0 not found at {a.fo2!r}: skipped")
+        if not os.access(a.bin, os.X_OK):
+            raise SystemExit(f"unionfuse binary {a.bin} missing")
+        self.systems.append(System("uf", "unionfuse", "unionfuse (root, default)", a.bin))
+        # Probe -o nopassthrough once on a scratch stack.
+        probe = os.path.join(self.data, "probe")
+        os.makedirs(os.path.join(probe, "L0"), exist_ok=True)
+        self.stacks["probe"] = dict(lowers=[os.path.join(probe, "L0")], flat=os.path.join(probe, "L0"))
+        nopt = System("ufnp", "unionfuse", "unionfuse -o nopassthrough", a.bin, ["nopassthrough"])
+        try:
+            self.unmount(self.mount(nopt, "probe"))
+        except BenchError as e:
+            nopt.opts = []
+            nopt.label = "unionfuse (nopassthrough rejected)"
+            nopt.note = f"-o nopassthrough rejected by the binary, run without it: {e}"
+            self.notes.append(nopt.note)
+        self.systems.append(nopt)
+        if a.systems:
+            keep = set(a.systems.split(","))
+            self.systems = [s for s in self.systems if s.name in keep]
+        log("systems: " + ", ".join(f"{s.name}={s.label}" for s in self.systems))
+
+    # ------------------------------------------------------------ data
+    def build_data(self, wanted: set[str]) -> None:
+        p = self.p
+        rng = random.Random(8)
+        t0 = time.monotonic()
+        if wanted & {"find"}:
+            self.build_rootfs("root5", 5, p["stack_files"], rng)
+            self.build_rootfs("root20", 20, p["stack_files"], rng)
+        if "ls" in wanted:
+            self.build_bigdir(p["bigdir"], rng)
+        if wanted & {"seq", "copyup", "untar", "fio"}:
+            self.build_datafiles()
+        if "untar" in wanted:
+            self.build_tarball(p["untar"], rng)
+        if "compileall" in wanted:
+            self.build_py()
+        if "git" in wanted:
+            self.build_git(p["git_files"], rng)
+        if "scale" in wanted:
+            for n in p["scale_layers"]:
+                self.build_scale(n, p["scale_files"])
+        if "rss" in wanted:
+            self.build_rss(p["rss_files"])
+        os.sync()
+        log(f"data built in {time.monotonic() - t0:.1f}s")
+
+    def layer_dirs(self, name: str, n: int) -> list[str]:
+        base = os.path.join(self.data, name)
+        lowers = [os.path.join(base, str(i)) for i in range(n)]  # top-first
+        for d in lowers:
+            os.makedirs(d, exist_ok=True)
+        return lowers
+
+    def flatten(self, name: str, lowers: list[str]) -> str:
+        """The merged view as a plain ext4 tree, made by kernel overlayfs."""
+        flat = os.path.join(self.data, name + ".flat")
+        if len(lowers) == 1:
+            return lowers[0]
+        mnt = os.path.join(self.data, name + ".mnt")
+        os.makedirs(mnt)
+        sh(["mount", "-t", "overlay", "ufbench", "-o", f"ro,lowerdir={':'.join(lowers)}", mnt],
+           timeout=60)
+        try:
+            sh(["cp", "-a", mnt + "/.", flat + "/"] if os.path.isdir(flat) else ["cp", "-a", mnt, flat],
+               timeout=600)
+        finally:
+            sh(["umount", mnt], timeout=60)
+            os.rmdir(mnt)
+        return flat
+
+    def build_rootfs(self, name: str, nlayers: int, nfiles: int, rng: random.Random) -> None:
+        """Rootfs-like stack: a base layer with half the files, upper layers that add files,
+        overwrite names of lower layers, delete some (whiteouts) and replace a directory
+        (opaque)."""
+        lowers = self.layer_dirs(name, nlayers)
+        tops = ["usr/bin", "usr/lib", "usr/share/doc", "usr/include", "etc", "var/lib",
+                "opt/app", "lib/modules"]
+        ndirs = max(len(tops), nfiles // 25)
+        pool = list(tops)
+        while len(pool) < ndirs:
+            parent = rng.choice(pool)
+            if parent.count("/") < 5:
+                pool.append(f"{parent}/d{len(pool)}")
+        sizes = [0, 16, 100, 300, 1000, 2500, 4096]
+        union: list[str] = []
+        base_n = nfiles // 2 if nlayers > 1 else nfiles
+        per_upper = (nfiles - base_n) // max(1, nlayers - 1)
+        serial = 0
+
+        def write(layer: str, rel: str) -> None:
+            full = os.path.join(layer, rel)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.write(b"x" * rng.choice(sizes))
+
+        for k in range(nlayers):  # bottom first
+            layer = lowers[nlayers - 1 - k]
+            if k == 0:
+                for d in pool:
+                    os.makedirs(os.path.join(layer, d), exist_ok=True)
+                for _ in range(base_n):
+                    serial += 1
+                    rel = f"{rng.choice(pool)}/f{serial}"
+                    write(layer, rel)
+                    union.append(rel)
+                continue
+            # an opaque directory: replaces a lower directory's content
+            od = rng.choice(pool[len(tops):] or pool)
+            os.makedirs(os.path.join(layer, od), exist_ok=True)
+            os.setxattr(os.path.join(layer, od), "trusted.overlay.opaque", b"y")
+            for j in range(5):
+                write(layer, f"{od}/opq{k}_{j}")
+            union = [u for u in union if not u.startswith(od + "/")]
+            for _ in range(per_upper):
+                r = rng.random()
+                if r < 0.25 and union:  # overwrite a lower name
+                    write(layer, rng.choice(union))
+                elif r < 0.30 and union:  # whiteout
+                    i = rng.randrange(len(union))
+                    rel = union[i]
+                    union[i] = union[-1]
+                    union.pop()
+                    full = os.path.join(layer, rel)
+                    os.makedirs(os.path.dirname(full), exist_ok=True)
+                    if os.path.lexists(full):
+                        os.unlink(full)
+                    os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+                else:
+                    serial += 1
+                    rel = f"{rng.choice(pool)}/f{serial}"
+                    write(layer, rel)
+                    union.append(rel)
+        flat = self.flatten(name, lowers)
+        nflat = sum(len(f) for _, _, f in os.walk(flat))
+        self.stacks[name] = dict(lowers=lowers, flat=flat, files=nflat)
+        log(f"stack {name}: {nlayers} layers, {nflat} files in the merged view")
+
+    def build_bigdir(self, n: int, rng: random.Random) -> None:
+        lowers = self.layer_dirs("bigdir", 3)
+        # bottom: 50%, middle: 30% new + overwrites, top: 20% new + overwrites + whiteouts
+        split = [int(n * 0.5), int(n * 0.3), n - int(n * 0.5) - int(n * 0.3)]
+        names: list[str] = []
+        serial = 0
+        for k, cnt in enumerate(split):
+            layer = os.path.join(lowers[2 - k], "big")
+            os.makedirs(layer)
+            for _ in range(cnt):
+                serial += 1
+                names.append(f"entry-{serial:06d}")
+                with open(os.path.join(layer, names[-1]), "wb") as f:
+                    f.write(b"y" * 64)
+            if k > 0:
+                for nm in rng.sample(names[: len(names) - cnt], min(500, len(names) - cnt)):
+                    with open(os.path.join(layer, nm), "wb") as f:
+                        f.write(b"z" * 32)
+        for nm in rng.sample(names[: split[0]], 50):  # whiteouts in the top layer
+            p = os.path.join(lowers[0], "big", nm)
+            if os.path.lexists(p):
+                os.unlink(p)
+            os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        flat = self.flatten("bigdir", lowers)
+        cnt = len(os.listdir(os.path.join(flat, "big")))
+        self.stacks["bigdir"] = dict(lowers=lowers, flat=flat, files=cnt)
+        log(f"bigdir: {cnt} merged entries from 3 layers")
+
+    def build_datafiles(self) -> None:
+        (lower,) = self.layer_dirs("data", 1)
+        buf = os.urandom(MiB)
+        for name, size in (("big.bin", self.p["bigfile"]), ("cu.bin", self.p["copyup"])):
+            with open(os.path.join(lower, name), "wb") as f:
+                for _ in range(size // MiB):
+                    f.write(buf)
+                os.fsync(f.fileno())
+        self.stacks["data"] = dict(lowers=[lower], flat=lower)
+
+    def build_tarball(self, n: int, rng: random.Random) -> None:
+        path = os.path.join(self.data, "untar.tar")
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+            ndirs = max(1, n // 50)
+            for d in range(ndirs):
+                ti = tarfile.TarInfo(f"t/d{d // 20}/d{d}")
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(ti)
+            for i in range(n):
+                data = b"t" * rng.choice([0, 50, 200, 1000, 3000, 8000])
+                ti = tarfile.TarInfo(f"t/d{(i % ndirs) // 20}/d{i % ndirs}/f{i}")
+                ti.size, ti.mode, ti.mtime = len(data), 0o644, 1700000000
+                tf.addfile(ti, io.BytesIO(data))
+        self.tarball = path
+        log(f"tarball: {n} files")
+
+    def build_py(self) -> None:
+        (lower,) = self.layer_dirs("py", 1)
+        src = "/usr/lib/python3.11"
+        if not os.path.isdir(src):
+            src = os.path.dirname(os.__file__)
+        dst = os.path.join(lower, "py")
+        if self.p["py"] == "all":
+            shutil.copytree(src, dst, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "site-packages",
+                                                          "dist-packages", "*.pyc"))
+        else:  # quick: the top-level modules only
+            os.makedirs(dst)
+            for f in os.listdir(src):
+                if f.endswith(".py") and os.path.isfile(os.path.join(src, f)):
+                    shutil.copy2(os.path.join(src, f), dst)
+        # drop what doesn't compile (py2 test data), so a failure at run time is real
+        scratch = os.path.join(self.data, "pyscratch")
+        shutil.copytree(dst, scratch, symlinks=True)
+        out = sh([self.py, "-m", "compileall", "-q", scratch], check=False, capture=True,
+                 timeout=600).stdout
+        for line in out.splitlines():
+            if line.startswith("*** Error compiling '"):
+                bad = line.split("'")[1]
+                rel = os.path.relpath(bad, scratch)
+                if os.path.exists(os.path.join(dst, rel)):
+                    os.unlink(os.path.join(dst, rel))
+        shutil.rmtree(scratch)
+        n = sum(1 for _, _, fs in os.walk(dst) for f in fs if f.endswith(".py"))
+        self.stacks["py"] = dict(lowers=[lower], flat=lower, files=n)
+        log(f"compileall tree: {n} .py files from {src}")
+
+    def build_git(self, n: int, rng: random.Random) -> None:
+        (lower,) = self.layer_dirs("git", 1)
+        repo = os.path.join(lower, "repo")
+        os.makedirs(repo)
+        for i in range(n):
+            d = os.path.join(repo, f"m{i % 50}", f"s{i % 7}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"file{i}.rs"), "w") as f:
+                f.write(f"// file {i}\n" + "fn f() {}\n" * rng.randrange(1, 40))
+        g = ["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+        sh(g[:3] + ["init", "-q"], timeout=60)
+        sh(g + ["add", "-A"], timeout=300)
+        sh(g + ["commit", "-qm", "bench"], timeout=300)
+        self.stacks["git"] = dict(lowers=[lower], flat=lower, files=n)
+        log(f"git repo: {n} files")
+
+    def build_scale(self, n: int, nfiles: int) -> None:
+        name = f"scale{n}"
+        base = os.path.join(self.data, name)
+        lowers = self.layer_dirs(name, n)
+        for k, layer in enumerate(lowers):  # every layer holds the directories
+            d = os.path.join(layer, "a", "b", "c")
+            os.makedirs(d)
+            open(os.path.join(d, f"layer{k}"), "wb").close()
+        bottom = os.path.join(lowers[-1], "a", "b", "c")
+        for i in range(nfiles):  # the files only in the bottom layer: worst-case lookups
+            open(os.path.join(bottom, f"f{i}"), "wb").close()
+        self.stacks[name] = dict(lowers=lowers, flat=lowers[-1], relative=True, base=base)
+
+    def build_rss(self, n: int) -> None:
+        (lower,) = self.layer_dirs("rss", 1)
+        for i in range(n):
+            d = os.path.join(lower, f"d{i // 1000}")
+            if i % 1000 == 0:
+                os.makedirs(d)
+            open(os.path.join(d, f"f{i}"), "wb").close()
+        self.stacks["rss"] = dict(lowers=[lower], flat=lower, files=n)
+        log(f"rss tree: {n} files")
+
+
+# ---------------------------------------------------------------- workloads
+# Each returns (seconds, extra) measured on a fresh mount. Ratios use seconds
+# (for fio: seconds per operation).
+
+def wl_find(h: Harness, m: Mount, cold: bool):
+    cmd = ["find", m.path, "-printf", "%s %i\n"]
+    if cold:
+        drop_caches()
+    else:
+        sh(cmd, timeout=h.timeout)
+    return timed(cmd, timeout=h.timeout), {}
+
+
+def wl_ls(h: Harness, m: Mount, flag: str, cold: bool):
+    cmd = ["ls", flag, os.path.join(m.path, "big")]
+    if cold:
+        drop_caches()
+    else:
+        sh(cmd, timeout=h.timeout)
+    return timed(cmd, timeout=h.timeout), {}
+
+
+def wl_seqread(h: Harness, m: Mount, cold: bool):
+    cmd = ["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M"]
+    if cold:
+        drop_caches()
+    else:
+        sh(cmd, timeout=h.timeout)
+    return timed(cmd, timeout=h.timeout), {}
+
+
+def wl_seqwrite(h: Harness, m: Mount):
+    n = h.p["bigfile"] // MiB
+    t = timed(["dd", "if=/dev/zero", f"of={m.path}/w.bin", "bs=1M", f"count={n}", "conv=fsync"],
+              timeout=h.timeout)
+    return t, {}
+
+
+def wl_copyup(h: Harness, m: Mount):
+    lower_file = os.path.join(m.lowers[0], "cu.bin")
+    sh(["cat", lower_file], timeout=h.timeout)  # source in the page cache for everyone
+    os.sync()
+    target = os.path.join(m.path, "cu.bin")
+    if m.system.kind == "ext4":
+        # no union: the least a copy-up must do is copy the file and append, durably
+        script = ("import os,shutil,sys,time;t=time.perf_counter();"
+                  "shutil.copyfile(sys.argv[1],sys.argv[2]);"
+                  "fd=os.open(sys.argv[2],os.O_WRONLY|os.O_APPEND);os.write(fd,b'x');"
+                  "os.fsync(fd);os.close(fd);print(time.perf_counter()-t)")
+        out = sh([h.py, "-c", script, lower_file, target], timeout=h.timeout, capture=True)
+    else:
+        script = ("import os,sys,time;t=time.perf_counter();"
+                  "fd=os.open(sys.argv[1],os.O_WRONLY|os.O_APPEND);os.write(fd,b'x');"
+                  "os.fsync(fd);os.close(fd);print(time.perf_counter()-t)")
+        out = sh([h.py, "-c", script, target], timeout=h.timeout, capture=True)
+    t = float(out.stdout.strip())
+    size = os.stat(target).st_size
+    if size != h.p["copyup"] + 1:
+        raise BenchError(f"copy-up result has size {size}, expected {h.p['copyup'] + 1}")
+    return t, {}
+
+
+def wl_untar(h: Harness, m: Mount, results: dict):
+    d = os.path.join(m.path, "x")
+    os.mkdir(d)
+    t = timed(["tar", "-xf", h.tarball, "-C", d], timeout=h.timeout)
+    n = sum(len(f) for _, _, f in os.walk(d))
+    if n != h.p["untar"]:
+        raise BenchError(f"untar produced {n} files, expected {h.p['untar']}")
+    os.sync()
+    t_rm = timed(["rm", "-rf", d], timeout=h.timeout)
+    if os.path.exists(d):
+        raise BenchError("rm -rf left the directory behind")
+    results["rm-rf"] = t_rm
+    return t, {}
+
+
+def fio(h: Harness, path: str, rw: str, size: int) -> float:
+    out = sh(["fio", "--name=ufbench", f"--filename={path}", f"--rw={rw}", "--bs=4k",
+              "--ioengine=psync", f"--size={size}", f"--runtime={h.p['fio_time']}", "--time_based",
+              "--invalidate=0", "--randrepeat=1", "--output-format=json"]
+             + (["--readonly"] if rw == "randread" else []),
+             timeout=h.timeout + h.p["fio_time"] * 3, capture=True)
+    txt = out.stdout
+    js = json.loads(txt[txt.index("{"):])
+    job = js["jobs"][0]["read" if rw == "randread" else "write"]
+    return float(job["iops"])
+
+
+def wl_fio_read(h: Harness, m: Mount):
+    region = min(h.p["fio_region"], h.p["bigfile"])
+    sh(["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M", f"count={region // MiB}"],
+       timeout=h.timeout)
+    iops = fio(h, f"{m.path}/big.bin", "randread", region)
+    return 1.0 / iops, {"iops": iops}
+
+
+def wl_fio_write(h: Harness, m: Mount):
+    iops = fio(h, f"{m.path}/rw.dat", "randwrite", 256 * MiB)
+    return 1.0 / iops, {"iops": iops}
+
+
+def wl_compileall(h: Harness, m: Mount):
+    return timed([h.py, "-m", "compileall", "-q", os.path.join(m.path, "py")],
+                 timeout=h.timeout), {}
+
+
+def wl_git(h: Harness, m: Mount):
+    cmd = ["git", "-C", os.path.join(m.path, "repo"), "status", "--porcelain"]
+    sh(cmd, timeout=h.timeout)  # refreshes the index (new st_dev/st_ino): copy-up of .git/index
+    out = sh(cmd, timeout=h.timeout, capture=True)
+    t = timed(cmd, timeout=h.timeout)
+    if out.stdout.strip():
+        raise BenchError(f"git status not clean: {out.stdout[:200]}")
+    return t, {}
+
+
+STAT_SCRIPT = ("import os,sys,time;b=sys.argv[1];n=int(sys.argv[2]);"
+               "names=[b+'/f%d'%i for i in range(n)];t=time.perf_counter();"
+               "[os.lstat(x) for x in names];print(time.perf_counter()-t)")
+
+
+def wl_scale(h: Harness, m: Mount):
+    """Lookup + stat of files at depth 3 on a fresh mount (the kernel knows none of the
+    names yet; the layers' own dentries are warm)."""
+    out = sh([h.py, "-c", STAT_SCRIPT, os.path.join(m.path, "a", "b", "c"),
+              str(h.p["scale_files"])], timeout=h.timeout, capture=True)
+    return float(out.stdout.strip()), {}
+
+
+@dataclass
+class Workload:
+    name: str
+    group: str  # data it needs
+    stack: str
+    fn: object
+    ext4: str = "flat"
+    desc: str = ""
+    reps_key: str = "reps"
+
+
+def workloads(h: Harness) -> list[Workload]:
+    p = h.p
+    mb = lambda b: f"{b // MiB} MiB"  # noqa: E731
+    w = []
+    for n in (5, 20):
+        for cold in (False, True):
+            w.append(Workload(f"find-{n}L-{'cold' if cold else 'warm'}", "find", f"root{n}",
+                              lambda h, m, c=cold: wl_find(h, m, c),
+                              desc=f"find -printf '%s %i' over a {n}-layer rootfs-like stack"))
+    for flag in ("-f", "-l"):
+        for cold in (False, True):
+            w.append(Workload(f"ls{flag}-{'cold' if cold else 'warm'}", "ls", "bigdir",
+                              lambda h, m, f=flag, c=cold: wl_ls(h, m, f, c),
+                              desc=f"ls {flag} of a {p['bigdir']}-entry directory merged from 3 layers"))
+    for cold in (True, False):
+        w.append(Workload(f"seqread-{'cold' if cold else 'warm'}", "seq", "data",
+                          lambda h, m, c=cold: wl_seqread(h, m, c),
+                          desc=f"dd bs=1M of a {mb(p['bigfile'])} lower file"))
+    w.append(Workload("seqwrite-fsync", "seq", "data", wl_seqwrite, ext4="empty",
+                      desc=f"dd bs=1M conv=fsync of {mb(p['bigfile'])} to a new file"))
+    w.append(Workload("copyup", "copyup", "data", wl_copyup, ext4="empty",
+                      desc=f"append 1 byte + fsync to a {mb(p['copyup'])} lower file"))
+    w.append(Workload("untar", "untar", "data", None, ext4="empty",
+                      desc=f"tar -x of {p['untar']} small files (rm-rf: then rm -rf them)"))
+    w.append(Workload("fio-randread", "fio", "data", wl_fio_read, reps_key="fio_reps",
+                      desc=f"fio psync 4k randread {p['fio_time']}s over {mb(min(p['fio_region'], p['bigfile']))} of a lower file (page cache warm)"))
+    w.append(Workload("fio-randwrite", "fio", "data", wl_fio_write, ext4="empty",
+                      reps_key="fio_reps",
+                      desc=f"fio psync 4k randwrite {p['fio_time']}s on a 256 MiB upper file"))
+    w.append(Workload("compileall", "compileall", "py", wl_compileall, ext4="copy",
+                      desc="python3 -m compileall -q over a stdlib copy in a lower"))
+    w.append(Workload("git-status-warm", "git", "git", wl_git,
+                      desc=f"git status --porcelain, warm, in a {p['git_files']}-file repository in a lower"))
+    return w
+
+
+# ---------------------------------------------------------------- runner
+
+def summarize(samples: list[float]) -> dict:
+    if not samples:
+        return {}
+    return dict(median=statistics.median(samples), min=min(samples), n=len(samples))
+
+
+def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
+    out = res.setdefault(label, {})
+    for wl in wls:
+        reps = h.p[wl.reps_key] if not h.args.reps else h.args.reps
+        log(f"[{label}] {wl.name} x{reps}")
+        names = [wl.name] + (["rm-rf"] if wl.name == "untar" else [])
+        for n in names:
+            for s in h.systems:
+                out.setdefault(n, {}).setdefault(s.name, dict(samples=[], errors=[], extra=[]))
+        for rep in range(reps):
+            for s in h.systems:
+                extra_res: dict = {}
+                try:
+                    m = h.mount(s, wl.stack, wl.ext4)
+                except BenchError as e:
+                    out[wl.name][s.name]["errors"].append(f"mount: {e}")
+                    h.note_odd(s, f"{wl.name}: mount failed: {e}")
+                    continue
+                try:
+                    if wl.name == "untar":
+                        t, extra = wl_untar(h, m, extra_res)
+                    else:
+                        t, extra = wl.fn(h, m)
+                    out[wl.name][s.name]["samples"].append(t)
+                    if extra:
+                        out[wl.name][s.name]["extra"].append(extra)
+                    for k, v in extra_res.items():
+                        out[k][s.name]["samples"].append(v)
+                except (BenchError, OSError, ValueError) as e:
+                    out[wl.name][s.name]["errors"].append(str(e))
+                    h.note_odd(s, f"{wl.name} rep {rep}: {e}")
+                    if m.mounted and not is_alive(m):
+                        h.note_odd(s, f"{wl.name}: daemon gone / mount dead after the error")
+                finally:
+                    h.unmount(m)
+        for n in names:
+            for sname, r in out[n].items():
+                r.update(summarize(r["samples"]))
+
+
+def is_alive(m: Mount) -> bool:
+    try:
+        os.stat(m.path)
+        return True
+    except OSError:
+        return False
+
+
+def run_scale(h: Harness, label: str, res: dict) -> None:
+    systems = [s for s in h.systems if s.kind in ("overlay", "unionfuse") and s.name != "ufnp"]
+    out = res.setdefault(label, {})
+    reps = h.args.reps or h.p["reps"]
+    log(f"[{label}] scaling {h.p['scale_layers']} x{reps}")
+    for n in h.p["scale_layers"]:
+        key = f"scale-{n}"
+        for s in systems:
+            out.setdefault(key, {}).setdefault(s.name, dict(samples=[], errors=[], extra=[]))
+        for rep in range(reps):
+            for s in systems:
+                r = out[key][s.name]
+                if r["errors"] and not r["samples"]:
+                    continue  # e.g. kernel overlay refuses 500 layers: don't retry
+                try:
+                    m = h.mount(s, f"scale{n}")
+                except BenchError as e:
+                    r["errors"].append(f"mount: {e}")
+                    if s.kind == "unionfuse":
+                        h.note_odd(s, f"{n} layers: mount failed: {e}")
+                    continue
+                try:
+                    t, _ = wl_scale(h, m)
+                    r["samples"].append(t)
+                except (BenchError, OSError, ValueError) as e:
+                    r["errors"].append(str(e))
+                    h.note_odd(s, f"scale {n}: {e}")
+                finally:
+                    h.unmount(m)
+        for r in out[key].values():
+            r.update(summarize(r["samples"]))
+
+
+def run_rss(h: Harness, res: dict) -> None:
+    out = res.setdefault("rss", {})
+    n = h.p["rss_files"]
+    log(f"rss/fds after stat of {n} files")
+    for s in h.systems:
+        if not s.fuse:
+            continue
+        rec: dict = {}
+        try:
+            m = h.mount(s, "rss")
+        except BenchError as e:
+            out[s.name] = dict(error=str(e))
+            continue
+        try:
+            time.sleep(0.3)
+            pids = daemon_pids(m.path)
+            if not pids:
+                raise BenchError("daemon pid not found")
+            pid = pids[0]
+            rec["pid_count"] = len(pids)
+            rec["idle"] = proc_status(pid)
+            sh(["find", m.path, "-printf", "%s %i\n"], timeout=h.timeout * 5)
+            rec["after_stat"] = proc_status(pid)
+            drop_caches(2)
+            time.sleep(2)
+            rec["after_forget"] = proc_status(pid)
+        except (BenchError, OSError) as e:
+            rec["error"] = str(e)
+            h.note_odd(s, f"rss: {e}")
+        finally:
+            h.unmount(m)
+        out[s.name] = rec
+
+
+# ---------------------------------------------------------------- report
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def fmt(x, nd=2):
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def report(results: dict, outdir: str) -> None:
+    meta = results["meta"]
+    systems = results["systems"]
+    lines = [f"# unionfuse benchmark ({meta['mode']})", "",
+             f"- commit `{meta['commit']}`{' (src/ had uncommitted changes: the binary is the working tree)' if meta['dirty'] else ''}",
+             f"- kernel `{meta['kernel']}`, CPU {meta['cpu']} x{meta['ncpu']}, {meta['date']}",
+             f"- binary: {meta['binary']}", ""]
+    lines.append("Systems: " + "; ".join(f"**{s['name']}** = {s['label']}" for s in systems))
+    for n in results["notes"]:
+        lines.append(f"- note: {n}")
+    lines.append("")
+    names = [s["name"] for s in systems]
+    for label, per in results["passes"].items():
+        lines += [f"## {label}: median ratio to kernel overlayfs (min ratio in parentheses)", "",
+                  "| workload | " + " | ".join(names) + " |",
+                  "|---|" + "---:|" * len(names)]
+        for wl, bysys in per.items():
+            if wl == "rss":
+                continue
+            ov = bysys.get("overlay", {})
+            cells = []
+            for n in names:
+                r = bysys.get(n)
+                if r is None:
+                    cells.append("")
+                elif not r.get("samples"):
+                    cells.append("error" if r.get("errors") else "–")
+                else:
+                    cells.append(f"{fmt(ratio(r['median'], ov.get('median')))} "
+                                 f"({fmt(ratio(r['min'], ov.get('min')))})"
+                                 + (" !" if r.get("errors") else ""))
+            lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+        lines += ["", f"## {label}: median ratio to ext4", "",
+                  "| workload | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for wl, bysys in per.items():
+            if wl.startswith("scale") or wl == "rss":
+                continue
+            e = bysys.get("ext4", {})
+            lines.append(f"| {wl} | " + " | ".join(
+                fmt(ratio(bysys.get(n, {}).get("median"), e.get("median"))) for n in names) + " |")
+        lines += ["", f"## {label}: absolute medians / min (ms; fio: µs per op and IOPS)", "",
+                  "| workload | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for wl, bysys in per.items():
+            if wl == "rss":
+                continue
+            cells = []
+            for n in names:
+                r = bysys.get(n, {})
+                if not r.get("samples"):
+                    cells.append("")
+                    continue
+                if wl.startswith("fio"):
+                    iops = statistics.median(x["iops"] for x in r["extra"])
+                    cells.append(f"{r['median'] * 1e6:.1f} / {r['min'] * 1e6:.1f} ({iops:.0f} IOPS)")
+                else:
+                    cells.append(f"{r['median'] * 1e3:.1f} / {r['min'] * 1e3:.1f}")
+            lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+        lines.append("")
+        sc = {k: v for k, v in per.items() if k.startswith("scale-")}
+        if sc:
+            lines += [f"## {label}: lookup scaling (stat of 1000 files at depth 3, fresh mount)", "",
+                      "| layers | " + " | ".join(f"{s} ms | {s} vs 1 layer" for s in
+                                                   next(iter(sc.values())).keys()) + " | unionfuse / overlay |",
+                      "|---|" + "---:|---:|" * len(next(iter(sc.values()))) + "---:|"]
+            first = next(iter(sc.values()))
+            for k, bysys in sc.items():
+                cells = []
+                for s in first:
+                    r = bysys.get(s, {})
+                    base = first[s].get("median")
+                    if r.get("samples"):
+                        cells += [f"{r['median'] * 1e3:.2f}", fmt(ratio(r["median"], base))]
+                    else:
+                        err = (r.get("errors") or ["?"])[0]
+                        cells += ["failed", err[:80].replace("|", "/")]
+                uf = bysys.get("uf", {}).get("median")
+                ov = bysys.get("overlay", {}).get("median")
+                lines.append(f"| {k.split('-')[1]} | " + " | ".join(cells) + f" | {fmt(ratio(uf, ov))} |")
+            lines.append("")
+    rss = results.get("rss")
+    if rss:
+        lines += [f"## daemon memory and fds after stat of {meta['rss_files']} files (unpinned pass)", "",
+                  "| system | idle RSS MiB / fds | after stat | after drop_caches=2 | peak RSS MiB |",
+                  "|---|---:|---:|---:|---:|"]
+        for sname, rec in rss.items():
+            if "idle" not in rec:
+                lines.append(f"| {sname} | error: {rec.get('error', '?')[:80]} | | | |")
+                continue
+            c = lambda r: f"{r['VmRSS'] / 1024:.1f} / {r['fds']}"  # noqa: E731
+            lines.append(f"| {sname} | {c(rec['idle'])} | {c(rec['after_stat'])} | "
+                         f"{c(rec['after_forget'])} | {rec['after_forget']['VmHWM'] / 1024:.1f} |")
+        lines.append("")
+    lines += targets_table(results)
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for label in results["passes"]:
+        with open(os.path.join(outdir, f"ratios-{label}.svg"), "w") as f:
+            f.write(svg_chart(results, label))
+
+
+def targets_table(results: dict) -> list[str]:
+    lines = ["## targets (issue 8) vs measured median ratio to kernel overlayfs", "",
+             "| workload | pass | target uf | uf | target ufnp | ufnp | fo1 | fo2 | met |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for label, per in results["passes"].items():
+        for wl, (t_uf, t_np) in TARGETS.items():
+            bysys = per.get(wl)
+            if not bysys:
+                continue
+            ov = bysys.get("overlay", {}).get("median")
+            r = {n: ratio(bysys.get(n, {}).get("median"), ov) for n in ("uf", "ufnp", "fo1", "fo2")}
+            ok = []
+            if r["uf"] is not None:
+                ok.append(r["uf"] <= t_uf)
+            if r["ufnp"] is not None:
+                ok.append(r["ufnp"] <= t_np)
+            for peer in ("fo1", "fo2"):
+                if r[peer] is not None and r["uf"] is not None:
+                    ok.append(r["uf"] < r[peer])
+            met = "yes" if ok and all(ok) else ("no" if ok else "n/a")
+            lines.append(f"| {wl} | {label} | ≤{t_uf} | {fmt(r['uf'])} | ≤{t_np} | {fmt(r['ufnp'])} | "
+                         f"{fmt(r['fo1'])} | {fmt(r['fo2'])} | {met} |")
+    lines += ["", "`met` = unionfuse (both variants) within target and faster than every "
+              "fuse-overlayfs present.", ""]
+    return lines
+
+
+COLORS = {"ext4": "#7f7f7f", "fo1": "#d62728", "fo2": "#ff7f0e", "uf": "#1f77b4", "ufnp": "#17becf"}
+
+
+def svg_chart(results: dict, label: str) -> str:
+    import math
+    per = results["passes"][label]
+    systems = [s for s in results["systems"] if s["name"] != "overlay"]
+    rows = []
+    for wl, bysys in per.items():
+        if wl.startswith("scale") or wl == "rss":
+            continue
+        ov = bysys.get("overlay", {}).get("median")
+        rows.append((wl, [ratio(bysys.get(s["name"], {}).get("median"), ov) for s in systems]))
+    lo, hi = 1 / 16, 64
+    left, width, bar, gap = 150, 560, 9, 8
+    top = 60
+    h = top + len(rows) * (bar * len(systems) + gap) + 40
+    W = left + width + 60
+
+    def x(v):
+        v = min(max(v, lo), hi)
+        return left + width * (math.log2(v) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
+
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" '
+         f'font-family="sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{h}" fill="white"/>',
+         f'<text x="{left}" y="18" font-size="13" font-weight="bold">Median time ratio to kernel '
+         f'overlayfs ({label}, {results["meta"]["mode"]}, {results["meta"]["commit"][:10]}); '
+         f'log scale, lower is better</text>']
+    lx = left
+    for s in systems:
+        o.append(f'<rect x="{lx}" y="28" width="10" height="10" fill="{COLORS.get(s["name"], "#555")}"/>'
+                 f'<text x="{lx + 14}" y="37">{s["label"]}</text>')
+        lx += 14 + 6.2 * len(s["label"]) + 14
+    v = lo
+    while v <= hi:
+        X = x(v)
+        o.append(f'<line x1="{X:.1f}" y1="{top - 8}" x2="{X:.1f}" y2="{h - 35}" stroke="#ddd"/>'
+                 f'<text x="{X:.1f}" y="{h - 22}" text-anchor="middle">{v:g}</text>')
+        v *= 2
+    y = top
+    for wl, vals in rows:
+        o.append(f'<text x="{left - 6}" y="{y + bar * len(systems) / 2 + 4:.1f}" '
+                 f'text-anchor="end">{wl}</text>')
+        for s, r in zip(systems, vals):
+            if r is not None:
+                X0, X1 = x(1.0), x(r)
+                o.append(f'<rect x="{min(X0, X1):.1f}" y="{y}" width="{max(abs(X1 - X0), 1):.1f}" '
+                         f'height="{bar - 1}" fill="{COLORS.get(s["name"], "#555")}">'
+                         f'<title>{s["label"]}: {r:.2f}</title></rect>')
+                o.append(f'<text x="{max(X0, X1) + 3:.1f}" y="{y + bar - 2}" font-size="8">{r:.2f}</text>')
+            y += bar
+        y += gap
+    o.append(f'<line x1="{x(1):.1f}" y1="{top - 8}" x2="{x(1):.1f}" y2="{h - 35}" stroke="black"/>')
+    o.append(f'<text x="{x(1):.1f}" y="{h - 8}" text-anchor="middle">ratio (1 = kernel overlayfs)</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def git_meta(repo: str) -> tuple[str, bool]:
+    try:
+        c = sh(["git", "-C", repo, "rev-parse", "HEAD"], capture=True).stdout.strip()
+        d = sh(["git", "-C", repo, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+               capture=True).stdout.strip()
+        return c, bool(d)
+    except BenchError:
+        return "unknown", False
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--pin", action="store_true", help="also run everything under taskset -c 0")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tmp", required=True, help="scratch dir (layers, mounts); run.sh removes it")
+    ap.add_argument("--bin", required=True, help="unionfuse binary")
+    ap.add_argument("--fo2", default="", help="fuse-overlayfs 2.0 binary")
+    ap.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("--commit", default="", help="the binary was built from this commit")
+    ap.add_argument("--only", default="", help="comma-separated workload name prefixes")
+    ap.add_argument("--systems", default="", help="comma-separated system names to keep")
+    ap.add_argument("--reps", type=int, default=0, help="override repetitions")
+    ap.add_argument("--rss-files", type=int, default=0, help="N for the RSS/fd test")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench.py needs root (mount, drop_caches)", file=sys.stderr)
+        return 2
+    if sys.version_info < (3, 11):
+        print("bench.py needs Python >= 3.11", file=sys.stderr)
+        return 2
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    h = Harness(args)
+    if args.rss_files:
+        h.p["rss_files"] = args.rss_files
+    os.makedirs(args.out, exist_ok=True)
+    commit, dirty = (args.commit, False) if args.commit else git_meta(args.repo)
+    ncpu = os.cpu_count()
+    results = dict(meta=dict(
+        mode="quick" if args.quick else "full", commit=commit, dirty=dirty,
+        kernel=platform.release(), cpu=cpu_model(), ncpu=ncpu,
+        date=time.strftime("%Y-%m-%d %H:%M:%S %z"), binary=args.bin, params=h.p,
+        rss_files=h.p["rss_files"], python=sys.version.split()[0]),
+        systems=[], notes=h.notes, passes={}, odd=h.odd)
+    only = [x for x in args.only.split(",") if x]
+    sel = lambda name: not only or any(name.startswith(o) for o in only)  # noqa: E731
+    t0 = time.monotonic()
+    try:
+        h.detect_systems()
+        results["systems"] = [dict(name=s.name, label=s.label, kind=s.kind, note=s.note)
+                              for s in h.systems]
+        if not shutil.which("fio"):
+            h.notes.append("fio not installed: fio workloads skipped")
+        wls = [w for w in workloads(h) if sel(w.name)
+               and (w.group != "fio" or shutil.which("fio"))]
+        wanted = {w.group for w in wls}
+        if sel("scale"):
+            wanted.add("scale")
+        if sel("rss"):
+            wanted.add("rss")
+        h.build_data(wanted)
+        allcpus = os.sched_getaffinity(0)
+        passes = [("unpinned", allcpus)] + ([("pinned-cpu0", {0})] if args.pin else [])
+        for label, cpus in passes:
+            os.sched_setaffinity(0, cpus)  # inherited by the tools and the FUSE daemons
+            run_pass(h, label, wls, results["passes"])
+            if "scale" in wanted:
+                run_scale(h, label, results["passes"])
+            os.sched_setaffinity(0, allcpus)
+        if "rss" in wanted:
+            run_rss(h, results)
+    except KeyboardInterrupt:
+        log("interrupted: unmounting")
+        results["interrupted"] = True
+        return_code = 130
+    except Exception:
+        traceback.print_exc()
+        results["crashed"] = traceback.format_exc()
+        return_code = 1
+    else:
+        return_code = 0
+    finally:
+        h.unmount_all()
+    results["elapsed_s"] = time.monotonic() - t0
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    if results["systems"]:
+        report(results, args.out)
+    log(f"done in {results['elapsed_s']:.0f}s: {args.out}/table.md")
+    if h.odd:
+        log("odd things seen:\n  " + "\n  ".join(h.odd))
+    return return_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

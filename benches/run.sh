@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# unionfuse benchmark: ext4, kernel overlayfs, fuse-overlayfs 1.10/2.0 and unionfuse
+# (passthrough and not), interleaved, as ratios. See docs/performance.md.
+#
+#   benches/run.sh [--quick] [--pin] [--out DIR] [--rev REV] [-- bench.py options]
+#
+# --quick  small sizes, < 10 minutes (run it often); default is the full run (~1 hour)
+# --pin    run the whole comparison a second time under taskset -c 0 and report both
+# --out    where results.json, table.md and ratios-*.svg go (default benches/results/DATE)
+# --rev    benchmark that commit (git archive into a cache dir, built there) instead of the
+#          working tree, e.g. --rev HEAD while src/ is mid-edit
+# Extra options after `--` go to bench.py (--only find,ls  --systems overlay,uf  --reps N
+# --rss-files N). Needs root. Leaves no mount and no temp dir behind, even on Ctrl-C.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+quick=()
+pin=()
+out=""
+rev=""
+extra=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) quick=(--quick) ;;
+        --pin) pin=(--pin) ;;
+        --out) out=${2:?--out needs a directory}; shift ;;
+        --out=*) out=${1#--out=} ;;
+        --rev) rev=${2:?--rev needs a commit}; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --) shift; extra=("$@"); break ;;
+        *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $(id -u) -eq 0 ]] || { echo "run.sh: needs root (mounts, drop_caches)" >&2; exit 2; }
+out=${out:-$repo/benches/results/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+tmp=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $tmp && -d $tmp ]]; then
+        # unmount everything under the scratch dir, deepest first; abort dead FUSE connections
+        local mnt dev
+        while read -r dev mnt; do
+            if ! umount "$mnt" 2>/dev/null; then
+                if [[ -e /sys/fs/fuse/connections/${dev#*:}/abort ]]; then
+                    echo 1 > "/sys/fs/fuse/connections/${dev#*:}/abort" || true
+                fi
+                umount -l "$mnt" 2>/dev/null || true
+            fi
+            echo "cleanup: unmounted $mnt" >&2
+        done < <(awk -v t="$tmp/" 'index($5, t) == 1 { print $3, $5 }' /proc/self/mountinfo | sort -k2 -r)
+        # daemons still holding a mountpoint under it
+        local pid
+        for pid in $(pgrep -f -- "$tmp/" || true); do
+            [[ $pid == "$$" ]] || kill -KILL "$pid" 2>/dev/null || true
+        done
+        if awk -v t="$tmp/" 'index($5, t) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+            echo "cleanup: mounts remain under $tmp; not removing it" >&2
+        else
+            rm -rf --one-file-system "$tmp"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { echo "run.sh: $*" >&2; }
+
+# peers and tools (installed when missing; a failed install only skips that peer)
+apt_install() {
+    command -v apt-get >/dev/null || return 1
+    apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; }
+}
+command -v fio >/dev/null || apt_install fio || log "fio unavailable: fio workloads skipped"
+[[ -x /usr/bin/fuse-overlayfs ]] || apt_install fuse-overlayfs || log "fuse-overlayfs 1.10 unavailable"
+command -v fusermount3 >/dev/null || apt_install fuse3 || true
+
+fo2_root=${UFBENCH_FO2_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/unionfuse-bench/fo2}
+fo2=$fo2_root/bin/fuse-overlayfs
+if [[ ! -x $fo2 ]] && command -v cargo >/dev/null; then
+    log "building fuse-overlayfs 2.0 into $fo2_root (once; log in $fo2_root.log)"
+    mkdir -p "$(dirname "$fo2_root")"
+    cargo install fuse-overlayfs --locked --root "$fo2_root" >"$fo2_root.log" 2>&1 \
+        || log "cargo install fuse-overlayfs failed: fuse-overlayfs 2.0 skipped (see $fo2_root.log)"
+fi
+
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/unionfuse-bench
+if [[ -n $rev ]]; then
+    commit=$(git -C "$repo" rev-parse --verify "$rev^{commit}")
+    src=$cache/src-$commit
+    if [[ ! -d $src ]]; then
+        mkdir -p "$src.part"
+        git -C "$repo" archive "$commit" | tar -x -C "$src.part"
+        mv "$src.part" "$src"
+    fi
+    log "cargo build --release of $commit (in $src)"
+    (cd "$src" && CARGO_TARGET_DIR=$cache/target cargo build --release --quiet)
+    bin=$cache/target/release/unionfuse
+    commit_args=(--commit "$commit")
+else
+    log "cargo build --release (working tree)"
+    (cd "$repo" && cargo build --release --quiet) \
+        || { log "the working tree does not build; try --rev HEAD"; exit 1; }
+    bin=$repo/target/release/unionfuse
+    commit_args=()
+fi
+
+tmp=$(mktemp -d /tmp/ufbench.XXXXXX)
+python=${PYTHON:-python3}
+log "results -> $out"
+"$python" "$here/bench.py" "${quick[@]}" "${pin[@]}" --out "$out" --tmp "$tmp" \
+    --bin "$bin" --fo2 "$fo2" --repo "$repo" "${commit_args[@]}" "${extra[@]}"
+log "table: $out/table.md"
