@@ -90,6 +90,13 @@ pub enum Step {
         host: PathBuf,
         ctr: PathBuf,
     },
+    /// A generated /etc file bound over `ctr` (created if missing). If the target can't be
+    /// created (a rootless root facing a directory owned by an unmapped id), warn and go on:
+    /// a container without /etc/hosts beats no container.
+    InitFile {
+        host: PathBuf,
+        ctr: PathBuf,
+    },
     ReadOnly {
         ctr: PathBuf,
         recursive: bool,
@@ -401,11 +408,9 @@ impl RunPlan {
         // The generated /etc files are bind-mounted from the run's private directory, so they
         // never land in the container layer (see docs/runtime.md).
         for f in ["hosts", "hostname", "resolv.conf"] {
-            let p = PathBuf::from("/etc").join(f);
-            s.push(Step::Touch(p.clone()));
-            s.push(Step::Bind {
+            s.push(Step::InitFile {
                 host: init_dir.join(f),
-                ctr: p,
+                ctr: PathBuf::from("/etc").join(f),
             });
         }
         for b in &self.binds {
@@ -488,6 +493,16 @@ pub fn apply(steps: &[Step], sys: &mut dyn Sys) -> RunResult<()> {
                 data,
             } => sys.mount(source, ctr, fstype, *flags, data)?,
             Step::Bind { host, ctr } => sys.bind(host, ctr)?,
+            Step::InitFile { host, ctr } => {
+                if let Err(e) = sys.touch(ctr) {
+                    eprintln!(
+                        "unionfuse run: warning: no {} in the container: {e}",
+                        ctr.display()
+                    );
+                    continue;
+                }
+                sys.bind(host, ctr)?;
+            }
             Step::ReadOnly { ctr, recursive } => sys.set_read_only(ctr, *recursive)?,
             Step::PivotRoot(p) => sys.pivot_root(p)?,
         }
@@ -570,7 +585,8 @@ mod tests {
             assert!(pos(&c, "mount tmpfs tmpfs -> /dev ") < t);
         }
         for f in ["hosts", "hostname", "resolv.conf"] {
-            assert!(c.contains(&format!("bind /run/u/init/{f} -> /etc/{f}")));
+            let b = pos(&c, &format!("bind /run/u/init/{f} -> /etc/{f}"));
+            assert_eq!(c[b - 1], format!("touch /etc/{f}"));
         }
         assert!(c.contains(&"symlink /dev/ptmx -> pts/ptmx".to_string()));
         assert!(c.contains(&"symlink /dev/stderr -> /proc/self/fd/2".to_string()));
