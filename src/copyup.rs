@@ -29,17 +29,24 @@ pub fn build_copy(
     opts: CopyOpts,
 ) -> Result<()> {
     let kind = st.st_mode & libc::S_IFMT;
-    // Created with no permissions at all: the mode is applied last, after the owner, so the
-    // copy never has wider access than the original even inside the private work dir.
+    // Created with no permissions at all (owner-only when unprivileged: without
+    // CAP_DAC_OVERRIDE the owner needs write access to set xattrs); the real mode comes last,
+    // after the owner. Either way the copy sits in the 0700 work dir, out of anyone's reach.
     let data_fd: Option<OwnedFd> = match kind {
         libc::S_IFREG => {
             let src = sys::openat(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-            let dst = sys::openat(work, tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0)?;
+            let mode = if opts.chown { 0 } else { 0o600 };
+            let dst = sys::openat(
+                work,
+                tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                mode,
+            )?;
             copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
             Some(dst)
         }
         libc::S_IFDIR => {
-            sys::mkdirat(work, tmp, 0)?;
+            sys::mkdirat(work, tmp, if opts.chown { 0 } else { 0o700 })?;
             None
         }
         libc::S_IFLNK => {

@@ -591,9 +591,10 @@ impl Filesystem for UnionFs {
             Ok(e) => e,
             Err(e) => return reply.error(log_err("readdir", ino.0, &e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        let first = entries.partition_point(|e| e.off <= offset);
+        for e in &entries[first..] {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
-            if reply.add(INodeNo(e.ino), i as u64 + 1, dtype_file_type(e.dtype), name) {
+            if reply.add(INodeNo(e.ino), e.off, dtype_file_type(e.dtype), name) {
                 break;
             }
         }
@@ -612,10 +613,11 @@ impl Filesystem for UnionFs {
             Ok(e) => e,
             Err(e) => return reply.error(log_err("readdirplus", ino.0, &e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        let first = entries.partition_point(|e| e.off <= offset);
+        for e in &entries[first..] {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
-            let off = i as u64 + 1;
-            let full = if i < 2 {
+            let off = e.off;
+            let full = if off <= 2 {
                 // "." and "..": the kernel takes no reference on them, so neither do we.
                 match guard(|| self.core.getattr(e.ino, None)) {
                     Ok(st) => reply.add(

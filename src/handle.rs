@@ -22,6 +22,9 @@ pub struct FileHandle {
 }
 
 pub struct DirEntry {
+    /// This entry's readdir cookie: a hash of its name, the same in every snapshot, so a
+    /// listing continued from another snapshot neither repeats nor skips a name that stayed.
+    pub off: u64,
     pub name: CString,
     pub ino: u64,
     pub dtype: u8,

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
@@ -43,6 +43,10 @@ pub struct Node {
     pub dir_lock: Mutex<()>,
     /// Bumped by every copy-up, so handles opened on a lower copy reopen the upper one.
     pub copy_gen: AtomicU64,
+    /// The object was deleted (its last link in the upper, or an upper directory): its inode
+    /// number may be reused by the filesystem at once, so its id must not be handed out for
+    /// another object while the kernel still holds it.
+    pub dead: AtomicBool,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +83,7 @@ impl Node {
             copy_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
             copy_gen: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
         }
     }
 
@@ -119,6 +124,9 @@ pub struct NodeTable {
     nodes: RwLock<HashMap<u64, Arc<Node>>>,
     fallback: Mutex<HashMap<(u64, u64), u64>>,
     by_alias: Mutex<HashMap<(u64, CString), u64>>,
+    /// Ids whose node is dead but still held by the kernel -> the id now used for the real
+    /// object that took over that inode number.
+    redirect: Mutex<HashMap<u64, u64>>,
     next_fallback: AtomicU64,
     dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
     has_upper: bool,
@@ -135,6 +143,7 @@ impl NodeTable {
             nodes: RwLock::new(nodes),
             fallback: Mutex::new(HashMap::new()),
             by_alias: Mutex::new(HashMap::new()),
+            redirect: Mutex::new(HashMap::new()),
             next_fallback: AtomicU64::new(FALLBACK_BASE),
             dir_fds: Mutex::new(LruCache::new(cap)),
             has_upper: stack.has_upper,
@@ -185,25 +194,31 @@ impl NodeTable {
         alias: (u64, CString),
     ) -> Arc<Node> {
         let upper_present = self.has_upper;
-        let known = self
-            .nodes
-            .read()
-            .get(&ino)
-            .filter(|n| n.is_dir == is_dir)
-            .cloned();
+        let ino = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
+        let usable = |n: &Arc<Node>| n.is_dir == is_dir && !n.dead.load(Ordering::Acquire);
+        let known = self.nodes.read().get(&ino).filter(|n| usable(n)).cloned();
         let node = match known {
             Some(n) => n,
             None => {
                 let mut nodes = self.nodes.write();
-                let slot = nodes
-                    .entry(ino)
-                    .or_insert_with(|| Arc::new(Node::new(ino, is_dir, layers.clone(), None)));
-                if slot.is_dir != is_dir {
-                    // The id was reused for an object of another type (the old one is gone
-                    // from every layer): start afresh.
-                    *slot = Arc::new(Node::new(ino, is_dir, layers.clone(), None));
+                match nodes.get(&ino) {
+                    Some(n) if usable(n) => n.clone(),
+                    Some(_) => {
+                        // The kernel still holds a deleted object under this id and the
+                        // filesystem reused its inode number: the newcomer gets a fresh id
+                        // (still reporting its real st_ino).
+                        let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
+                        self.redirect.lock().insert(ino, id);
+                        let n = Arc::new(Node::new(id, is_dir, layers.clone(), None));
+                        nodes.insert(id, n.clone());
+                        n
+                    }
+                    None => {
+                        let n = Arc::new(Node::new(ino, is_dir, layers.clone(), None));
+                        nodes.insert(ino, n.clone());
+                        n
+                    }
                 }
-                slot.clone()
             }
         };
         node.nlookup.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +255,9 @@ impl NodeTable {
         if gone {
             nodes.remove(&ino);
             drop(nodes);
+            self.redirect
+                .lock()
+                .retain(|from, to| *from != ino && *to != ino);
             self.drop_dir_fds(ino);
         }
     }

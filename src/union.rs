@@ -288,13 +288,19 @@ impl Union {
         let result = built.and_then(|()| {
             let upper_parent = self.dir_fd(&parent, 0)?;
             let _names = parent.dir_lock.lock();
+            // A copy-up changes nothing the user did: keep the parent's times, as kernel
+            // overlay does.
+            let pst = sys::fstat(upper_parent.as_fd())?;
             sys::renameat2(
                 work,
                 &tmp,
                 upper_parent.as_fd(),
                 &name,
                 libc::RENAME_NOREPLACE,
-            )
+            )?;
+            let atime = Time::At(pst.st_atime, pst.st_atime_nsec);
+            let mtime = Time::At(pst.st_mtime, pst.st_mtime_nsec);
+            sys::utimensat(upper_parent.as_fd(), c".", atime, mtime)
         });
         if let Err(e) = result {
             let _ = layer::remove_tree(work, &tmp);
@@ -682,6 +688,9 @@ impl Union {
         }
         if let Some(child) = child {
             child.remove_alias(parent_ino, &name);
+            if self.stack.is_upper(found.top()) && (found.is_dir || found.stats[0].st_nlink <= 1) {
+                child.dead.store(true, Ordering::Release);
+            }
             if child.is_dir {
                 self.nodes.drop_dir_fds(child.ino);
             }
@@ -849,6 +858,14 @@ impl Union {
                     }
                 }
                 dst_node = self.child_node(&newparent, &newname, d);
+                // The target's upper object is about to be replaced: if that was its last
+                // link, its inode number is free for reuse.
+                if let Some(n) = &dst_node
+                    && self.stack.is_upper(d.top())
+                    && (d.is_dir || d.stats[0].st_nlink <= 1)
+                {
+                    n.dead.store(true, Ordering::Release);
+                }
             }
             Hit::Absent { whiteout_layer } => upper_whiteout_at_dst = *whiteout_layer == Some(0),
         }
@@ -1075,17 +1092,22 @@ impl Union {
         Ok(entries)
     }
 
+    /// A merged listing ordered by cookie. Cookies are name hashes (as ext4's htree offsets),
+    /// not positions: the kernel's directory cache may be filled from several handles'
+    /// snapshots taken at different moments, and positions would shift between them.
     fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
         let layers = node.layers();
         let entries = readdir::list(&layers, |l| self.dir_fd(node, l))?;
         let mut out = Vec::with_capacity(entries.len() + 2);
         let parent = node.alias().map(|(p, _)| p).unwrap_or(ROOT);
         out.push(DirEntry {
+            off: 1,
             name: c".".to_owned(),
             ino: node.ino,
             dtype: libc::DT_DIR,
         });
         out.push(DirEntry {
+            off: 2,
             name: c"..".to_owned(),
             ino: parent,
             dtype: libc::DT_DIR,
@@ -1096,11 +1118,13 @@ impl Union {
             // directory or a copied-up file; kernel overlay without xino has the same gap).
             let ino = self.nodes.id_for(layer.fs_index, 0, e.ino);
             out.push(DirEntry {
+                off: name_cookie(&e.name),
                 name: e.name,
                 ino,
                 dtype: e.dtype,
             });
         }
+        out[2..].sort_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
         Ok(out)
     }
 
@@ -1195,6 +1219,14 @@ fn open_flags(flags: i32) -> i32 {
             | libc::O_APPEND
             | libc::O_DIRECT
             | libc::O_CLOEXEC)
+}
+
+/// A readdir cookie for a name: 63 bits of a fixed-key hash, above the cookies of "." and "..".
+fn name_cookie(name: &CStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.to_bytes().hash(&mut h);
+    (h.finish() >> 1).max(3)
 }
 
 fn lock_two<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {

@@ -631,7 +631,7 @@ fn overlay_available() -> bool {
 }
 
 #[test]
-#[ignore = "bug: node ids of deleted upper objects are reused for new ones while the kernel still holds the old (ESTALE/EIO/EEXIST); readdir can list a name twice"]
+
 fn mixed_operations_from_many_threads() {
     if !require_fuse() {
         return;

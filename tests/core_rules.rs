@@ -487,15 +487,6 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// Copy-up by an unprivileged daemon fails with EACCES (see `copy_up_as_unprivileged_owner`):
-/// until that is fixed, tests that copy up only run as root.
-fn copy_up_works_here() -> bool {
-    if !is_root() {
-        eprintln!("skipping: copy-up without privilege is broken (copy_up_as_unprivileged_owner)");
-    }
-    is_root()
-}
-
 // ===== lookup ==========================================================================================
 
 #[test]
@@ -927,9 +918,6 @@ fn create_over_whiteout_is_a_new_file() {
 
 #[test]
 fn copy_up_preserves_data_mode_owner_times_xattrs() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     let f = fx.l(0, "f");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -994,9 +982,6 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
 
 #[test]
 fn copy_up_by_metadata_change_and_special_files() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     put_file(&fx.l(0, "f"), b"data");
     utimes(&fx.l(0, "f"), 1_100_000_000, 0);
@@ -1064,9 +1049,6 @@ fn copy_up_by_metadata_change_and_special_files() {
 
 #[test]
 fn copy_up_keeps_holes() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     let f = fx.l(0, "sparse");
     const SIZE: u64 = 64 << 20;
@@ -1131,9 +1113,6 @@ fn deep_chain() -> (Fx, [(&'static str, u32); 3]) {
 
 #[test]
 fn copy_up_creates_parent_chain_with_same_attributes() {
-    if !copy_up_works_here() {
-        return;
-    }
     let (fx, modes) = deep_chain();
     let u = fx.open();
 
@@ -1170,11 +1149,8 @@ fn copy_up_creates_parent_chain_with_same_attributes() {
 /// neither a freshly copied-up ancestor (which keeps the lower's mtime) nor an upper dir that
 /// already existed.
 #[test]
-#[ignore = "bug: copy-up leaves the upper parent dirs with the current time as mtime (kernel overlay restores them)"]
+
 fn copy_up_keeps_parent_chain_mtimes() {
-    if !copy_up_works_here() {
-        return;
-    }
     let (fx, modes) = deep_chain();
     put_file(&fx.l(0, "e/g"), b"g");
     put_dir(&fx.up("e"));
@@ -1211,9 +1187,6 @@ fn copy_up_keeps_parent_chain_mtimes() {
 
 #[test]
 fn rename_file_over_existing_noreplace_and_exchange() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     put_file(&fx.l(0, "src"), b"S");
     put_file(&fx.l(0, "dst"), b"D");
@@ -1356,9 +1329,6 @@ fn rename_upper_dir_over_merged_empty_dir_makes_it_opaque() {
 
 #[test]
 fn rename_dir_over_non_empty_or_file_fails() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     put_file(&fx.l(0, "full/x"), b"x");
     put_file(&fx.l(0, "file"), b"f");
@@ -1386,9 +1356,6 @@ fn rename_dir_over_non_empty_or_file_fails() {
 
 #[test]
 fn link_of_lower_file_copies_up_once() {
-    if !copy_up_works_here() {
-        return;
-    }
     let fx = Fx::new(1);
     put_file(&fx.l(0, "f"), b"shared");
     put_dir(&fx.l(0, "d"));
@@ -1504,7 +1471,7 @@ fn no_upper_means_erofs() {
 /// before the mode, which a non-root owner may not do (user.* needs write permission): EACCES.
 /// Kernel overlay in `userxattr` mode (mounted in a user namespace) copies such files up.
 #[test]
-#[ignore = "bug: copy-up by an unprivileged daemon fails with EACCES (xattrs set while the copy has mode 0)"]
+
 fn copy_up_as_unprivileged_owner() {
     if is_root() {
         eprintln!("skipping: run as an ordinary user to test unprivileged copy-up");
