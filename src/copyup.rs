@@ -71,9 +71,11 @@ pub fn build_copy(
         kind,
     )?;
     if let Some(ino) = opts.origin {
-        // Symlinks can't carry user.* xattrs (userxattr mode): the id then is not kept.
+        // Only files and dirs can carry user.* xattrs (userxattr mode): a symlink, fifo or
+        // device copied up without privilege keeps its id only until the next mount.
+        let special = kind != libc::S_IFREG && kind != libc::S_IFDIR;
         match fmt.set_origin(work, tmp, ino) {
-            Err(e) if kind == libc::S_IFLNK && e.is(libc::EPERM) => {}
+            Err(e) if special && e.is(libc::EPERM) => {}
             r => r?,
         }
     }
@@ -167,7 +169,7 @@ fn copy_xattrs(fmt: &Format, src: &CStr, dst: &CStr, kind: u32) -> Result<()> {
             // The upper's filesystem lacks this namespace, or it can't go on this file type:
             // kernel overlay ignores these for security.* and ACLs too.
             Err(e) if e.is(libc::ENOTSUP) => {}
-            Err(e) if e.is(libc::EPERM) && kind == libc::S_IFLNK => {}
+            Err(e) if e.is(libc::EPERM) && kind != libc::S_IFREG && kind != libc::S_IFDIR => {}
             Err(e) => return Err(e),
         }
     }
