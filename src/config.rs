@@ -515,7 +515,7 @@ pub fn default_workdir(upper: &Path) -> PathBuf {
 
 /// Overlay's metadata goes in trusted.* when we are root in the initial user namespace (the
 /// only place trusted.* is writable), else in user.* as kernel overlay's `userxattr` does.
-fn initial_ns_root() -> bool {
+pub fn initial_ns_root() -> bool {
     if crate::sys::geteuid() != 0 {
         return false;
     }

@@ -19,7 +19,7 @@ use fuser::{
 
 use crate::error::Error;
 use crate::inode::Node;
-use crate::sys::{self, Stat, Time};
+use crate::sys::{Stat, Time};
 use crate::union::{Creds, SetAttr, Union};
 use parking_lot::Mutex;
 
@@ -312,7 +312,7 @@ impl Filesystem for UnionFs {
             let _ = config.add_capabilities(flag);
         }
         if self.want_passthrough
-            && sys::geteuid() == 0
+            && crate::config::initial_ns_root()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
@@ -773,6 +773,22 @@ impl Filesystem for UnionFs {
             }
             Err(e) => reply.error(log_err("create", parent.0, &e)),
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl means anything on a union file (isatty's TCGETS, say): the answer for a
+        // regular file on any filesystem.
+        reply.error(Errno::ENOTTY);
     }
 
     fn fallocate(

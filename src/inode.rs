@@ -47,6 +47,9 @@ pub struct Node {
     /// number may be reused by the filesystem at once, so its id must not be handed out for
     /// another object while the kernel still holds it.
     pub dead: AtomicBool,
+    /// The fd of the latest open handle, so a node that lost its last name while open can
+    /// still be stat'ed and changed through it.
+    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +87,7 @@ impl Node {
             dir_lock: Mutex::new(()),
             copy_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            open_fd: Mutex::new(std::sync::Weak::new()),
         }
     }
 

@@ -63,19 +63,14 @@ pub fn open_path(path: &CStr, flags: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// lstat of `dir/name`, or of `dir` itself when `name` is empty.
 pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
-    let mut st = MaybeUninit::<Stat>::uninit();
-    // SAFETY: st is a valid out pointer; the kernel fills it on success.
-    check(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    // SAFETY: initialised by the successful call.
-    Ok(unsafe { st.assume_init() })
+    let empty = if name.is_empty() {
+        libc::AT_EMPTY_PATH
+    } else {
+        0
+    };
+    fstatat_flags(dir, name, libc::AT_SYMLINK_NOFOLLOW | empty)
 }
 
 /// fstatat that reports "no such entry" as None; every other failure is an error.
@@ -187,6 +182,9 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<
 /// chmod of a non-symlink named relative to `dir` (the callers never pass a symlink: the kernel
 /// resolves them before SETATTR, and copy-up skips mode for symlinks).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
+    if name.is_empty() {
+        return fchmod(dir, mode);
+    }
     // SAFETY: plain syscall on valid pointers.
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
 }
@@ -229,6 +227,9 @@ impl Time {
 }
 
 pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: Time, mtime: Time) -> Result<()> {
+    if name.is_empty() {
+        return futimens(dir, atime, mtime);
+    }
     let ts = [atime.spec(), mtime.spec()];
     let flags = libc::AT_SYMLINK_NOFOLLOW
         | if name.is_empty() {

@@ -129,7 +129,19 @@ impl Union {
         if node.is_dir {
             return Ok((self.dir_fd(node, top)?, c".".to_owned()));
         }
-        let (parent, name) = node.alias()?;
+        let (parent, name) = match node.alias() {
+            Ok(a) => a,
+            // Unlinked while open: act on the open file itself (fstat of such a file works
+            // on every local filesystem and on kernel overlay).
+            Err(e) => {
+                return node
+                    .open_fd
+                    .lock()
+                    .upgrade()
+                    .map(|fd| (fd, c"".to_owned()))
+                    .ok_or(e);
+            }
+        };
         let parent = self.nodes.get(parent)?;
         Ok((self.dir_fd(&parent, top)?, name))
     }
@@ -625,11 +637,12 @@ impl Union {
     ) -> Result<(Arc<Node>, Stat, u64)> {
         let (node, st, fd) =
             self.create_entry(parent, name, creds, NewObject::File { mode, flags })?;
-        let fd = fd.ok_or(Error::Sys(libc::EIO))?;
+        let fd = Arc::new(fd.ok_or(Error::Sys(libc::EIO))?);
+        *node.open_fd.lock() = Arc::downgrade(&fd);
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let fh = self.handles.insert(Handle::File(FileHandle {
             node: node.clone(),
-            fd: parking_lot::RwLock::new((Arc::new(fd), cgen)),
+            fd: parking_lot::RwLock::new((fd, cgen)),
             flags: open_flags(flags),
         }));
         Ok((node, st, fh))
@@ -957,10 +970,16 @@ impl Union {
         }
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let (dir, name) = self.at(&node)?;
-        let fd = sys::openat(dir.as_fd(), &name, open_flags(flags) | libc::O_NOFOLLOW, 0)?;
+        let fd = Arc::new(sys::openat(
+            dir.as_fd(),
+            &name,
+            open_flags(flags) | libc::O_NOFOLLOW,
+            0,
+        )?);
+        *node.open_fd.lock() = Arc::downgrade(&fd);
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,
-            fd: parking_lot::RwLock::new((Arc::new(fd), cgen)),
+            fd: parking_lot::RwLock::new((fd, cgen)),
             flags: open_flags(flags),
         })))
     }

@@ -1302,3 +1302,59 @@ fn nothing_of_unionfuse_appears_in_upper() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regressions
+// ---------------------------------------------------------------------------------------------
+
+/// apt's download code fstat()s files it has already unlinked; that gave ENOENT.
+#[test]
+fn regression_fstat_and_fchmod_after_unlink_while_open() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    mounted(&s, |m| {
+        use std::io::Write;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let p = m.path("tmpfile");
+        let mut f = std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("create");
+        f.write_all(b"abc").expect("write");
+        std::fs::remove_file(&p).expect("unlink");
+        let md = f.metadata().expect("fstat after unlink");
+        assert_eq!((md.len(), md.nlink()), (3, 0));
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .expect("fchmod after unlink");
+        assert_eq!(f.metadata().expect("fstat").mode() & 0o777, 0o600);
+        assert!(!exists(&s.upper().join("tmpfile")));
+    });
+}
+
+/// isatty() on a union file asked an ioctl the daemon didn't answer (logged as unimplemented).
+#[test]
+fn regression_ioctl_on_a_file_is_enotty() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    mounted(&s, |m| {
+        let p = m.path("f");
+        std::fs::write(&p, b"x").expect("create");
+        let f = std::fs::File::open(&p).expect("open");
+        // SAFETY: winsize is plain old data; all-zero is a valid value.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes a winsize into ws.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    });
+}
