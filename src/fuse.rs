@@ -791,6 +791,22 @@ impl Filesystem for UnionFs {
         reply.error(Errno::ENOTTY);
     }
 
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // ENOSYS makes the kernel answer poll itself from now on ("always ready"), which is
+        // right for files in a union: they are regular files, fifos opened by the kernel, or
+        // device nodes the kernel handles.
+        reply.error(Errno::ENOSYS);
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
