@@ -169,6 +169,9 @@ pub fn parse(args: &[OsString]) -> Result<CompatAction> {
             "-o workdir=... is required with upperdir= (on the upper's filesystem)",
         ));
     }
+    // Layers that containers-storage prepared for a mount program may hold AUFS-style
+    // `.wh.` whiteouts, which fuse-overlayfs honours.
+    opts.aufs_whiteouts = true;
     let config = MountConfig::new(&lowers, upper.as_deref(), workdir.as_deref(), &mnt, opts)?;
     Ok(CompatAction::Mount(Box::new(MountCommand {
         config,

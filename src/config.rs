@@ -25,6 +25,8 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
     pub passthrough: bool,
+    /// Read `.wh.` whiteout files as whiteouts (fuse-overlayfs compatibility).
+    pub aufs_whiteouts: bool,
     /// `uidmapping=`: owners as seen through the mount (container ids) <-> owners in the layers
     /// (host ids). Empty: ids pass through unchanged. Validated: no overlap on either side.
     pub uid_map: Vec<IdRange>,
@@ -88,6 +90,9 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
     pub no_passthrough: bool,
+    /// Also read AUFS-style `.wh.NAME` / `.wh..wh..opq` whiteouts in the layers
+    /// (containers-storage writes them for mount programs; fuse-overlayfs reads them).
+    pub aufs_whiteouts: bool,
     /// `lowerdir=`, `upperdir=`, `workdir=`: only in the fuse-overlayfs form
     /// (`unionfuse mount` takes its layers as arguments).
     pub lowerdir: Option<Vec<PathBuf>>,
@@ -483,6 +488,7 @@ impl MountConfig {
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
+            aufs_whiteouts: opts.aufs_whiteouts,
             uid_map: opts.uid_map.unwrap_or_default(),
             gid_map: opts.gid_map.unwrap_or_default(),
             squash_uid: opts.squash_uid.or(squash_root),

@@ -46,11 +46,25 @@ pub fn resolve(
     mut dir_fd: impl FnMut(LayerIdx) -> Result<Arc<OwnedFd>>,
     name: &CStr,
 ) -> Result<Hit> {
+    if fmt.aufs && name.to_bytes().starts_with(crate::whiteout::AUFS_PREFIX) {
+        return Ok(Hit::Absent {
+            whiteout_layer: None,
+        });
+    }
     let mut found: Option<Found> = None;
     for (pos, &layer) in parent_layers.iter().enumerate() {
         let fd = dir_fd(layer)?;
-        let Some(st) = sys::fstatat_opt(fd.as_fd(), name)? else {
-            continue;
+        let st = match sys::fstatat_opt(fd.as_fd(), name)? {
+            Some(st) => st,
+            None if fmt.has_aufs_whiteout(fd.as_fd(), name)? => {
+                if found.is_none() {
+                    return Ok(Hit::Absent {
+                        whiteout_layer: Some(layer),
+                    });
+                }
+                break;
+            }
+            None => continue,
         };
         if sys::is_whiteout_stat(&st) {
             if found.is_none() {
@@ -98,6 +112,7 @@ pub fn resolve(
 /// Does any lower copy of the parent (layers after the upper) hold `name`, so that removing
 /// the upper's entry would let it show through? (Kernel overlay's `ovl_lower_positive`.)
 pub fn lower_positive(
+    fmt: &Format,
     parent_layers: &[LayerIdx],
     upper: Option<LayerIdx>,
     mut dir_fd: impl FnMut(LayerIdx) -> Result<Arc<OwnedFd>>,
@@ -107,6 +122,9 @@ pub fn lower_positive(
         let fd = dir_fd(layer)?;
         if let Some(st) = sys::fstatat_opt(fd.as_fd(), name)? {
             return Ok(!sys::is_whiteout_stat(&st));
+        }
+        if fmt.has_aufs_whiteout(fd.as_fd(), name)? {
+            return Ok(false);
         }
     }
     Ok(false)

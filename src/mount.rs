@@ -9,6 +9,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use crate::config::MountConfig;
 use crate::error::{Error, Result};
 use crate::fuse::UnionFs;
+use crate::idmap::IdMapping;
 use crate::layer::LayerStack;
 use crate::sys;
 use crate::union::{Options, Union};
@@ -32,6 +33,14 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         Options {
             fsync: cfg.fsync,
             userxattr: cfg.userxattr,
+            ids: IdMapping {
+                uid_map: cfg.uid_map.clone(),
+                gid_map: cfg.gid_map.clone(),
+                squash_uid: cfg.squash_uid,
+                squash_gid: cfg.squash_gid,
+            },
+            static_nlink: cfg.static_nlink,
+            aufs_whiteouts: cfg.aufs_whiteouts,
         },
         fd_cache,
     );

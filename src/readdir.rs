@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::layer::LayerIdx;
 use crate::sys;
+use crate::whiteout::{AUFS_PREFIX, Format};
 
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -21,6 +22,7 @@ pub struct Entry {
 
 /// List a merged directory whose copies are `layers` (top-down, already cut at opaque).
 pub fn list(
+    fmt: &Format,
     layers: &[LayerIdx],
     mut dir_fd: impl FnMut(LayerIdx) -> Result<Arc<OwnedFd>>,
 ) -> Result<Vec<Entry>> {
@@ -28,7 +30,17 @@ pub fn list(
     let mut out = Vec::new();
     for &layer in layers {
         let fd = dir_fd(layer)?;
+        let mut aufs_hidden = Vec::new();
         for ent in sys::read_dir(fd.as_fd())? {
+            if fmt.aufs
+                && let Some(hidden) = ent.name.to_bytes().strip_prefix(AUFS_PREFIX)
+            {
+                // `.wh.X` hides X in the layers below this one; it never shows itself.
+                if let Ok(x) = CString::new(hidden) {
+                    aufs_hidden.push(x);
+                }
+                continue;
+            }
             if seen.contains(&ent.name) {
                 continue;
             }
@@ -51,6 +63,7 @@ pub fn list(
                 dtype,
             });
         }
+        seen.extend(aufs_hidden);
     }
     Ok(out)
 }

@@ -15,6 +15,7 @@ use parking_lot::MutexGuard;
 
 use crate::error::{Error, Result};
 use crate::handle::{DirEntry, DirHandle, FileHandle, Handle, Handles};
+use crate::idmap::IdMapping;
 use crate::inode::{Node, NodeTable, ROOT};
 use crate::layer::{self, LayerIdx, LayerStack};
 use crate::lookup::{self, Hit};
@@ -23,12 +24,18 @@ use crate::sys::{self, Stat, Time};
 use crate::whiteout::{self, Format};
 
 /// Behaviour switches fixed at mount time.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// fsync a copied-up file before it is linked into the upper (off with `volatile`).
     pub fsync: bool,
     /// Write overlay metadata as `user.overlay.*` (kernel overlay's `userxattr`).
     pub userxattr: bool,
+    /// How owners show through the mount (fuse-overlayfs's uidmapping/squash options).
+    pub ids: IdMapping,
+    /// Directories report st_nlink 1 (fuse-overlayfs's `static_nlink`).
+    pub static_nlink: bool,
+    /// Also honour AUFS-style `.wh.` whiteout files in the layers.
+    pub aufs_whiteouts: bool,
 }
 
 /// Who asks: the caller's ids from the FUSE request, used as the owner of new objects.
@@ -88,7 +95,7 @@ impl Union {
             nodes,
             stack,
             handles: Handles::default(),
-            fmt: Format::new(opts.userxattr),
+            fmt: Format::new(opts.userxattr, opts.aufs_whiteouts),
             opts,
             privileged: sys::geteuid() == 0,
             tmp_seq: AtomicU64::new(0),
@@ -154,6 +161,7 @@ impl Union {
     fn lower_positive(&self, parent: &Node, name: &CStr) -> Result<bool> {
         let layers = parent.layers();
         lookup::lower_positive(
+            &self.fmt,
             &layers,
             self.stack.upper_idx(),
             |l| self.dir_fd(parent, l),
@@ -207,8 +215,11 @@ impl Union {
         st.st_ino = node.st_ino.load(Ordering::Relaxed);
         // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
         // as kernel overlay does, so tools like find don't trust it.
-        if node.is_dir && node.state.lock().layers.len() > 1 {
+        if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
             st.st_nlink = 1;
+        }
+        if !self.opts.ids.is_identity() {
+            (st.st_uid, st.st_gid) = self.opts.ids.show(st.st_uid, st.st_gid);
         }
         st
     }
@@ -233,12 +244,19 @@ impl Union {
             } else {
                 mode
             };
-            return Ok((creds.uid, pst.st_gid, mode));
+            return Ok((
+                creds.uid,
+                self.opts.ids.show(pst.st_uid, pst.st_gid).1,
+                mode,
+            ));
         }
         Ok((creds.uid, creds.gid, mode))
     }
 
     fn chown_new(&self, dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<()> {
+        // Caller ids are the mount's (container) ids; the layer stores mapped ones.
+        let uid = self.opts.ids.store_uid(uid).unwrap_or_else(sys::geteuid);
+        let gid = self.opts.ids.store_gid(gid).unwrap_or_else(sys::getegid);
         if self.privileged && (uid != sys::geteuid() || gid != sys::getegid()) {
             sys::fchownat(dir, name, uid, gid)?;
         }
@@ -400,6 +418,18 @@ impl Union {
                 }
             }
         }
+        let ids = &self.opts.ids;
+        let set = SetAttr {
+            uid: set
+                .uid
+                .map(|u| ids.store_uid(u).ok_or(Error::Sys(libc::EINVAL)))
+                .transpose()?,
+            gid: set
+                .gid
+                .map(|g| ids.store_gid(g).ok_or(Error::Sys(libc::EINVAL)))
+                .transpose()?,
+            ..set
+        };
         if set.uid.is_some() || set.gid.is_some() {
             sys::fchownat(
                 fd.as_fd(),
@@ -688,7 +718,7 @@ impl Union {
                     .ok_or(Error::Sys(libc::EIO))?;
                 Ok(Arc::new(sys::open_dir_path(pfds[i].as_fd(), &name)?))
             };
-            if !readdir::list(&layers, child_fd)?.is_empty() {
+            if !readdir::list(&self.fmt, &layers, child_fd)?.is_empty() {
                 return Err(Error::Sys(libc::ENOTEMPTY));
             }
         }
@@ -858,7 +888,7 @@ impl Union {
                             .ok_or(Error::Sys(libc::EIO))?;
                         Ok(Arc::new(sys::open_dir_path(fds[i].as_fd(), &newname)?))
                     };
-                    if !readdir::list(&layers, child_fd)?.is_empty() {
+                    if !readdir::list(&self.fmt, &layers, child_fd)?.is_empty() {
                         return Err(Error::Sys(libc::ENOTEMPTY));
                     }
                     if self.stack.is_upper(d.top()) {
@@ -1116,7 +1146,7 @@ impl Union {
     /// snapshots taken at different moments, and positions would shift between them.
     fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
         let layers = node.layers();
-        let entries = readdir::list(&layers, |l| self.dir_fd(node, l))?;
+        let entries = readdir::list(&self.fmt, &layers, |l| self.dir_fd(node, l))?;
         let mut out = Vec::with_capacity(entries.len() + 2);
         let parent = node.alias().map(|(p, _)| p).unwrap_or(ROOT);
         out.push(DirEntry {

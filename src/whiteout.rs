@@ -15,6 +15,10 @@ pub const USER_PREFIX: &str = "user.overlay.";
 /// Which xattr namespace this mount writes its overlay metadata in.
 #[derive(Clone, Debug)]
 pub struct Format {
+    /// Also honour AUFS-style whiteouts: a file `.wh.NAME` hides NAME in the layers below,
+    /// and `.wh..wh..opq` in a directory makes it opaque. containers-storage writes these
+    /// for mount programs; kernel overlay does not read them.
+    pub aufs: bool,
     prefix: &'static str,
     opaque: CString,
     origin: CString,
@@ -22,7 +26,7 @@ pub struct Format {
 
 impl Format {
     /// `userxattr`: the `user.overlay.*` names kernel overlay uses inside user namespaces.
-    pub fn new(userxattr: bool) -> Format {
+    pub fn new(userxattr: bool, aufs: bool) -> Format {
         let prefix = if userxattr {
             USER_PREFIX
         } else {
@@ -30,6 +34,7 @@ impl Format {
         };
         let mk = |s: &str| CString::new(format!("{prefix}{s}")).unwrap_or_default();
         Format {
+            aufs,
             prefix,
             opaque: mk("opaque"),
             origin: mk("unionfuse.origin"),
@@ -88,7 +93,27 @@ impl Format {
     /// Is `dir/name` (a directory) opaque? Only this mount's namespace counts, as in kernel
     /// overlay; a value other than "y" ("x" marks a dir holding xattr whiteouts) does not.
     pub fn is_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
-        matches!(sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.opaque), Ok(Some(v)) if v == b"y")
+        let xattr = sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.opaque);
+        if matches!(xattr, Ok(Some(v)) if v == b"y") {
+            return true;
+        }
+        // `name` was just seen to be a directory, so walking through it follows no symlink.
+        self.aufs && {
+            let mut p = name.to_bytes().to_vec();
+            p.extend_from_slice(b"/.wh..wh..opq");
+            CString::new(p).is_ok_and(|p| matches!(sys::fstatat_opt(dir, &p), Ok(Some(_))))
+        }
+    }
+
+    /// In AUFS mode: does `dir` hold a `.wh.NAME` whiteout file for `name`?
+    pub fn has_aufs_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<bool> {
+        if !self.aufs {
+            return Ok(false);
+        }
+        let Some(wh) = aufs_whiteout_name(name.to_bytes()) else {
+            return Ok(false);
+        };
+        Ok(sys::fstatat_opt(dir, &wh)?.is_some())
     }
 
     pub fn origin(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<u64> {
@@ -96,6 +121,19 @@ impl Format {
         std::str::from_utf8(&v).ok()?.parse().ok()
     }
 }
+
+/// `.wh.NAME`, or None when that is longer than a name may be.
+fn aufs_whiteout_name(name: &[u8]) -> Option<CString> {
+    if name.len() + AUFS_PREFIX.len() > 255 {
+        return None;
+    }
+    let mut v = AUFS_PREFIX.to_vec();
+    v.extend_from_slice(name);
+    CString::new(v).ok()
+}
+
+/// The AUFS whiteout prefix: `.wh.NAME` hides NAME; such names never show in AUFS mode.
+pub const AUFS_PREFIX: &[u8] = b".wh.";
 
 /// Make a whiteout named `name` in `dir`.
 pub fn make_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
@@ -108,7 +146,7 @@ mod tests {
 
     #[test]
     fn escaping_round_trips_and_hides_private_names() {
-        let f = Format::new(false);
+        let f = Format::new(false, false);
         assert_eq!(
             f.escape(c"trusted.overlay.foo").as_bytes(),
             b"trusted.overlay.overlay.foo"
@@ -121,17 +159,21 @@ mod tests {
         assert!(f.unescape(c"trusted.overlay.opaque").is_none());
         // In trusted mode user.overlay.* is an ordinary user xattr, as in kernel overlay.
         assert!(f.unescape(c"user.overlay.opaque").is_some());
-        assert!(Format::new(true).unescape(c"user.overlay.opaque").is_none());
+        assert!(
+            Format::new(true, false)
+                .unescape(c"user.overlay.opaque")
+                .is_none()
+        );
     }
 
     #[test]
     fn format_names_follow_the_mode() {
         assert_eq!(
-            Format::new(false).opaque.as_bytes(),
+            Format::new(false, false).opaque.as_bytes(),
             b"trusted.overlay.opaque"
         );
         assert_eq!(
-            Format::new(true).origin.as_bytes(),
+            Format::new(true, false).origin.as_bytes(),
             b"user.overlay.unionfuse.origin"
         );
     }

@@ -654,3 +654,130 @@ fn mounted_through_a_fuse_overlayfs_link() {
     );
     stack.assert_lowers_unchanged(&before);
 }
+
+/// Mount `stack` through the fuse-overlayfs form with `extra` options, run `f` on the mount.
+fn with_compat_mount(stack: &common::Stack, extra: &str, f: impl FnOnce(&Path)) {
+    let work = stack.new_workdir();
+    let lowers: Vec<String> = (0..stack.lowers.len())
+        .map(|i| stack.lower(i).display().to_string())
+        .collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        lowers.join(":"),
+        stack.upper().display(),
+        work.display()
+    );
+    let out = run(Command::new(common::mount::binary())
+        .args(["-o", &opts])
+        .arg(&stack.mnt));
+    let guard = BackgroundMount {
+        mnt: stack.mnt.clone(),
+    };
+    assert!(
+        out.status.success(),
+        "mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f(&stack.mnt);
+    drop(guard);
+}
+
+#[test]
+fn uidmapping_shows_container_ids_and_stores_host_ids() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let stack = common::Stack::new(1);
+    let f = stack.lower(0).join("owned");
+    std::fs::write(&f, "x").unwrap();
+    std::os::unix::fs::lchown(&f, Some(1234), Some(1234)).unwrap();
+    std::fs::write(stack.lower(0).join("unmapped"), "y").unwrap();
+    std::os::unix::fs::lchown(stack.lower(0).join("unmapped"), Some(7), Some(7)).unwrap();
+    with_compat_mount(
+        &stack,
+        ",uidmapping=0:1234:1:1:100000:1000,gidmapping=0:1234:1:1:100000:1000",
+        |m| {
+            let md = std::fs::symlink_metadata(m.join("owned")).unwrap();
+            assert_eq!(
+                (md.uid(), md.gid()),
+                (0, 0),
+                "host 1234 shows as container 0"
+            );
+            let md = std::fs::symlink_metadata(m.join("unmapped")).unwrap();
+            assert_eq!(
+                (md.uid(), md.gid()),
+                (65534, 65534),
+                "unmapped ids overflow"
+            );
+            // chown to container id 5 stores host id 100004.
+            std::os::unix::fs::lchown(m.join("owned"), Some(5), Some(5)).unwrap();
+            let md = std::fs::symlink_metadata(m.join("owned")).unwrap();
+            assert_eq!((md.uid(), md.gid()), (5, 5));
+        },
+    );
+    let md = std::fs::symlink_metadata(stack.upper().join("owned")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (100004, 100004),
+        "upper holds host ids"
+    );
+}
+
+#[test]
+fn squash_and_static_nlink_change_what_stat_shows() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let stack = common::Stack::new(1);
+    std::fs::create_dir_all(stack.lower(0).join("d/a/b")).unwrap();
+    std::os::unix::fs::lchown(stack.lower(0).join("d"), Some(42), Some(43)).unwrap();
+    with_compat_mount(
+        &stack,
+        ",squash_to_uid=9,squash_to_gid=8,static_nlink",
+        |m| {
+            let md = std::fs::symlink_metadata(m.join("d")).unwrap();
+            assert_eq!((md.uid(), md.gid(), md.nlink()), (9, 8, 1));
+        },
+    );
+}
+
+/// containers-storage prepares layers for mount programs with AUFS-style whiteouts; podman
+/// commit showed deleted files again before unionfuse read them.
+#[test]
+fn regression_aufs_whiteout_files_hide_lower_names_in_compat_mode() {
+    if !common::require_fuse() {
+        return;
+    }
+    let stack = common::Stack::new(2);
+    std::fs::create_dir_all(stack.lower(0).join("etc")).unwrap();
+    std::fs::create_dir_all(stack.lower(0).join("d")).unwrap();
+    std::fs::create_dir_all(stack.lower(1).join("etc")).unwrap();
+    std::fs::create_dir_all(stack.lower(1).join("d")).unwrap();
+    std::fs::write(stack.lower(1).join("etc/gone"), "x").unwrap();
+    std::fs::write(stack.lower(1).join("etc/kept"), "k").unwrap();
+    std::fs::write(stack.lower(1).join("d/old"), "o").unwrap();
+    std::fs::write(stack.lower(0).join("etc/.wh.gone"), "").unwrap();
+    std::fs::write(stack.lower(0).join("d/.wh..wh..opq"), "").unwrap();
+    std::fs::write(stack.lower(0).join("d/new"), "n").unwrap();
+    with_compat_mount(&stack, "", |m| {
+        let names = |p: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&m.join("etc")), ["kept"]);
+        assert_eq!(names(&m.join("d")), ["new"]);
+        assert!(!m.join("etc/gone").exists());
+        assert!(!m.join("etc/.wh.gone").exists());
+        std::fs::write(m.join("etc/gone"), "again").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(m.join("etc/gone")).unwrap(),
+            "again"
+        );
+    });
+}

@@ -329,6 +329,7 @@ impl Fx {
             Options {
                 fsync: false,
                 userxattr: !is_root(),
+                ..Default::default()
             },
             1024,
         )
@@ -1412,6 +1413,7 @@ fn no_upper_means_erofs() {
         Options {
             fsync: false,
             userxattr: !is_root(),
+            ..Default::default()
         },
         64,
     );

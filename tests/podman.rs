@@ -345,7 +345,6 @@ fn podman_run_diff_commit_with_unionfuse() {
 /// (`.wh.NAME` files, `.wh..wh..opq`), as fuse-overlayfs reads them; deletions in a committed
 /// layer are only seen if the mount program understands that format.
 #[test]
-#[ignore = "issue 6: .wh.NAME whiteouts in lower layers are not read yet (deletions reappear)"]
 fn podman_committed_image_keeps_deletions() {
     if !require_podman() {
         return;
