@@ -33,7 +33,7 @@ MiB = 1 << 20
 MODES = {
     "quick": dict(
         reps=3, stack_files=15000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
-        untar=5000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
+        untar=2000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
     ),
     "full": dict(
@@ -137,6 +137,16 @@ def daemon_pids(mnt: str) -> list[int]:
     return pids
 
 
+def pid_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (an exited daemon is reparented
+    and may stay a zombie for a while)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def proc_status(pid: int) -> dict:
     info = {}
     with open(f"/proc/{pid}/status") as f:
@@ -231,7 +241,16 @@ class Harness:
         m = Mount(sysm, mnt, root, True, lowers)
         self.live.append(m)
         try:
-            sh(cmd, timeout=60, cwd=cwd)
+            # the daemon inherits stdout/stderr: a file, never a pipe we would wait on
+            with open(os.path.join(root, "mount.log"), "w") as logf:
+                try:
+                    p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=logf,
+                                       stderr=subprocess.STDOUT, timeout=60)
+                except subprocess.TimeoutExpired as e:
+                    raise BenchError(f"mount timed out: {' '.join(cmd)}") from e
+            if p.returncode != 0:
+                with open(os.path.join(root, "mount.log")) as f:
+                    raise BenchError(f"exit {p.returncode}: {' '.join(cmd)}: {f.read()[-400:]}")
             deadline = time.monotonic() + 20
             while not is_mounted(mnt):
                 if time.monotonic() > deadline:
@@ -254,9 +273,9 @@ class Harness:
                     sh(["umount", "-l", m.path], timeout=30, check=False)
             deadline = time.monotonic() + 10
             for pid in pids:
-                while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if os.path.exists(f"/proc/{pid}"):
+                while pid_running(pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if pid_running(pid):
                     self.note_odd(m.system, f"daemon {pid} still alive 10s after umount; killed")
                     try:
                         os.kill(pid, signal.SIGKILL)
@@ -774,7 +793,7 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
                         out[wl.name][s.name]["extra"].append(extra)
                     for k, v in extra_res.items():
                         out[k][s.name]["samples"].append(v)
-                except (BenchError, OSError, ValueError) as e:
+                except Exception as e:  # noqa: BLE001 - record and go on
                     out[wl.name][s.name]["errors"].append(str(e))
                     h.note_odd(s, f"{wl.name} rep {rep}: {e}")
                     if m.mounted and not is_alive(m):
@@ -818,7 +837,7 @@ def run_scale(h: Harness, label: str, res: dict) -> None:
                 try:
                     t, _ = wl_scale(h, m)
                     r["samples"].append(t)
-                except (BenchError, OSError, ValueError) as e:
+                except Exception as e:  # noqa: BLE001 - record and go on
                     r["errors"].append(str(e))
                     h.note_odd(s, f"scale {n}: {e}")
                 finally:
@@ -1159,6 +1178,10 @@ def main() -> int:
     results["elapsed_s"] = time.monotonic() - t0
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    for per in results["passes"].values():  # also for an interrupted pass
+        for bysys in per.values():
+            for r in bysys.values():
+                r.update(summarize(r["samples"]))
     if results["systems"]:
         report(results, args.out)
     log(f"done in {results['elapsed_s']:.0f}s: {args.out}/table.md")
