@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
     about = "A union filesystem in userspace, overlayfs-compatible"
 )]
 pub struct Cli {
+    /// The image store (default: /var/lib/unionfuse as root, else
+    /// $XDG_DATA_HOME/unionfuse or ~/.local/share/unionfuse).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +47,58 @@ pub enum Command {
         /// Log more (repeat for more).
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
+    },
+    // Images (src/image/, docs/images.md).
+    /// Manage the image store: import, ls, inspect, rm.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List a container layer's changes as `docker diff` does (A added, C changed, D deleted).
+    Diff {
+        /// The container's upper directory (`run --upper DIR`).
+        upper: PathBuf,
+        /// Tell A from C with this image's layers (else: copy-up origin xattrs).
+        #[arg(long, value_name = "IMAGE", conflicts_with = "lower")]
+        from: Option<String>,
+        /// Tell A from C with these lower layers (top-first, ':'-separated).
+        #[arg(long, value_name = "LAYERS")]
+        lower: Option<String>,
+    },
+    /// Write a container layer as an OCI layer tarball; with --tag, store it as a new image.
+    Commit {
+        /// The container's upper directory (`run --upper DIR`).
+        upper: PathBuf,
+        /// The layer tarball to write (plain tar, `.wh.` whiteouts).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Store the layer as image NAME:TAG on top of --from.
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        /// The image the container ran (the new image's base).
+        #[arg(long, value_name = "IMAGE", requires = "tag")]
+        from: Option<String>,
+    },
+}
+
+/// `unionfuse image ...`.
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import a docker-archive tar (docker/podman save) or an OCI layout (directory or tar).
+    Import {
+        path: PathBuf,
+        /// Name the image NAME[:TAG] instead of the archive's names.
+        #[arg(long, value_name = "NAME:TAG")]
+        name: Option<String>,
+    },
+    /// List the images in the store.
+    #[command(alias = "list")]
+    Ls,
+    /// Show an image's config and layers (diff_ids, sizes, which other images share them).
+    Inspect { image: String },
+    /// Remove an image name; the image and its unshared layers go with its last name.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
     },
 }
 

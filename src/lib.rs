@@ -8,6 +8,7 @@ pub mod copyup;
 pub mod error;
 pub mod fuse;
 pub mod handle;
+pub mod image;
 pub mod idmap;
 pub mod inode;
 pub mod layer;

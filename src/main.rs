@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use unionfuse::cli::{self, Cli, Command};
 use unionfuse::compat::{self, CompatAction};
-use unionfuse::mount;
+use unionfuse::{image, mount};
 
 fn init_logging(verbose: u8, foreground: bool) {
     let level = match (verbose, foreground) {
@@ -35,11 +35,36 @@ fn main() -> ExitCode {
         return compat_main(&args[1..]);
     }
     let cli = Cli::parse_from(args);
+    let root = cli.root.clone().unwrap_or_else(image::default_root);
     match cli.command {
-        Command::Run(args) => {
+        Command::Run(mut args) => {
             init_logging(args.verbose, true);
+            // LAYERS may name an image: its layers and config become run's arguments.
+            if let Err(e) = image::resolve_run(&root, &mut args) {
+                eprintln!("unionfuse run: {e}");
+                return ExitCode::from(125);
+            }
             ExitCode::from(unionfuse::runtime::run(&args).clamp(0, 255) as u8)
         }
+        Command::Image(cmd) => image_result(image::cmd::image(&root, &cmd)),
+        Command::Diff { upper, from, lower } => image_result(image::cmd::diff(
+            &root,
+            &upper,
+            from.as_deref(),
+            lower.as_deref(),
+        )),
+        Command::Commit {
+            upper,
+            output,
+            tag,
+            from,
+        } => image_result(image::cmd::commit(
+            &root,
+            &upper,
+            output.as_deref(),
+            tag.as_deref(),
+            from.as_deref(),
+        )),
         Command::Mount {
             lowers,
             paths,
@@ -58,6 +83,17 @@ fn main() -> ExitCode {
                     }
                 };
             run_mount(cmd)
+        }
+    }
+}
+
+fn image_result(r: image::Result<()>) -> ExitCode {
+    init_logging(0, true);
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unionfuse: {e}");
+            ExitCode::FAILURE
         }
     }
 }

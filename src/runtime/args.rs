@@ -47,15 +47,17 @@ pub struct RunArgs {
     /// Log more (repeat for more).
     #[arg(long, short = 'V', action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Lower layers, top-first, separated by ':'.
-    #[arg(value_name = "LAYERS")]
+    /// With an IMAGE: run this instead of the image's Entrypoint (and drop its Cmd).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Lower layers, top-first, separated by ':', or an image name from the store (src/image/).
+    #[arg(value_name = "LAYERS|IMAGE")]
     pub layers: String,
-    /// The command and its arguments (after `--`).
+    /// The command and its arguments (after `--`); with an IMAGE, its Cmd by default.
     #[arg(
         value_name = "CMD",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
-        required = true
+        allow_hyphen_values = true
     )]
     pub cmd: Vec<OsString>,
 }

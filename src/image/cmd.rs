@@ -1,0 +1,126 @@
+//! The image subcommands as the CLI runs them: `image import|ls|inspect|rm`, `diff`, `commit`.
+//! Output formatting lives here; the work is in store, import and export.
+
+use std::path::{Path, PathBuf};
+
+use super::export;
+use super::import::{self, ImportOptions};
+use super::{ImageError, Result, Store};
+use crate::cli::ImageCommand;
+
+pub fn image(root: &Path, cmd: &ImageCommand) -> Result<()> {
+    match cmd {
+        ImageCommand::Import { path, name } => {
+            let store = Store::open(root)?;
+            let opts = ImportOptions { name: name.clone() };
+            for im in import::import(&store, path, &opts)? {
+                let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);
+                let names = if im.names.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    im.names.join(", ")
+                };
+                println!(
+                    "imported {names} ({}): {} layers, {} new, {} already stored",
+                    &hex[..12.min(hex.len())],
+                    im.layers,
+                    im.new_layers,
+                    im.layers - im.new_layers
+                );
+            }
+        }
+        ImageCommand::Ls => print!("{}", Store::at(root).list()?),
+        ImageCommand::Inspect { image } => {
+            let v = Store::at(root).inspect(image)?;
+            let s = serde_json::to_string_pretty(&v)
+                .map_err(|e| ImageError::new(format!("encode: {e}")))?;
+            println!("{s}");
+        }
+        ImageCommand::Rm { images } => {
+            let store = Store::open(root)?;
+            for spec in images {
+                let (rec, layers) = store.remove_image(spec)?;
+                if rec.names.is_empty()
+                    || !layers.is_empty()
+                    || !rec.names.iter().any(|n| n == spec)
+                {
+                    println!("removed {spec} ({})", rec.short_id());
+                }
+                for l in layers {
+                    println!("removed layer {l}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lower: Option<&str>) -> Result<()> {
+    let lowers: Vec<PathBuf> = match (from, lower) {
+        (Some(img), _) => {
+            let store = Store::at(root);
+            let rec = store.get(img)?;
+            store.run_image(&rec)?.lowers
+        }
+        (None, Some(l)) => crate::cli::split_layers(l),
+        (None, None) => vec![],
+    };
+    for c in export::diff(upper, &lowers)? {
+        println!("{} {}", c.kind, c.path);
+    }
+    Ok(())
+}
+
+pub fn commit(
+    root: &Path,
+    upper: &Path,
+    output: Option<&Path>,
+    tag: Option<&str>,
+    from: Option<&str>,
+) -> Result<()> {
+    if output.is_none() && tag.is_none() {
+        return Err(ImageError::new(
+            "commit: give -o FILE, --tag NAME:TAG, or both",
+        ));
+    }
+    // Without -o the tar is a temp file outside the store (the store's tmp/ is emptied by
+    // whoever takes its lock).
+    let tmp;
+    let path = match output {
+        Some(p) => p.to_path_buf(),
+        None => {
+            tmp = TempFile(
+                std::env::temp_dir().join(format!("unionfuse-commit-{}.tar", std::process::id())),
+            );
+            tmp.0.clone()
+        }
+    };
+    let (diff_id, size) = export::write_layer_file(upper, &path)?;
+    if output.is_some() {
+        println!(
+            "wrote {} ({diff_id}, {})",
+            path.display(),
+            super::store::human(size)
+        );
+    }
+    if let Some(tag) = tag {
+        let store = Store::open(root)?;
+        let im = export::commit_image(&store, &path, &diff_id, from, tag)?;
+        let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);
+        println!(
+            "committed {} ({}): {} layers, top {diff_id}",
+            im.names.join(", "),
+            &hex[..12.min(hex.len())],
+            im.layers
+        );
+    }
+    Ok(())
+}
+
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

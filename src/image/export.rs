@@ -1,0 +1,467 @@
+//! A container's upper as changes: `diff` lists them as `docker diff` does (A added, C changed,
+//! D deleted), `commit` writes them as an OCI layer tar (whiteouts as `.wh.NAME`, opaque
+//! directories with `.wh..wh..opq`) and can store it as a new image over its base. Reads the
+//! upper without following symlinks; overlay's private xattrs are never exported.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::store::Store;
+use super::{ImageError, Result, normalize_name};
+use crate::whiteout::{TRUSTED_PREFIX, USER_PREFIX};
+
+/// One change, by container path (`/etc/motd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub kind: char,
+    pub path: String,
+}
+
+fn cpath(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| ImageError::new(format!("{}: NUL in path", p.display())))
+}
+
+fn xattr(p: &Path, name: &CStr) -> Option<Vec<u8>> {
+    let c = cpath(p).ok()?;
+    crate::sys::lgetxattr_vec(&c, name).ok().flatten()
+}
+
+fn is_opaque(p: &Path) -> bool {
+    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
+        .iter()
+        .any(|n| xattr(p, n).is_some_and(|v| v == b"y"))
+}
+
+fn is_whiteout(m: &std::fs::Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// Does a copy-up record say this came from a lower (kernel overlay's or ours)?
+fn has_origin(p: &Path) -> bool {
+    [
+        c"trusted.overlay.origin",
+        c"user.overlay.origin",
+        c"trusted.overlay.unionfuse.origin",
+        c"user.overlay.unionfuse.origin",
+    ]
+    .iter()
+    .any(|n| xattr(p, n).is_some())
+}
+
+/// Is `rel` visible in the merged view of `lowers` (top-first)?
+fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
+    for l in lowers {
+        if let Ok(m) = std::fs::symlink_metadata(l.join(rel)) {
+            return !is_whiteout(&m);
+        }
+        // An opaque ancestor (or a whiteout of one) in this layer hides the layers below.
+        let mut anc = rel.parent();
+        while let Some(a) = anc {
+            if a.as_os_str().is_empty() {
+                break;
+            }
+            match std::fs::symlink_metadata(l.join(a)) {
+                Ok(m) if is_whiteout(&m) || !m.is_dir() => return false,
+                Ok(_) if is_opaque(&l.join(a)) => return false,
+                _ => {}
+            }
+            anc = a.parent();
+        }
+    }
+    false
+}
+
+/// The entries of a directory, sorted by name (bytes).
+fn sorted_dir(p: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let mut v: Vec<_> = std::fs::read_dir(p)
+        .map_err(|e| ImageError::io(format!("read {}", p.display()), &e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| ImageError::io(format!("read {}", p.display()), &e))?;
+    v.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    Ok(v)
+}
+
+/// `unionfuse diff`: changes in `upper`, sorted by path. With `lowers` (top-first) a name in
+/// the upper is C when the lowers show it, else A; without, C when a copy-up left an origin
+/// xattr. Below an opaque directory everything is A.
+pub fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    walk_diff(upper, Path::new(""), lowers, false, &mut out)?;
+    Ok(out)
+}
+
+fn walk_diff(
+    upper: &Path,
+    rel: &Path,
+    lowers: &[PathBuf],
+    hidden: bool,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    for ent in sorted_dir(&upper.join(rel))? {
+        let r = rel.join(ent.file_name());
+        let full = upper.join(&r);
+        let m = std::fs::symlink_metadata(&full)
+            .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
+        let path = format!("/{}", r.display());
+        if is_whiteout(&m) {
+            out.push(Change { kind: 'D', path });
+            continue;
+        }
+        let existed = !hidden
+            && if lowers.is_empty() {
+                has_origin(&full)
+            } else {
+                in_lowers(lowers, &r)
+            };
+        out.push(Change {
+            kind: if existed { 'C' } else { 'A' },
+            path,
+        });
+        if m.is_dir() {
+            walk_diff(upper, &r, lowers, hidden || is_opaque(&full), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts and hashes what goes through it: the layer's diff_id.
+struct HashWriter<W> {
+    inner: W,
+    h: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.h.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Xattrs of `p` to export: everything except overlay's own; escaped user names
+/// (`trusted.overlay.overlay.x`) are stored as what the user set (`trusted.overlay.x`).
+fn export_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let c = cpath(p)?;
+    let names = crate::sys::llistxattr_vec(&c).unwrap_or_default();
+    let mut out = Vec::new();
+    for n in names {
+        let Some(shown) = unescape(n.to_bytes()) else {
+            continue;
+        };
+        if let Ok(Some(v)) = crate::sys::lgetxattr_vec(&c, &n) {
+            out.push((
+                format!("SCHILY.xattr.{}", String::from_utf8_lossy(&shown)),
+                v,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The name a stored xattr had when set through a mount: overlay's escaping undone
+/// (`trusted.overlay.overlay.x` -> `trusted.overlay.x`, as whiteout::Format::unescape in either
+/// mode); None for overlay's own metadata (opaque, origin, redirect...).
+fn unescape(stored: &[u8]) -> Option<Vec<u8>> {
+    for prefix in [TRUSTED_PREFIX, USER_PREFIX] {
+        if let Some(rest) = stored.strip_prefix(prefix.as_bytes()) {
+            let rest = rest.strip_prefix(b"overlay.")?;
+            let mut v = prefix.as_bytes().to_vec();
+            v.extend_from_slice(rest);
+            return Some(v);
+        }
+    }
+    Some(stored.to_vec())
+}
+
+struct Exporter<W: Write> {
+    tar: tar::Builder<HashWriter<W>>,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+fn header(m: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(m.mode() & 0o7777);
+    h.set_uid(m.uid() as u64);
+    h.set_gid(m.gid() as u64);
+    h.set_mtime(m.mtime().max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+fn empty_file(mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+impl<W: Write> Exporter<W> {
+    fn io(&self, what: &Path, e: std::io::Error) -> ImageError {
+        ImageError::io(format!("write {}", what.display()), &e)
+    }
+
+    fn walk(&mut self, upper: &Path, rel: &Path) -> Result<()> {
+        if is_opaque(&upper.join(rel)) {
+            let mt = std::fs::symlink_metadata(upper.join(rel))
+                .map(|m| m.mtime().max(0) as u64)
+                .unwrap_or(0);
+            let p = rel.join(".wh..wh..opq");
+            let mut h = empty_file(mt);
+            self.tar
+                .append_data(&mut h, &p, std::io::empty())
+                .map_err(|e| self.io(&p, e))?;
+        }
+        for ent in sorted_dir(&upper.join(rel))? {
+            let r = rel.join(ent.file_name());
+            let full = upper.join(&r);
+            let m = std::fs::symlink_metadata(&full)
+                .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
+            self.entry(upper, &r, &full, &m)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, upper: &Path, r: &Path, full: &Path, m: &std::fs::Metadata) -> Result<()> {
+        use tar::EntryType as T;
+        let ft = m.file_type();
+        if is_whiteout(m) {
+            let mut name = OsStr::new(".wh.").to_os_string();
+            name.push(r.file_name().unwrap_or_default());
+            let p = r.with_file_name(name);
+            let mut h = empty_file(m.mtime().max(0) as u64);
+            h.set_mode(0);
+            return self
+                .tar
+                .append_data(&mut h, &p, std::io::empty())
+                .map_err(|e| self.io(&p, e));
+        }
+        let xattrs = export_xattrs(full)?;
+        if !xattrs.is_empty() {
+            self.tar
+                .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(|e| self.io(r, e))?;
+        }
+        if !ft.is_dir() && m.nlink() > 1 {
+            if let Some(first) = self.links.get(&(m.dev(), m.ino())).cloned() {
+                let mut h = header(m, T::Link);
+                return self
+                    .tar
+                    .append_link(&mut h, r, &first)
+                    .map_err(|e| self.io(r, e));
+            }
+            self.links.insert((m.dev(), m.ino()), r.to_path_buf());
+        }
+        if ft.is_dir() {
+            let mut h = header(m, T::Directory);
+            let mut p = r.as_os_str().to_os_string();
+            p.push("/");
+            self.tar
+                .append_data(&mut h, Path::new(&p), std::io::empty())
+                .map_err(|e| self.io(r, e))?;
+            return self.walk(upper, r);
+        }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(full)
+                .map_err(|e| ImageError::io(format!("readlink {}", full.display()), &e))?;
+            let mut h = header(m, T::Symlink);
+            return self
+                .tar
+                .append_link(&mut h, r, &target)
+                .map_err(|e| self.io(r, e));
+        }
+        if ft.is_file() {
+            let f = File::open(full)
+                .map_err(|e| ImageError::io(format!("open {}", full.display()), &e))?;
+            let mut h = header(m, T::Regular);
+            h.set_size(m.len());
+            return self
+                .tar
+                .append_data(&mut h, r, f)
+                .map_err(|e| self.io(r, e));
+        }
+        let kind = if ft.is_char_device() {
+            T::Char
+        } else if ft.is_block_device() {
+            T::Block
+        } else if ft.is_fifo() {
+            T::Fifo
+        } else {
+            // Sockets have no tar form (docker skips them too).
+            return Ok(());
+        };
+        let mut h = header(m, kind);
+        if kind != T::Fifo {
+            let _ = h.set_device_major(libc::major(m.rdev()));
+            let _ = h.set_device_minor(libc::minor(m.rdev()));
+        }
+        self.tar
+            .append_data(&mut h, r, std::io::empty())
+            .map_err(|e| self.io(r, e))
+    }
+}
+
+/// Write `upper` as a layer tar to `out`. Returns (diff_id, size).
+pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(String, u64)> {
+    let meta = std::fs::symlink_metadata(upper)
+        .map_err(|e| ImageError::io(format!("{}", upper.display()), &e))?;
+    if !meta.is_dir() {
+        return Err(ImageError::new(format!(
+            "{}: not a directory",
+            upper.display()
+        )));
+    }
+    let mut ex = Exporter {
+        tar: tar::Builder::new(HashWriter {
+            inner: out,
+            h: Sha256::new(),
+            n: 0,
+        }),
+        links: HashMap::new(),
+    };
+    ex.tar.mode(tar::HeaderMode::Complete);
+    ex.walk(upper, Path::new(""))?;
+    let mut w = ex
+        .tar
+        .into_inner()
+        .map_err(|e| ImageError::io("finish the layer tar", &e))?;
+    w.flush()
+        .map_err(|e| ImageError::io("finish the layer tar", &e))?;
+    let hex: String = w.h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((format!("sha256:{hex}"), w.n))
+}
+
+/// Write the layer to `path` atomically (a temp file beside it, renamed when complete).
+pub fn write_layer_file(upper: &Path, path: &Path) -> Result<(String, u64)> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let f = File::create(&tmp)
+            .map_err(|e| ImageError::io(format!("create {}", tmp.display()), &e))?;
+        let mut buf = std::io::BufWriter::with_capacity(1 << 20, f);
+        let r = write_layer(upper, &mut buf)?;
+        let f = buf
+            .into_inner()
+            .map_err(|e| ImageError::io(format!("write {}", tmp.display()), e.error()))?;
+        f.sync_all()
+            .map_err(|e| ImageError::io(format!("sync {}", tmp.display()), &e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| ImageError::io(format!("rename to {}", path.display()), &e))?;
+        Ok(r)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (the config's `created`).
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `commit --tag NAME:TAG [--from IMAGE]`: the layer in `tar_path` (diff_id `diff_id`) stored
+/// as a new image whose config is the base's with this layer added.
+pub fn commit_image(
+    store: &Store,
+    tar_path: &Path,
+    diff_id: &str,
+    from: Option<&str>,
+    tag: &str,
+) -> Result<super::import::Imported> {
+    let mut config = match from {
+        Some(f) => store.get(f)?.config,
+        None => serde_json::json!({
+            "architecture": super::import::host_arch(),
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let created = rfc3339(now);
+    let ids = config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .ok_or_else(|| ImageError::new("base image config has no rootfs.diff_ids"))?;
+    if ids.iter().any(|d| d == diff_id) {
+        return Err(ImageError::new(format!(
+            "the layer {diff_id} is already in the base image (nothing changed?)"
+        )));
+    }
+    ids.push(diff_id.into());
+    config["created"] = created.clone().into();
+    if !config["history"].is_array() {
+        config["history"] = serde_json::json!([]);
+    }
+    if let Some(h) = config["history"].as_array_mut() {
+        h.push(serde_json::json!({"created": created, "created_by": "unionfuse commit"}));
+    }
+    super::import::import_layer_on(store, tar_path, diff_id, config, vec![normalize_name(tag)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_xattrs_are_not_exported() {
+        assert_eq!(unescape(b"user.mime"), Some(b"user.mime".to_vec()));
+        assert_eq!(unescape(b"trusted.overlay.opaque"), None);
+        assert_eq!(unescape(b"user.overlay.unionfuse.origin"), None);
+        assert_eq!(
+            unescape(b"trusted.overlay.overlay.x"),
+            Some(b"trusted.overlay.x".to_vec())
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+    }
+}
