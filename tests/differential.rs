@@ -174,22 +174,26 @@ fn read_all(fd: &std::os::fd::OwnedFd) -> Result<Vec<u8>, i32> {
     }
 }
 
+/// Every open is non-blocking, so a generated op that opens a FIFO returns (`ENXIO` for a writer
+/// without a reader, an empty read for a reader) instead of hanging; regular files ignore it.
+const NB: libc::c_int = libc::O_NONBLOCK;
+
 /// Apply one op under `root` with plain libc calls.
 fn apply(root: &Path, op: &Op) -> Outcome {
     let at = |rel: &[u8]| root.join(OsStr::from_bytes(rel));
     let none = |r: Result<(), i32>| r.map(|()| Vec::new());
     match op {
         Create { path, mode } => {
-            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | NB;
             sys::open(&at(path), flags, *mode).map(|_| Vec::new())
         }
         Write { path, off, data } => {
-            let fd = sys::open(&at(path), libc::O_WRONLY, 0)?;
+            let fd = sys::open(&at(path), libc::O_WRONLY | NB, 0)?;
             sys::pwrite(&fd, data, *off).map(|_| Vec::new())
         }
         Truncate { path, len } => none(sys::truncate(&at(path), *len)),
         Append { path, data } => {
-            let fd = sys::open(&at(path), libc::O_WRONLY | libc::O_APPEND, 0)?;
+            let fd = sys::open(&at(path), libc::O_WRONLY | libc::O_APPEND | NB, 0)?;
             sys::write(&fd, data).map(|_| Vec::new())
         }
         Unlink { path } => none(sys::unlink(&at(path))),
@@ -205,13 +209,13 @@ fn apply(root: &Path, op: &Op) -> Outcome {
         RemoveXattr { path, name } => none(sys::lremovexattr(&at(path), name)),
         MkFifo { path, mode } => none(sys::mknod(&at(path), libc::S_IFIFO | *mode, 0)),
         OpenRoThenWriteOther { path, data } => {
-            let ro = sys::open(&at(path), libc::O_RDONLY, 0)?;
-            let wr = sys::open(&at(path), libc::O_WRONLY, 0)?;
+            let ro = sys::open(&at(path), libc::O_RDONLY | NB, 0)?;
+            let wr = sys::open(&at(path), libc::O_WRONLY | NB, 0)?;
             sys::pwrite(&wr, data, 0)?;
             drop(wr);
             read_all(&ro)
         }
-        Read { path } => read_all(&sys::open(&at(path), libc::O_RDONLY, 0)?),
+        Read { path } => read_all(&sys::open(&at(path), libc::O_RDONLY | NB, 0)?),
         ReadDir { path } => {
             let fd = sys::open(&at(path), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             let mut names = sys::read_dir_names(&fd, true)?;
@@ -427,23 +431,34 @@ fn differential(ops: &[Op]) -> Result<(), String> {
             );
         }
     }
-    let u = run_on(&ustack, Backend::Unionfuse, ops);
-    let k = run_on(&kstack, Backend::Kernel, ops);
+    differential_on(&ustack, &kstack, ops, true)
+}
+
+/// `ops` on unionfuse over `ustack` and on the kernel over `kstack` (identical layers), then,
+/// when `swap`, each upper mounted by the other implementation.
+fn differential_on(ustack: &Stack, kstack: &Stack, ops: &[Op], swap: bool) -> Result<(), String> {
+    let u = run_on(ustack, Backend::Unionfuse, ops);
+    let k = run_on(kstack, Backend::Kernel, ops);
     // Printed by the test harness only on failure (or with --nocapture).
-    for (i, (op, out)) in ops.iter().zip(&k.outcomes).enumerate() {
-        eprintln!("kernel step {i:2} {op:?}: {}", show_outcome(out));
+    if !quiet() {
+        for (i, (op, out)) in ops.iter().zip(&k.outcomes).enumerate() {
+            eprintln!("kernel step {i:2} {op:?}: {}", show_outcome(out));
+        }
     }
     compare_runs(ops, &u, &k, ("unionfuse", "kernel"))?;
+    if !swap {
+        return Ok(());
+    }
     let mtimes = explicit_mtimes(ops, &k.outcomes);
     // Swap: unionfuse's upper under the kernel, the kernel's upper under unionfuse.
-    let k_on_u = run_on(&ustack, Backend::Kernel, &[]);
+    let k_on_u = run_on(ustack, Backend::Kernel, &[]);
     compare_views(
         "kernel overlay over unionfuse's upper",
         &k.tree,
         &k_on_u.tree,
         &mtimes,
     )?;
-    let u_on_k = run_on(&kstack, Backend::Unionfuse, &[]);
+    let u_on_k = run_on(kstack, Backend::Unionfuse, &[]);
     compare_views(
         "unionfuse over kernel overlay's upper",
         &k.tree,
@@ -1190,4 +1205,314 @@ fn diff_whiteout_then_rename_onto_it() {
         Read { path: b("hl2") },
         ReadDir { path: b("") },
     ]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated: random layer stacks and random sequences (proptest)
+// ---------------------------------------------------------------------------------------------
+//
+// Stacks are built from a small universe of names (`a`, `b`, `c`, up to three levels deep), so
+// names collide across layers and ops often hit existing objects of every kind. CI runs a fixed
+// seed and budget; `UNIONFUSE_DIFF_LONG=1` runs thousands of sequences, `UNIONFUSE_DIFF_CASES=N`
+// and `UNIONFUSE_DIFF_SEED=N` pick the budget and seed, `UNIONFUSE_DIFF_STATS=FILE` receives the
+// counts for scripts/test.sh's summary line. A failing case is shrunk and printed; keep it as a
+// named `regression_*` test below.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Generated runs do not print every step of every passing case.
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// One object of a generated layer.
+#[derive(Clone, Debug)]
+enum Obj {
+    File {
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+        opaque: bool,
+    },
+    Symlink {
+        target: &'static str,
+    },
+    Fifo,
+    Whiteout,
+    /// A hard link to `to` in the same layer (skipped unless `to` is a regular file there).
+    Link {
+        to: &'static str,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    path: &'static str,
+    obj: Obj,
+    uid: u32,
+    /// `user.x{n}` = `v{value}` on files and directories.
+    xattr: Option<(u8, u8)>,
+}
+
+/// Lowers top-first, then the upper.
+#[derive(Clone, Debug)]
+struct StackSpec {
+    lowers: Vec<Vec<Item>>,
+    upper: Vec<Item>,
+}
+
+const UNIVERSE: &[&str] = &[
+    "a", "b", "c", "a/a", "a/b", "a/c", "b/a", "b/b", "b/c", "c/a", "c/b", "c/c", "a/a/a", "a/a/b",
+    "a/b/a", "a/b/b", "b/a/a", "b/b/b", "c/c/c", "c/a/b",
+];
+
+fn any_path() -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(UNIVERSE)
+}
+
+fn any_data(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(b'a'..=b'e', 0..max)
+}
+
+fn any_obj() -> impl Strategy<Value = Obj> {
+    prop_oneof![
+        4 => (any_data(12), proptest::sample::select(&[0o644u32, 0o600, 0o755, 0o444, 0o4755][..]))
+            .prop_map(|(data, mode)| Obj::File { data, mode }),
+        4 => (proptest::sample::select(&[0o755u32, 0o700, 0o555][..]), proptest::bool::weighted(0.3))
+            .prop_map(|(mode, opaque)| Obj::Dir { mode, opaque }),
+        1 => proptest::sample::select(&["a", "b", "a/b", "zz", "c/c/c"][..])
+            .prop_map(|target| Obj::Symlink { target }),
+        1 => Just(Obj::Fifo),
+        2 => Just(Obj::Whiteout),
+        1 => any_path().prop_map(|to| Obj::Link { to }),
+    ]
+}
+
+fn any_item() -> impl Strategy<Value = Item> {
+    (
+        any_path(),
+        any_obj(),
+        proptest::sample::select(&[0u32, 0, 1000][..]),
+        proptest::option::weighted(0.3, (0u8..2, 0u8..3)),
+    )
+        .prop_map(|(path, obj, uid, xattr)| Item {
+            path,
+            obj,
+            uid,
+            xattr,
+        })
+}
+
+fn any_stack() -> impl Strategy<Value = StackSpec> {
+    (
+        proptest::collection::vec(proptest::collection::vec(any_item(), 0..8), 1..=4),
+        proptest::collection::vec(any_item(), 0..5),
+    )
+        .prop_map(|(lowers, upper)| StackSpec { lowers, upper })
+}
+
+fn p(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn any_op() -> impl Strategy<Value = Op> {
+    let path = || any_path().prop_map(p);
+    let file_mode = || proptest::sample::select(&[0o644u32, 0o600, 0o755, 0o4755][..]);
+    let xname = || (0u8..3).prop_map(|n| format!("user.x{n}"));
+    prop_oneof![
+        3 => (path(), file_mode()).prop_map(|(path, mode)| Create { path, mode }),
+        3 => (path(), 0i64..40, any_data(10)).prop_map(|(path, off, data)| Write { path, off, data }),
+        2 => (path(), 0i64..50).prop_map(|(path, len)| Truncate { path, len }),
+        2 => (path(), any_data(10)).prop_map(|(path, data)| Append { path, data }),
+        3 => path().prop_map(|path| Unlink { path }),
+        2 => path().prop_map(|path| Rmdir { path }),
+        2 => (path(), proptest::sample::select(&[0o755u32, 0o700][..]))
+            .prop_map(|(path, mode)| Mkdir { path, mode }),
+        4 => (
+            path(),
+            path(),
+            proptest::sample::select(
+                &[0u32, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE][..]
+            ),
+        )
+            .prop_map(|(from, to, flags)| Rename { from, to, flags }),
+        2 => (path(), path()).prop_map(|(from, to)| Link { from, to }),
+        1 => (proptest::sample::select(&["a", "b/c", "zz"][..]), path())
+            .prop_map(|(t, path)| Symlink { target: p(t), path }),
+        2 => (path(), proptest::sample::select(&[0o600u32, 0o755, 0o4755, 0o1777][..]))
+            .prop_map(|(path, mode)| Chmod { path, mode }),
+        1 => (path(), proptest::sample::select(&[0u32, 1, 1000][..]), 0u32..2)
+            .prop_map(|(path, uid, gid)| Chown { path, uid, gid }),
+        1 => (path(), 0i64..1000).prop_map(|(path, s)| Utimes { path, mtime: (s, 500) }),
+        2 => (path(), xname(), any_data(4))
+            .prop_map(|(path, name, value)| SetXattr { path, name, value }),
+        1 => (path(), xname()).prop_map(|(path, name)| RemoveXattr { path, name }),
+        1 => path().prop_map(|path| MkFifo { path, mode: 0o644 }),
+        2 => (path(), any_data(6)).prop_map(|(path, data)| OpenRoThenWriteOther { path, data }),
+        3 => path().prop_map(|path| Read { path }),
+        2 => path().prop_map(|path| ReadDir { path }),
+    ]
+}
+
+fn any_ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(any_op(), 1..16)
+}
+
+/// True when every existing ancestor of `rel` under `root` is a directory (missing ones are made,
+/// 0755) and `rel` itself is free.
+fn prepare_parents(root: &Path, rel: &str) -> bool {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = rel.split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        cur.push(c);
+        match sys::lstat(&cur) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Err(libc::ENOENT) => mkdir(&cur, 0o755),
+            _ => return false,
+        }
+    }
+    sys::lstat(&root.join(rel)).is_err()
+}
+
+/// True if the directory `rel` of the layer `this` (which exists) merges with a directory of
+/// one of the layers `below` (top-first), as kernel overlay's lookup decides it.
+fn merges_below(this: &Path, below: &[PathBuf], rel: &Path) -> bool {
+    let mut layers: Vec<&Path> = std::iter::once(this)
+        .chain(below.iter().map(PathBuf::as_path))
+        .collect();
+    let mut prefix = PathBuf::new();
+    for comp in rel.components() {
+        prefix.push(comp);
+        let mut next = Vec::new();
+        for l in layers {
+            let at = l.join(&prefix);
+            match sys::lstat(&at) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                    next.push(l);
+                    if opaque_xattr(&at).is_some() {
+                        break;
+                    }
+                }
+                Err(libc::ENOENT) => {}
+                _ => break,
+            }
+        }
+        layers = next;
+    }
+    layers.len() > 1
+}
+
+/// Build one layer from its items; an item whose place is taken (or under a non-directory) is
+/// skipped, so any generated list is a valid layer. Whiteouts are only made in directories that
+/// merge with `below` (the layers under this one, already built, top-first): kernel overlay lists
+/// a whiteout in a directory of a single layer as a broken entry, and never writes one there.
+fn build_layer(root: &Path, items: &[Item], below: &[PathBuf]) {
+    for it in items {
+        if !prepare_parents(root, it.path) {
+            continue;
+        }
+        if matches!(it.obj, Obj::Whiteout) {
+            let parent = Path::new(it.path).parent().unwrap_or(Path::new(""));
+            if !merges_below(root, below, parent) {
+                continue;
+            }
+        }
+        let at = root.join(it.path);
+        match &it.obj {
+            Obj::File { data, mode } => write_file_owned(&at, data, *mode, it.uid, it.uid),
+            Obj::Dir { mode, opaque } => {
+                mkdir(&at, *mode);
+                chown(&at, it.uid, it.uid);
+                if *opaque {
+                    set_opaque(&at);
+                }
+            }
+            Obj::Symlink { target } => symlink(target, &at),
+            Obj::Fifo => mkfifo(&at, 0o644),
+            Obj::Whiteout => make_whiteout(root, it.path),
+            Obj::Link { to } => {
+                let src = root.join(to);
+                match sys::lstat(&src) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => hardlink(&src, &at),
+                    _ => continue,
+                }
+            }
+        }
+        if let (Some((n, v)), Obj::File { .. } | Obj::Dir { .. }) = (it.xattr, &it.obj) {
+            set_xattr(&at, &format!("user.x{n}"), format!("v{v}").as_bytes());
+        }
+    }
+    let tree = Tree::snapshot(root, SnapOpts::VIEW);
+    for rel in tree.entries.keys().rev() {
+        set_mtime(&root.join(rel), 1_500_000_000);
+    }
+}
+
+fn build_spec(spec: &StackSpec) -> Stack {
+    let s = Stack::new(spec.lowers.len());
+    for (i, items) in spec.lowers.iter().enumerate().rev() {
+        build_layer(s.lower(i), items, &s.lowers[i + 1..]);
+    }
+    build_layer(s.upper(), &spec.upper, &s.lowers);
+    s
+}
+
+/// The differential check of one generated case: two identical stacks built from `spec`.
+fn run_generated(spec: &StackSpec, ops: &[Op], swap: bool) -> Result<(), String> {
+    let (ustack, kstack) = (build_spec(spec), build_spec(spec));
+    differential_on(&ustack, &kstack, ops, swap)
+}
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn diff_generated_sequences() {
+    if !require_fuse() {
+        return;
+    }
+    QUIET.store(true, Ordering::Relaxed);
+    let long = std::env::var("UNIONFUSE_DIFF_LONG").as_deref() == Ok("1");
+    let cases = env_num("UNIONFUSE_DIFF_CASES").unwrap_or(if long { 3000 } else { 300 });
+    let seed = env_num("UNIONFUSE_DIFF_SEED").unwrap_or(0x0075_6e69_6f6e);
+    let config = Config {
+        cases: cases as u32,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        max_shrink_iters: 400,
+        ..Config::default()
+    };
+    let (seqs, steps) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let start = std::time::Instant::now();
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&(any_stack(), any_ops()), |(spec, ops)| {
+        seqs.fetch_add(1, Ordering::Relaxed);
+        steps.fetch_add(ops.len(), Ordering::Relaxed);
+        run_generated(&spec, &ops, true).map_err(TestCaseError::fail)
+    });
+    let (seqs, steps) = (seqs.into_inner(), steps.into_inner());
+    let divergences = usize::from(result.is_err());
+    let line = format!(
+        "differential: {seqs} sequences, {steps} steps, {divergences} divergences \
+         (seed {seed}, {cases} cases, {:.0}s)",
+        start.elapsed().as_secs_f64()
+    );
+    eprintln!("{line}");
+    if let Ok(f) = std::env::var("UNIONFUSE_DIFF_STATS") {
+        let _ = std::fs::write(f, format!("{line}\n"));
+    }
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, (spec, ops))) => {
+            panic!("divergence; minimal case:\nstack: {spec:#?}\nops: {ops:#?}\n{why}")
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
