@@ -27,6 +27,8 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// Read `.wh.` whiteout files as whiteouts (fuse-overlayfs compatibility).
     pub aufs_whiteouts: bool,
+    /// Keep owner and mode changes in the upper in this xattr (`xattr_permissions=`).
+    pub override_stat: Option<String>,
     /// `uidmapping=`: owners as seen through the mount (container ids) <-> owners in the layers
     /// (host ids). Empty: ids pass through unchanged. Validated: no overlap on either side.
     pub uid_map: Vec<IdRange>,
@@ -93,6 +95,8 @@ pub struct MountOpts {
     /// Also read AUFS-style `.wh.NAME` / `.wh..wh..opq` whiteouts in the layers
     /// (containers-storage writes them for mount programs; fuse-overlayfs reads them).
     pub aufs_whiteouts: bool,
+    /// `xattr_permissions=`: the override_stat xattr to keep in the upper.
+    pub override_stat: Option<String>,
     /// `lowerdir=`, `upperdir=`, `workdir=`: only in the fuse-overlayfs form
     /// (`unionfuse mount` takes its layers as arguments).
     pub lowerdir: Option<Vec<PathBuf>>,
@@ -211,12 +215,18 @@ impl MountOpts {
             ("index" | "metacopy" | "nfs_export", Some(_)) => {
                 return Err(bad(&format!("unsupported: unionfuse only does {key}=off")));
             }
-            ("xattr_permissions", Some("0")) => self.ignored.push(opt.to_string()),
+            ("xattr_permissions", Some("0")) => self.override_stat = None,
+            // Keep owners and modes the daemon cannot set in an xattr, as fuse-overlayfs
+            // does: 1 in `security.fuseoverlayfs.override_stat` (root only), 2 in
+            // `user.containers.override_stat`, which containers-storage uses.
+            ("xattr_permissions", Some("1")) => {
+                self.override_stat = Some(crate::layer::OVERRIDE_PRIVILEGED.to_string())
+            }
+            ("xattr_permissions", Some("2")) => {
+                self.override_stat = Some(crate::layer::OVERRIDE_CONTAINERS.to_string())
+            }
             ("xattr_permissions", Some(_)) => {
-                return Err(bad(
-                    "unsupported: ownership is kept in user.containers.override_stat only \
-                     (xattr_permissions=0)",
-                ));
+                return Err(bad("xattr_permissions takes 0, 1 or 2"));
             }
             (
                 "lowerdir" | "upperdir" | "workdir" | "uidmapping" | "gidmapping" | "squash_to_uid"
@@ -489,6 +499,7 @@ impl MountConfig {
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
             aufs_whiteouts: opts.aufs_whiteouts,
+            override_stat: opts.override_stat.clone(),
             uid_map: opts.uid_map.unwrap_or_default(),
             gid_map: opts.gid_map.unwrap_or_default(),
             squash_uid: opts.squash_uid.or(squash_root),

@@ -20,6 +20,23 @@ pub struct Layer {
     /// 1-based index of this layer's filesystem among the stack's distinct st_dev values: the
     /// high bits of node ids (kernel overlay's xino scheme).
     pub fs_index: u64,
+    /// The xattr this layer keeps apparent owners and modes in (fuse-overlayfs's
+    /// `override_stat`), found on the layer's root, or None.
+    pub override_stat: Option<CString>,
+}
+
+/// fuse-overlayfs's override_stat xattrs, in the order it looks for them on a layer's root.
+/// The value is `UID:GID:MODE` (mode in octal); it applies to directories and regular files.
+pub const OVERRIDE_PRIVILEGED: &str = "security.fuseoverlayfs.override_stat";
+pub const OVERRIDE_CONTAINERS: &str = "user.containers.override_stat";
+pub const OVERRIDE_USER: &str = "user.fuseoverlayfs.override_stat";
+
+fn detect_override(root: BorrowedFd<'_>) -> Option<CString> {
+    let path = sys::proc_path(root, c".");
+    [OVERRIDE_PRIVILEGED, OVERRIDE_CONTAINERS, OVERRIDE_USER]
+        .into_iter()
+        .filter_map(|n| CString::new(n).ok())
+        .find(|n| matches!(sys::lgetxattr_vec(&path, n), Ok(Some(_))))
 }
 
 pub struct LayerStack {
@@ -64,7 +81,9 @@ impl LayerStack {
                     devs.len() as u64
                 }
             };
+            let override_stat = detect_override(fd.as_fd());
             layers.push(Layer {
+                override_stat,
                 path,
                 root: Arc::new(fd),
                 fs_index,

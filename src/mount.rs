@@ -25,7 +25,10 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     } else {
         cfg.upper.as_deref()
     };
-    let stack = LayerStack::open(&cfg.lowers, upper, cfg.workdir.as_deref())?;
+    let mut stack = LayerStack::open(&cfg.lowers, upper, cfg.workdir.as_deref())?;
+    if let (Some(name), Some(u)) = (&cfg.override_stat, stack.upper_idx()) {
+        stack.layers[u].override_stat = std::ffi::CString::new(name.as_str()).ok();
+    }
     // Half the fd budget for cached directory fds; the rest for open files and the session.
     let fd_cache = (nofile.saturating_sub(256) / 2).min(65536) as usize;
     let core = Union::new(

@@ -211,8 +211,43 @@ impl Union {
         }
     }
 
+    /// The override_stat xattr that holds this object's apparent owner and mode, if its top
+    /// layer keeps one (fuse-overlayfs's `xattr_permissions`; directories and files only).
+    fn override_xattr(&self, node: &Node, mode: u32) -> Option<&CStr> {
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            return None;
+        }
+        self.stack.layers[node.top()].override_stat.as_deref()
+    }
+
+    /// The (uid, gid, mode) recorded for `node`, if any.
+    fn read_override(&self, node: &Node, xattr: &CStr) -> Option<(u32, u32, u32)> {
+        let (fd, name) = self.at(node).ok()?;
+        let v = sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &name), xattr).ok()??;
+        parse_override(&v)
+    }
+
+    fn write_override(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        xattr: &CStr,
+        v: (u32, u32, u32),
+    ) -> Result<()> {
+        let value = format!("{}:{}:0{:o}", v.0, v.1, v.2 & 0o7777);
+        sys::lsetxattr(&sys::proc_path(dir, name), xattr, value.as_bytes(), 0)
+    }
+
     fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
         st.st_ino = node.st_ino.load(Ordering::Relaxed);
+        if let Some(x) = self.override_xattr(node, st.st_mode)
+            && let Some((uid, gid, mode)) = self.read_override(node, x)
+        {
+            st.st_uid = uid;
+            st.st_gid = gid;
+            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
+        }
         // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
         // as kernel overlay does, so tools like find don't trust it.
         if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
@@ -419,7 +454,7 @@ impl Union {
             }
         }
         let ids = &self.opts.ids;
-        let set = SetAttr {
+        let mut set = SetAttr {
             uid: set
                 .uid
                 .map(|u| ids.store_uid(u).ok_or(Error::Sys(libc::EINVAL)))
@@ -430,6 +465,24 @@ impl Union {
                 .transpose()?,
             ..set
         };
+        // In an override_stat layer, owner and mode live in the xattr, not on the file.
+        let real = sys::fstatat(fd.as_fd(), &name)?;
+        if (set.uid.is_some() || set.gid.is_some() || set.mode.is_some())
+            && let Some(x) = self.override_xattr(&node, real.st_mode)
+        {
+            let cur = self.read_override(&node, x).unwrap_or((
+                real.st_uid,
+                real.st_gid,
+                real.st_mode & 0o7777,
+            ));
+            let new = (
+                set.uid.unwrap_or(cur.0),
+                set.gid.unwrap_or(cur.1),
+                set.mode.map_or(cur.2, |m| m & 0o7777),
+            );
+            self.write_override(fd.as_fd(), &name, x, new)?;
+            (set.uid, set.gid, set.mode) = (None, None, None);
+        }
         if set.uid.is_some() || set.gid.is_some() {
             sys::fchownat(
                 fd.as_fd(),
@@ -509,6 +562,14 @@ impl Union {
         };
         let st = sys::fstatat(pfd.as_fd(), &name)?;
         let is_dir = is_dir_mode(st.st_mode);
+        // An override_stat upper records the apparent owner and mode of what is created.
+        let kind = st.st_mode & libc::S_IFMT;
+        if let Some(x) = self.stack.layers[0].override_stat.as_deref()
+            && (kind == libc::S_IFDIR || kind == libc::S_IFREG)
+            && !matches!(what, NewObject::Link { .. })
+        {
+            self.write_override(pfd.as_fd(), &name, x, (creds.uid, creds.gid, st.st_mode))?;
+        }
         let id = match &what {
             // A new link is another name of an existing node.
             NewObject::Link { .. } => {
@@ -1190,7 +1251,7 @@ impl Union {
         let (fd, n) = self.at(&node)?;
         let real = self.fmt.escape(&sys::cname(name)?);
         let path = sys::proc_path(fd.as_fd(), &n);
-        if !self.xattr_names(&node, &path)?.contains(&real) {
+        if is_override_xattr(&real) || !self.xattr_names(&node, &path)?.contains(&real) {
             return Err(Error::Sys(libc::ENODATA));
         }
         sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))
@@ -1215,6 +1276,9 @@ impl Union {
         let (fd, n) = self.at(&node)?;
         let mut out = Vec::new();
         for name in sys::llistxattr_vec(&sys::proc_path(fd.as_fd(), &n))? {
+            if is_override_xattr(&name) {
+                continue;
+            }
             if let Some(shown) = self.fmt.unescape(&name) {
                 out.extend_from_slice(shown.to_bytes_with_nul());
             }
@@ -1223,6 +1287,9 @@ impl Union {
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if is_override_xattr(&sys::cname(name)?) {
+            return Err(Error::Sys(libc::EPERM));
+        }
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
@@ -1276,6 +1343,28 @@ fn name_cookie(name: &CStr) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.to_bytes().hash(&mut h);
     (h.finish() >> 1).max(3)
+}
+
+/// `UID:GID:MODE` (mode octal, possibly with file-type bits) as fuse-overlayfs writes it.
+fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?.trim_end_matches('\0');
+    let mut it = s.split(':');
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+    Some((uid, gid, mode & 0o7777))
+}
+
+/// fuse-overlayfs's override_stat xattrs are its metadata, never shown through the mount.
+fn is_override_xattr(name: &CStr) -> bool {
+    let n = name.to_bytes();
+    [
+        layer::OVERRIDE_PRIVILEGED,
+        layer::OVERRIDE_CONTAINERS,
+        layer::OVERRIDE_USER,
+    ]
+    .iter()
+    .any(|o| o.as_bytes() == n)
 }
 
 fn lock_two<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {

@@ -194,7 +194,8 @@ fn timeout_threaded_and_xino_values() {
 fn accepted_without_effect_are_recorded() {
     let list = r#"context="system_u:object_r:container_file_t:s0:c1,c2",redirect_dir=off,index=off,metacopy=off,noatime,xattr_permissions=0"#;
     let o = opts(list);
-    assert_eq!(o.ignored.len(), 6, "{:?}", o.ignored);
+    assert_eq!(o.ignored.len(), 5, "{:?}", o.ignored);
+    assert_eq!(o.override_stat, None);
     assert!(o.ignored[0].starts_with("context="));
 }
 
@@ -206,11 +207,23 @@ fn overlay_features_we_lack_are_refused_by_name() {
         ("index=on", "index"),
         ("metacopy=on", "metacopy"),
         ("nfs_export=on", "nfs_export"),
-        ("xattr_permissions=2", "xattr_permissions"),
     ] {
         let e = opt_err(opt);
         assert!(e.contains(word) && e.contains("unsupported"), "{opt}: {e}");
     }
+}
+
+#[test]
+fn xattr_permissions_selects_the_override_stat_xattr() {
+    assert_eq!(
+        opts("xattr_permissions=2").override_stat.as_deref(),
+        Some("user.containers.override_stat")
+    );
+    assert_eq!(
+        opts("xattr_permissions=1").override_stat.as_deref(),
+        Some("security.fuseoverlayfs.override_stat")
+    );
+    assert!(opt_err("xattr_permissions=3").contains("xattr_permissions"));
 }
 
 #[test]
@@ -780,4 +793,82 @@ fn regression_aufs_whiteout_files_hide_lower_names_in_compat_mode() {
             "again"
         );
     });
+}
+
+fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: buf is writable for its length; path and name are NUL-terminated.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: value is readable for its length; path and name are NUL-terminated.
+    let r = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name:?} on {}", p.display());
+}
+
+/// containers-storage's force_mask keeps real owners and modes in user.containers.override_stat;
+/// a mount program must show those, and keep chown/chmod there instead of on the file.
+#[test]
+fn override_stat_is_shown_and_chown_chmod_are_kept_in_it() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const X: &str = "user.containers.override_stat";
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    setxattr(lower, X, b"0:0:0755");
+    std::fs::write(lower.join("f"), "x").unwrap();
+    std::fs::set_permissions(lower.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    setxattr(&lower.join("f"), X, b"1234:1235:0644");
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        let md = std::fs::symlink_metadata(m.join("f")).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (1234, 1235, 0o644)
+        );
+        assert_eq!(
+            getxattr(&m.join("f"), X),
+            None,
+            "override_stat is not shown"
+        );
+        std::os::unix::fs::lchown(m.join("f"), Some(4321), None).unwrap();
+        std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let md = std::fs::symlink_metadata(m.join("f")).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (4321, 1235, 0o640)
+        );
+    });
+    let up = stack.upper().join("f");
+    assert_eq!(getxattr(&up, X).as_deref(), Some(&b"4321:1235:0640"[..]));
+    let md = std::fs::symlink_metadata(&up).unwrap();
+    assert_eq!(
+        (md.uid(), md.mode() & 0o7777),
+        (0, 0o600),
+        "the file itself is unchanged"
+    );
 }
