@@ -1,7 +1,15 @@
 //! The image subcommands as the CLI runs them: `image import|ls|inspect|rm`, `diff`, `commit`.
 //! Output formatting lives here; the work is in store, import and export.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// println! that gives up quietly when stdout is gone (`image inspect | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 
 use super::export;
 use super::import::{self, ImportOptions};
@@ -20,7 +28,7 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> Result<()> {
                 } else {
                     im.names.join(", ")
                 };
-                println!(
+                say!(
                     "imported {names} ({}): {} layers, {} new, {} already stored",
                     &hex[..12.min(hex.len())],
                     im.layers,
@@ -29,12 +37,14 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> Result<()> {
                 );
             }
         }
-        ImageCommand::Ls => print!("{}", Store::at(root).list()?),
+        ImageCommand::Ls => {
+            let _ = write!(std::io::stdout(), "{}", Store::at(root).list()?);
+        }
         ImageCommand::Inspect { image } => {
             let v = Store::at(root).inspect(image)?;
             let s = serde_json::to_string_pretty(&v)
                 .map_err(|e| ImageError::new(format!("encode: {e}")))?;
-            println!("{s}");
+            say!("{s}");
         }
         ImageCommand::Rm { images } => {
             let store = Store::open(root)?;
@@ -44,10 +54,10 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> Result<()> {
                     || !layers.is_empty()
                     || !rec.names.iter().any(|n| n == spec)
                 {
-                    println!("removed {spec} ({})", rec.short_id());
+                    say!("removed {spec} ({})", rec.short_id());
                 }
                 for l in layers {
-                    println!("removed layer {l}");
+                    say!("removed layer {l}");
                 }
             }
         }
@@ -66,7 +76,7 @@ pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lower: Option<&str>) 
         (None, None) => vec![],
     };
     for c in export::diff(upper, &lowers)? {
-        println!("{} {}", c.kind, c.path);
+        say!("{} {}", c.kind, c.path);
     }
     Ok(())
 }
@@ -95,9 +105,16 @@ pub fn commit(
             tmp.0.clone()
         }
     };
-    let (diff_id, size) = export::write_layer_file(upper, &path)?;
+    let lowers = match from {
+        Some(img) => {
+            let store = Store::at(root);
+            store.run_image(&store.get(img)?)?.lowers
+        }
+        None => vec![],
+    };
+    let (diff_id, size) = export::write_layer_file(upper, &lowers, &path)?;
     if output.is_some() {
-        println!(
+        say!(
             "wrote {} ({diff_id}, {})",
             path.display(),
             super::store::human(size)
@@ -107,7 +124,7 @@ pub fn commit(
         let store = Store::open(root)?;
         let im = export::commit_image(&store, &path, &diff_id, from, tag)?;
         let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);
-        println!(
+        say!(
             "committed {} ({}): {} layers, top {diff_id}",
             im.names.join(", "),
             &hex[..12.min(hex.len())],

@@ -79,6 +79,20 @@ fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
     false
 }
 
+/// What `unionfuse run` itself leaves in a container layer: the mount points it creates (empty
+/// `/dev`, `/proc`, `/sys`, `/tmp`) and the empty targets of its /etc/hosts, /etc/hostname and
+/// /etc/resolv.conf binds. Not the command's changes: diff and commit leave them out when the
+/// image did not have them (docker keeps them in a separate init layer).
+fn run_artifact(upper: &Path, rel: &Path, m: &std::fs::Metadata) -> bool {
+    let s = rel.as_os_str().as_bytes();
+    if m.is_dir() && [&b"dev"[..], b"proc", b"sys", b"tmp"].contains(&s) {
+        return std::fs::read_dir(upper.join(rel)).is_ok_and(|mut d| d.next().is_none());
+    }
+    m.is_file()
+        && m.len() == 0
+        && [&b"etc/hosts"[..], b"etc/hostname", b"etc/resolv.conf"].contains(&s)
+}
+
 /// The entries of a directory, sorted by name (bytes).
 fn sorted_dir(p: &Path) -> Result<Vec<std::fs::DirEntry>> {
     let mut v: Vec<_> = std::fs::read_dir(p)
@@ -121,6 +135,9 @@ fn walk_diff(
             } else {
                 in_lowers(lowers, &r)
             };
+        if !existed && run_artifact(upper, &r, &m) {
+            continue;
+        }
         out.push(Change {
             kind: if existed { 'C' } else { 'A' },
             path,
@@ -189,6 +206,8 @@ fn unescape(stored: &[u8]) -> Option<Vec<u8>> {
 struct Exporter<W: Write> {
     tar: tar::Builder<HashWriter<W>>,
     links: HashMap<(u64, u64), PathBuf>,
+    /// The image's layers (top-first), to keep run's artifacts out; empty: origin xattrs decide.
+    lowers: Vec<PathBuf>,
 }
 
 fn header(m: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -234,6 +253,16 @@ impl<W: Write> Exporter<W> {
             let full = upper.join(&r);
             let m = std::fs::symlink_metadata(&full)
                 .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
+            if run_artifact(upper, &r, &m) {
+                let existed = if self.lowers.is_empty() {
+                    has_origin(&full)
+                } else {
+                    in_lowers(&self.lowers, &r)
+                };
+                if !existed {
+                    continue;
+                }
+            }
             self.entry(upper, &r, &full, &m)?;
         }
         Ok(())
@@ -318,8 +347,9 @@ impl<W: Write> Exporter<W> {
     }
 }
 
-/// Write `upper` as a layer tar to `out`. Returns (diff_id, size).
-pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(String, u64)> {
+/// Write `upper` as a layer tar to `out`. Returns (diff_id, size). `lowers` (top-first) are the
+/// layers it ran on, if known.
+pub fn write_layer<W: Write>(upper: &Path, lowers: &[PathBuf], out: W) -> Result<(String, u64)> {
     let meta = std::fs::symlink_metadata(upper)
         .map_err(|e| ImageError::io(format!("{}", upper.display()), &e))?;
     if !meta.is_dir() {
@@ -335,6 +365,7 @@ pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(String, u64)> {
             n: 0,
         }),
         links: HashMap::new(),
+        lowers: lowers.to_vec(),
     };
     ex.tar.mode(tar::HeaderMode::Complete);
     ex.walk(upper, Path::new(""))?;
@@ -349,7 +380,7 @@ pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(String, u64)> {
 }
 
 /// Write the layer to `path` atomically (a temp file beside it, renamed when complete).
-pub fn write_layer_file(upper: &Path, path: &Path) -> Result<(String, u64)> {
+pub fn write_layer_file(upper: &Path, lowers: &[PathBuf], path: &Path) -> Result<(String, u64)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -363,7 +394,7 @@ pub fn write_layer_file(upper: &Path, path: &Path) -> Result<(String, u64)> {
         let f = File::create(&tmp)
             .map_err(|e| ImageError::io(format!("create {}", tmp.display()), &e))?;
         let mut buf = std::io::BufWriter::with_capacity(1 << 20, f);
-        let r = write_layer(upper, &mut buf)?;
+        let r = write_layer(upper, lowers, &mut buf)?;
         let f = buf
             .into_inner()
             .map_err(|e| ImageError::io(format!("write {}", tmp.display()), e.error()))?;
