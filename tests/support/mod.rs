@@ -1,0 +1,333 @@
+//! Helpers shared by the reliability, hostile-layer, permission and resource tests (issue 7):
+//! a daemon guard with a fixed work dir that can be SIGKILLed and restarted, /proc probes for
+//! the daemon's fd count and RSS, a timeout wrapper that turns a hang into a test failure, a
+//! small deterministic PRNG, and commands run as an unprivileged user. Each test binary uses a
+//! different subset, hence the allow.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::mount::{MOUNT_TIMEOUT, binary, force_unmount, mount_fstype};
+
+/// xorshift64*: deterministic, seedable, no dependencies.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1)
+    }
+
+    /// Seed from `UNIONFUSE_SEED` if set, else from the clock; printed so a failure can be rerun.
+    pub fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("UNIONFUSE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(42)
+            });
+        eprintln!("{what}: UNIONFUSE_SEED={seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545f4914f6cdd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// Deterministic bytes for `seed` (fast enough for hundreds of MiB).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&r.next().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An env var as a number, or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Run `f` on a thread and fail the test if it does not finish within `limit` (a hang is a
+/// failure, not a stuck CI job). A timed-out thread is left behind; the mount guards' Drop
+/// unmounts and kills the daemon, which makes its blocked syscalls return.
+#[track_caller]
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no answer within {limit:?} (hang)"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("sender dropped without sending"),
+        },
+    }
+}
+
+/// Number of open fds of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `echo 2 > /proc/sys/vm/drop_caches`: the kernel forgets dentries and inodes, so the daemon
+/// gets FORGETs for every node it no longer needs.
+pub fn drop_caches() {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("write /proc/sys/vm/drop_caches");
+}
+
+/// A unionfuse daemon in the foreground with an explicit work dir, so a test can SIGKILL it and
+/// mount again on the same layers and work dir. Drop always unmounts and reaps.
+pub struct Daemon {
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// `unionfuse mount LOWERS [UPPER] MNT --workdir WORK --foreground EXTRA...`; panics with
+    /// the log if the mount is not live within the mount timeout.
+    pub fn start(
+        lowers: &[&Path],
+        upper: Option<&Path>,
+        work: Option<&Path>,
+        mnt: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Daemon {
+        let mut d = Daemon::spawn(lowers, upper, work, mnt, extra, log);
+        d.wait_mounted();
+        d
+    }
+
+    /// Spawn without waiting for the mount.
+    pub fn spawn(
+        lowers: &[&Path],
+        upper: Option<&Path>,
+        work: Option<&Path>,
+        mnt: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> Daemon {
+        let joined = lowers
+            .iter()
+            .map(|l| l.as_os_str().to_owned())
+            .collect::<Vec<_>>()
+            .join(std::ffi::OsStr::new(":"));
+        let mut args: Vec<OsString> = vec!["mount".into(), joined];
+        if let Some(u) = upper {
+            args.push(u.into());
+        }
+        args.push(mnt.into());
+        if let Some(w) = work {
+            args.push("--workdir".into());
+            args.push(w.into());
+        }
+        let logf = File::create(log).expect("create daemon log");
+        let child = Command::new(binary())
+            .args(&args)
+            .arg("--foreground")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn unionfuse");
+        Daemon {
+            mnt: mnt.to_path_buf(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn wait_mounted(&mut self) {
+        let start = Instant::now();
+        loop {
+            if mount_fstype(&self.mnt).is_some_and(|t| t.starts_with("fuse")) {
+                return;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "unionfuse exited with {st} before mounting\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                start.elapsed() < MOUNT_TIMEOUT,
+                "unionfuse did not mount {} in time\n{}",
+                self.mnt.display(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait for the daemon to exit by itself; its status, or None on timeout.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL the daemon, reap it, and lazily unmount the dead mount (as an admin would).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        assert!(
+            force_unmount(&self.mnt),
+            "{} still mounted after the daemon died",
+            self.mnt.display()
+        );
+    }
+
+    /// Unmount cleanly and require the daemon to exit 0.
+    pub fn unmount(mut self) {
+        assert!(
+            force_unmount(&self.mnt),
+            "cannot unmount {}",
+            self.mnt.display()
+        );
+        let st = self.wait_exit(Duration::from_secs(10));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "daemon exit after unmount: {st:?}\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let unmounted = force_unmount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if !unmounted {
+            let _ = force_unmount(&self.mnt);
+        }
+    }
+}
+
+/// `sh -c script` as uid/gid 65534 with no supplementary groups.
+pub fn as_nobody(script: &str) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn setpriv")
+}
+
+/// Every entry under a directory (recursive, not following symlinks), as relative paths.
+pub fn list_rel(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
