@@ -185,10 +185,10 @@ fn watch(
                 }
             }
         }
-        if let Ok(st) = fs::symlink_metadata(&work) {
-            if st.mode() & 0o077 != 0 {
-                bad.push(format!("work dir mode {:o}", st.mode() & 0o7777));
-            }
+        if let Ok(st) = fs::symlink_metadata(&work)
+            && st.mode() & 0o077 != 0
+        {
+            bad.push(format!("work dir mode {:o}", st.mode() & 0o7777));
         }
         if let Ok(rd) = fs::read_dir(&work) {
             for e in rd.flatten() {
