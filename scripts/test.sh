@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs missing system packages, then runs format, lint and all tests, then
-# checks that no FUSE mount was left behind. Mounted tests need root and /dev/fuse; with CI=true a
+# the conformance suites (pjdfstest, fsx: scripts/conformance/), then checks that no FUSE mount
+# was left behind. The summary ends with one count line per suite (model, differential,
+# pjdfstest, fsx). Mounted tests need root and /dev/fuse; with CI=true a
 # missing /dev/fuse (or not being root) is an error, elsewhere those tests skip with a reason.
 #
 # Usage: scripts/test.sh [extra args for the test binaries, e.g. a test name filter]
@@ -18,6 +20,10 @@ TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
 
 baseline="$(mktemp)"
 after="$(mktemp)"
+# Each suite appends its one-line count here; printed in the summary.
+suite_lines="$(mktemp)"
+export UNIONFUSE_DIFF_STATS="$suite_lines.differential" UNIONFUSE_MODEL_STATS="$suite_lines.model"
+export PJDFSTEST_SUMMARY="$suite_lines" FSX_SUMMARY="$suite_lines"
 declare -a results=()
 failed=0
 
@@ -41,7 +47,7 @@ cleanup() {
         mnt="$(printf '%b' "$mnt")" # /proc/mounts escapes spaces as \040
         fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
     done < <(new_fuse_mounts 2>/dev/null || true)
-    rm -f "$baseline" "$after"
+    rm -f "$baseline" "$after" "$suite_lines" "$suite_lines".*
     exit "$status"
 }
 trap cleanup EXIT
@@ -117,6 +123,16 @@ run_tests() {
     timeout --kill-after=30s "$TEST_TIMEOUT" cargo test -- --test-threads=2 "$@"
 }
 
+# The external suites need root, /dev/fuse and kernel overlayfs (check_fuse already refused to
+# start under CI without them); elsewhere they skip with the reason.
+conformance() {
+    if [[ $EUID -ne 0 || ! -c /dev/fuse ]]; then
+        echo "skipped: conformance suites need root and /dev/fuse"
+        return 0
+    fi
+    "$@"
+}
+
 check_no_mount_left() {
     local leaked
     leaked="$(new_fuse_mounts)"
@@ -145,10 +161,19 @@ check_fuse
 step "format" cargo fmt --all --check
 step "clippy" cargo clippy --all-targets -- -D warnings
 step "tests" run_tests "$@"
+# Conformance (issue 3): the external suites against live mounts, compared with kernel overlayfs.
+# They run the whole suite; a name filter given to this script applies to the tests above only.
+if [[ $# -eq 0 ]]; then
+    step "pjdfstest" conformance scripts/conformance/pjdfstest.sh
+    step "fsx" conformance scripts/conformance/fsx.sh
+fi
 step "mount leak check" check_no_mount_left
 
 log "summary"
 printf '  %s\n' "${results[@]}"
+for f in "$suite_lines.model" "$suite_lines.differential" "$suite_lines"; do
+    [[ -s "$f" ]] && sed 's/^/  /' "$f"
+done
 if [[ $failed -ne 0 ]]; then
     echo "FAILED"
     exit 1
