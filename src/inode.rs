@@ -64,6 +64,8 @@ pub struct NodeState {
     /// asks for `security.*` on every `ls -l`, so absent names are answered from here.
     /// Cleared by anything that may change them (setxattr, removexattr, setattr, copy-up).
     pub xattr_names: Option<Arc<Vec<CString>>>,
+    /// For a directory of a deep stack: which lower copies hold which names.
+    pub index: Option<Arc<crate::dirindex::DirIndex>>,
 }
 
 impl Node {
@@ -80,6 +82,7 @@ impl Node {
             nlookup: AtomicU64::new(0),
             state: Mutex::new(NodeState {
                 xattr_names: None,
+                index: None,
                 aliases: alias.into_iter().collect(),
                 layers,
             }),

@@ -40,10 +40,13 @@ pub enum Hit {
 
 /// Resolve `name` in a merged directory whose copies are `parent_layers` (top-down), with
 /// `dir_fd(layer)` giving the directory's fd in a layer.
+/// `absent(layer)` may say that a layer certainly has no such name (see `dirindex`); the layer
+/// is then not probed.
 pub fn resolve(
     fmt: &Format,
     parent_layers: &[LayerIdx],
     mut dir_fd: impl FnMut(LayerIdx) -> Result<Arc<OwnedFd>>,
+    absent: impl Fn(LayerIdx) -> bool,
     name: &CStr,
 ) -> Result<Hit> {
     if fmt.aufs && name.to_bytes().starts_with(crate::whiteout::AUFS_PREFIX) {
@@ -53,6 +56,9 @@ pub fn resolve(
     }
     let mut found: Option<Found> = None;
     for (pos, &layer) in parent_layers.iter().enumerate() {
+        if absent(layer) {
+            continue;
+        }
         let fd = dir_fd(layer)?;
         let st = match sys::fstatat_opt(fd.as_fd(), name)? {
             Some(st) => st,

@@ -155,7 +155,37 @@ impl Union {
 
     fn resolve(&self, parent: &Node, name: &CStr) -> Result<Hit> {
         let layers = parent.layers();
-        lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), name)
+        let index = self.dir_index(parent, &layers)?;
+        let absent = |l: LayerIdx| {
+            !self.stack.is_upper(l) && index.as_ref().is_some_and(|ix| !ix.may_have(name, l))
+        };
+        lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)
+    }
+
+    /// The lower-name index of a directory with many lower copies, built on first use.
+    fn dir_index(
+        &self,
+        dir: &Node,
+        layers: &[LayerIdx],
+    ) -> Result<Option<Arc<crate::dirindex::DirIndex>>> {
+        let lowers: Vec<LayerIdx> = layers
+            .iter()
+            .copied()
+            .filter(|l| !self.stack.is_upper(*l))
+            .collect();
+        if lowers.len() < crate::dirindex::MIN_LOWERS {
+            return Ok(None);
+        }
+        if let Some(ix) = &dir.state.lock().index {
+            return Ok(Some(ix.clone()));
+        }
+        let ix = Arc::new(crate::dirindex::DirIndex::build(
+            &lowers,
+            self.fmt.aufs,
+            |l| self.dir_fd(dir, l),
+        )?);
+        dir.state.lock().index = Some(ix.clone());
+        Ok(Some(ix))
     }
 
     fn lower_positive(&self, parent: &Node, name: &CStr) -> Result<bool> {

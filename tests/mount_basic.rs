@@ -1358,3 +1358,47 @@ fn regression_ioctl_on_a_file_is_enotty() {
         );
     });
 }
+
+/// Deep stacks use a per-directory index of the lower names (src/dirindex.rs) instead of
+/// probing every layer: the view must still be kernel overlay's, whiteouts and opaque
+/// directories at any depth included.
+#[test]
+fn deep_stack_of_twenty_layers_matches_kernel_overlay() {
+    if !require_fuse() || kernel_backend() {
+        return;
+    }
+    let s = Stack::new(20);
+    for i in 0..20 {
+        let l = s.lower(i);
+        layers::write_file(
+            &l.join(format!("d/only{i}")),
+            format!("{i}").as_bytes(),
+            0o644,
+        );
+        layers::write_file(&l.join("d/shared"), format!("shared{i}").as_bytes(), 0o644);
+        layers::write_file(&l.join(format!("d/sub/f{i}")), b"x", 0o600);
+    }
+    // A whiteout in layer 5 hides layers 6.. for "only7"; an opaque sub in layer 10 hides
+    // sub/f11..f19; a file in layer 3 hides a directory below it.
+    layers::make_whiteout(&s.lower(5).join("d"), "only7");
+    layers::set_opaque(&s.lower(10).join("d/sub"));
+    layers::write_file(&s.lower(3).join("d/fd"), b"file wins", 0o644);
+    layers::write_file(&s.lower(12).join("d/fd/inner"), b"hidden", 0o644);
+    let dup = s.duplicate();
+    let ours = {
+        let m = UnionMount::new(&s);
+        assert_eq!(read(&m.path("d/shared")), b"shared0");
+        assert!(!exists(&m.path("d/only7")));
+        assert!(!exists(&m.path("d/sub/f15")));
+        assert!(exists(&m.path("d/sub/f10")));
+        assert_eq!(read(&m.path("d/fd")), b"file wins");
+        tree::Tree::snapshot(m.mnt(), tree::SnapOpts::VIEW)
+    };
+    let theirs = {
+        let k = KernelOverlay::new(&dup);
+        tree::Tree::snapshot(k.mnt(), tree::SnapOpts::VIEW)
+    };
+    if let Some(d) = ours.diff(&theirs, false) {
+        panic!("unionfuse and kernel overlay differ on a 20-layer stack:\n{d}");
+    }
+}
