@@ -591,8 +591,7 @@ impl Filesystem for UnionFs {
             Ok(e) => e,
             Err(e) => return reply.error(log_err("readdir", ino.0, &e)),
         };
-        let first = entries.partition_point(|e| e.off <= offset);
-        for e in &entries[first..] {
+        for e in after(&entries, offset) {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
             if reply.add(INodeNo(e.ino), e.off, dtype_file_type(e.dtype), name) {
                 break;
@@ -613,8 +612,7 @@ impl Filesystem for UnionFs {
             Ok(e) => e,
             Err(e) => return reply.error(log_err("readdirplus", ino.0, &e)),
         };
-        let first = entries.partition_point(|e| e.off <= offset);
-        for e in &entries[first..] {
+        for e in after(&entries, offset) {
             let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
             let off = e.off;
             let full = if off <= 2 {
@@ -859,6 +857,11 @@ impl Filesystem for UnionFs {
             Err(e) => reply.error(log_err("copy_file_range", ino_in.0, &e)),
         }
     }
+}
+
+/// The entries of a cookie-ordered listing that come after cookie `offset`.
+fn after(entries: &[crate::handle::DirEntry], offset: u64) -> &[crate::handle::DirEntry] {
+    &entries[entries.partition_point(|e| e.off <= offset)..]
 }
 
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {

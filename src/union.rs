@@ -797,21 +797,7 @@ impl Union {
         let child = self.child_node(&parent, &name, &found);
         let pfd = self.dir_fd(&parent, 0)?;
         if found.is_dir {
-            let layers = found.layers.clone();
-            let pfds: Vec<_> = layers
-                .iter()
-                .map(|l| self.dir_fd(&parent, *l))
-                .collect::<Result<_>>()?;
-            let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
-                let i = layers
-                    .iter()
-                    .position(|x| *x == l)
-                    .ok_or(Error::Sys(libc::EIO))?;
-                Ok(Arc::new(sys::open_dir_path(pfds[i].as_fd(), &name)?))
-            };
-            if !readdir::list(&self.fmt, &layers, child_fd)?.is_empty() {
-                return Err(Error::Sys(libc::ENOTEMPTY));
-            }
+            self.check_empty(&parent, &name, &found.layers)?;
         }
         let whiteout = found.layers.iter().any(|l| !self.stack.is_upper(*l))
             || (self.stack.is_upper(found.top()) && self.lower_positive(&parent, &name)?);
@@ -868,6 +854,19 @@ impl Union {
             layer::remove_tree(work, &tmp)?;
         }
         Ok(())
+    }
+
+    /// ENOTEMPTY unless the merged directory `parent/name` (copies in `layers`) lists nothing.
+    fn check_empty(&self, parent: &Node, name: &CStr, layers: &[LayerIdx]) -> Result<()> {
+        let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
+            let pfd = self.dir_fd(parent, l)?;
+            Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), name)?))
+        };
+        if readdir::list(&self.fmt, layers, child_fd)?.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Sys(libc::ENOTEMPTY))
+        }
     }
 
     /// The node the kernel knows for `parent/name`, if it is in the table.
@@ -967,21 +966,7 @@ impl Union {
                     _ => {}
                 }
                 if d.is_dir {
-                    let layers = d.layers.clone();
-                    let fds: Vec<_> = layers
-                        .iter()
-                        .map(|l| self.dir_fd(&newparent, *l))
-                        .collect::<Result<_>>()?;
-                    let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
-                        let i = layers
-                            .iter()
-                            .position(|x| *x == l)
-                            .ok_or(Error::Sys(libc::EIO))?;
-                        Ok(Arc::new(sys::open_dir_path(fds[i].as_fd(), &newname)?))
-                    };
-                    if !readdir::list(&self.fmt, &layers, child_fd)?.is_empty() {
-                        return Err(Error::Sys(libc::ENOTEMPTY));
-                    }
+                    self.check_empty(&newparent, &newname, &d.layers)?;
                     if self.stack.is_upper(d.top()) {
                         // Only whiteouts remain in the target's upper copy: clear them so the
                         // rename can replace it (the moved dir is made opaque below).
