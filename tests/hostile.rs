@@ -320,11 +320,7 @@ fn names_with_every_byte_and_255_bytes_match_the_kernel() {
         assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
         fs::write(common::at(mnt, &[b'n', 0x01]), b"changed").unwrap();
         fs::remove_file(common::at(mnt, &[b'n', 0xff])).unwrap();
-        fs::rename(
-            common::at(mnt, b"n\n"),
-            common::at(mnt, &[b'r', 0x80]),
-        )
-        .unwrap();
+        fs::rename(common::at(mnt, b"n\n"), common::at(mnt, &[b'r', 0x80])).unwrap();
         fs::remove_file(mnt.join("odd/.wh..wh..opq")).unwrap();
         view(mnt)
     };

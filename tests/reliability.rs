@@ -752,7 +752,8 @@ fn load_worker(t: usize, mnt: PathBuf, stop: Instant, seed: u64) -> LoadModel {
     macro_rules! bad {
         ($($arg:tt)*) => {{ m.errors.push(format!($($arg)*)); }};
     }
-    while Instant::now() < stop && m.errors.len() < 10 {
+    let max_errors = env_num("UNIONFUSE_LOAD_MAX_ERRORS", 10) as usize;
+    while Instant::now() < stop && m.errors.len() < max_errors {
         n += 1;
         m.ops += 1;
         match rng.below(9) {
@@ -976,11 +977,21 @@ fn load_mixed_with_cross_dir_renames_and_readdir_during_unlink() {
         },
     );
     let ops: u64 = models.iter().map(|m| m.ops).sum();
-    let errors: Vec<&String> = models.iter().flat_map(|m| &m.errors).collect();
+    let mut errors: Vec<&String> = models.iter().flat_map(|m| &m.errors).collect();
     let (fd1, rss1) = (support::fd_count(pid), support::rss_kib(pid));
     eprintln!(
         "load: {ops} operations by {THREADS} threads in {secs} s; daemon fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB"
     );
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &errors {
+        let k = e.rsplit(": ").next().unwrap_or(e).to_string();
+        *kinds.entry(k).or_default() += 1;
+    }
+    eprintln!(
+        "load: {} unexpected errors by kind: {kinds:?}",
+        errors.len()
+    );
+    errors.truncate(40);
     assert!(errors.is_empty(), "unexpected errors: {errors:#?}");
     check_load(m.mnt(), &models, "live mount");
     let log = m.log_text();
