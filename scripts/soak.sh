@@ -31,7 +31,7 @@ run() {
     fi
 }
 
-cargo build --release --tests -q || exit 1
+cargo build --release -q --test reliability --test resources || exit 1
 run "mixed load for ${SECS}s" env UNIONFUSE_LOAD_SECS="$SECS" UNIONFUSE_LOAD_MAX_ERRORS=1000000 \
     cargo test --release -q --test reliability -- --include-ignored --exact \
     load_mixed_with_cross_dir_renames_and_readdir_during_unlink --nocapture
