@@ -228,6 +228,14 @@ impl Stack {
         args.push(self.mnt.clone().into());
         args.push("--workdir".into());
         args.push(work.into());
+        // A whole suite can run on another data path, e.g.
+        // UNIONFUSE_TEST_OPTS=nopassthrough (read/write through the daemon, writeback cache).
+        if let Ok(o) = std::env::var("UNIONFUSE_TEST_OPTS")
+            && !o.is_empty()
+        {
+            args.push("-o".into());
+            args.push(o.into());
+        }
         args
     }
 }
