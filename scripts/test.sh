@@ -161,6 +161,13 @@ check_fuse
 step "format" cargo fmt --all --check
 step "clippy" cargo clippy --all-targets -- -D warnings
 step "tests" run_tests "$@"
+# The same mounted suites on the other data path (no passthrough: reads and writes through the
+# daemon, as for rootless users).
+if [[ $# -eq 0 ]]; then
+    step "tests (nopassthrough)" env UNIONFUSE_TEST_OPTS=nopassthrough \
+        timeout --kill-after=30s "$TEST_TIMEOUT" \
+        cargo test --test mount_basic --test concurrency -- --test-threads=2
+fi
 # Conformance (issue 3): the external suites against live mounts, compared with kernel overlayfs.
 # They run the whole suite; a name filter given to this script applies to the tests above only.
 if [[ $# -eq 0 ]]; then
