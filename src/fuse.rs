@@ -756,17 +756,14 @@ impl Filesystem for UnionFs {
     ) {
         match guard(|| self.core.create(parent.0, name, mode, flags, creds(req))) {
             Ok((node, st, fh)) => {
-                let a = attr(&st);
+                // fuser takes the node id from attr.ino, as for lookups (see `entry`); when
+                // st_ino differs, nothing is cached so the next stat asks getattr.
+                let (a, ttl) = self.entry_attr(&node, &st);
                 match self.open_mode(node.ino, fh, |fd| reply.open_backing(fd)) {
-                    (f, Some(b)) => reply.created_passthrough(
-                        &self.ttl,
-                        &a,
-                        Generation(0),
-                        FileHandle(fh),
-                        f,
-                        &b,
-                    ),
-                    (f, None) => reply.created(&self.ttl, &a, Generation(0), FileHandle(fh), f),
+                    (f, Some(b)) => {
+                        reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
+                    }
+                    (f, None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
                 }
             }
             Err(e) => reply.error(log_err("create", parent.0, &e)),

@@ -165,6 +165,13 @@ impl NodeTable {
         self.nodes.read().get(&ino).cloned()
     }
 
+    /// The node that currently stands for the object whose derived id is `ino`: the id may
+    /// have been redirected while a deleted object held it (see `remember`).
+    pub fn peek_object(&self, ino: u64) -> Option<Arc<Node>> {
+        let id = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
+        self.peek(id)
+    }
+
     /// The node id of a real object (st_dev, st_ino) found in a layer on filesystem `fs_index`.
     pub fn id_for(&self, fs_index: u64, dev: u64, ino: u64) -> u64 {
         if ino < (1 << INO_BITS) && fs_index < (1 << (63 - INO_BITS)) {
@@ -201,6 +208,7 @@ impl NodeTable {
         alias: (u64, CString),
     ) -> Arc<Node> {
         let upper_present = self.has_upper;
+        let derived = ino;
         let ino = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
         let usable = |n: &Arc<Node>| n.is_dir == is_dir && !n.dead.load(Ordering::Acquire);
         let known = self.nodes.read().get(&ino).filter(|n| usable(n)).cloned();
@@ -215,7 +223,7 @@ impl NodeTable {
                         // filesystem reused its inode number: the newcomer gets a fresh id
                         // (still reporting its real st_ino).
                         let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
-                        self.redirect.lock().insert(ino, id);
+                        self.redirect.lock().insert(derived, id);
                         let n = Arc::new(Node::new(id, is_dir, layers.clone(), None));
                         nodes.insert(id, n.clone());
                         n

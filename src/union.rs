@@ -801,16 +801,28 @@ impl Union {
         }
         let whiteout = found.layers.iter().any(|l| !self.stack.is_upper(*l))
             || (self.stack.is_upper(found.top()) && self.lower_positive(&parent, &name)?);
-        if self.stack.is_upper(found.top()) {
-            self.remove_upper_entry(pfd.as_fd(), &name, found.is_dir, whiteout)?;
+        // Mark the node dead *before* its inode number is freed: a create in another directory
+        // may get that number the moment the unlink returns, and must not find this node live.
+        let frees_inode =
+            self.stack.is_upper(found.top()) && (found.is_dir || found.stats[0].st_nlink <= 1);
+        if let Some(child) = &child
+            && frees_inode
+        {
+            child.dead.store(true, Ordering::Release);
+        }
+        let removed = if self.stack.is_upper(found.top()) {
+            self.remove_upper_entry(pfd.as_fd(), &name, found.is_dir, whiteout)
         } else {
-            whiteout::make_whiteout(pfd.as_fd(), &name)?;
+            whiteout::make_whiteout(pfd.as_fd(), &name)
+        };
+        if let Err(e) = removed {
+            if let Some(child) = &child {
+                child.dead.store(false, Ordering::Release);
+            }
+            return Err(e);
         }
         if let Some(child) = child {
             child.remove_alias(parent_ino, &name);
-            if self.stack.is_upper(found.top()) && (found.is_dir || found.stats[0].st_nlink <= 1) {
-                child.dead.store(true, Ordering::Release);
-            }
             if child.is_dir {
                 self.nodes.drop_dir_fds(child.ino);
             }
@@ -873,7 +885,7 @@ impl Union {
     fn child_node(&self, parent: &Node, name: &CStr, found: &lookup::Found) -> Option<Arc<Node>> {
         let pfd = self.dir_fd(parent, found.top()).ok()?;
         let (id, _) = self.id_of(parent, pfd.as_fd(), name, found);
-        self.nodes.peek(id)
+        self.nodes.peek_object(id)
     }
 
     pub fn rename(
@@ -898,6 +910,9 @@ impl Union {
         if exchange && flags & libc::RENAME_NOREPLACE != 0 {
             return Err(Error::Sys(libc::EINVAL));
         }
+        // Refuse what is bound to fail before copying anything up, as kernel overlay does: a
+        // failed rename must not leave a copy-up behind (it would split a lower hard link).
+        self.check_rename(&parent, &name, &newparent, &newname, flags)?;
         // Copy up first (before any directory lock): the source, the target when exchanging,
         // and both parents.
         let src = self
@@ -1028,6 +1043,44 @@ impl Union {
         Ok(())
     }
 
+    /// The errors a rename can be told apart by from the names alone (they are checked again
+    /// under the directory locks).
+    fn check_rename(
+        &self,
+        parent: &Node,
+        name: &CStr,
+        newparent: &Node,
+        newname: &CStr,
+        flags: u32,
+    ) -> Result<()> {
+        let has_lower = |f: &lookup::Found| f.layers.iter().any(|l| !self.stack.is_upper(*l));
+        let Hit::Found(src) = self.resolve(parent, name)? else {
+            return Err(Error::Sys(libc::ENOENT));
+        };
+        if src.is_dir && has_lower(&src) {
+            return Err(Error::Sys(libc::EXDEV));
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        match self.resolve(newparent, newname)? {
+            Hit::Absent { .. } if exchange => Err(Error::Sys(libc::ENOENT)),
+            Hit::Absent { .. } => Ok(()),
+            Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Sys(libc::EEXIST)),
+            Hit::Found(dst) if exchange => {
+                if dst.is_dir && has_lower(&dst) {
+                    Err(Error::Sys(libc::EXDEV))
+                } else {
+                    Ok(())
+                }
+            }
+            Hit::Found(dst) => match (src.is_dir, dst.is_dir) {
+                (true, false) => Err(Error::Sys(libc::ENOTDIR)),
+                (false, true) => Err(Error::Sys(libc::EISDIR)),
+                (true, true) => self.check_empty(newparent, newname, &dst.layers),
+                (false, false) => Ok(()),
+            },
+        }
+    }
+
     /// The node at `parent/name`, copied up if it is a non-directory in a lower. A directory
     /// with lower copies is left alone (rename then answers EXDEV).
     fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
@@ -1037,7 +1090,7 @@ impl Union {
         let pfd = self.dir_fd(parent, found.top())?;
         let ids = self.id_of(parent, pfd.as_fd(), name, &found);
         let id = ids.0;
-        let node = match self.nodes.peek(id) {
+        let node = match self.nodes.peek_object(id) {
             Some(n) => n,
             None => {
                 // Not known to the kernel (rare: rename without a prior lookup); track it
