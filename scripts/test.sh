@@ -120,7 +120,8 @@ check_fuse() {
 
 # Test binaries get --test-threads=2 (the CI machine has 2 cores) plus any filter given to us.
 run_tests() {
-    timeout --kill-after=30s "$TEST_TIMEOUT" cargo test -- --test-threads=2 "$@"
+    # --no-fail-fast: one failing test binary must not hide the others' results (and counts).
+    timeout --kill-after=30s "$TEST_TIMEOUT" cargo test --no-fail-fast -- --test-threads=2 "$@"
 }
 
 # The external suites need root, /dev/fuse and kernel overlayfs (check_fuse already refused to
