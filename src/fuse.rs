@@ -308,6 +308,10 @@ impl Filesystem for UnionFs {
             // The kernel enforces POSIX ACLs (as on kernel overlay) and caches them, so
             // `ls -l` does not cost two getxattr round trips per file.
             InitFlags::FUSE_POSIX_ACL,
+            // Dropping setuid bits and capabilities on write is ours to do (see
+            // `Union::write`); otherwise the kernel asks for security.capability before
+            // every single write, one round trip each.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -350,7 +354,7 @@ impl Filesystem for UnionFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -358,7 +362,7 @@ impl Filesystem for UnionFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -373,6 +377,18 @@ impl Filesystem for UnionFs {
             size,
             atime: atime.map(time_arg),
             mtime: mtime.map(time_arg),
+            // With HANDLE_KILLPRIV_V2 dropping privileges is ours: on a truncate by anyone but
+            // root (the one caller with CAP_FSETID we can tell from a request), and on the
+            // kernel's bare "kill suid/sgid" SETATTR (FATTR_KILL_SUIDGID, which fuser does not
+            // pass on: it arrives as a request that changes nothing else).
+            kill_priv: (size.is_some() && req.uid() != 0)
+                || (mode.is_none()
+                    && uid.is_none()
+                    && gid.is_none()
+                    && size.is_none()
+                    && atime.is_none()
+                    && mtime.is_none()
+                    && ctime.is_none()),
         };
         match guard(|| self.core.setattr(ino.0, fh.map(|f| f.0), set)) {
             Ok(st) => reply.attr(&self.ttl, &attr(&st)),
@@ -516,12 +532,13 @@ impl Filesystem for UnionFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match guard(|| self.core.write(fh.0, offset, data)) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match guard(|| self.core.write(fh.0, offset, data, kill)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(log_err("write", ino.0, &e)),
         }

@@ -313,6 +313,24 @@ pub fn lremovexattr(path: &CStr, name: &CStr) -> Result<()> {
     check(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
+/// Does the open file `fd` have xattr `name`?
+pub fn fhasxattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<bool> {
+    // SAFETY: a zero-size query writes nothing.
+    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if r >= 0 {
+        return Ok(true);
+    }
+    match Error::last() {
+        e if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(false),
+        e => Err(e),
+    }
+}
+
+pub fn fremovexattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    // SAFETY: plain syscall on valid pointers.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
 pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize> {
     // SAFETY: buf is writable for its length.
     check_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })

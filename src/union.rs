@@ -54,6 +54,8 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<Time>,
     pub mtime: Option<Time>,
+    /// A truncate by a caller without CAP_FSETID: drop setuid/setgid and capabilities.
+    pub kill_priv: bool,
 }
 
 /// What a create-like operation makes.
@@ -473,15 +475,19 @@ impl Union {
                 return Err(Error::Sys(libc::EISDIR));
             }
             let handle = fh.map(|fh| self.handles.file(fh)).transpose()?;
-            match handle.as_deref().map(Handle::as_file).transpose()? {
-                Some(f) if f.flags & libc::O_ACCMODE != libc::O_RDONLY => {
-                    sys::ftruncate(self.file_fd(f)?.as_fd(), size)?
-                }
-                _ => {
-                    let f = sys::openat(fd.as_fd(), &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)?;
-                    sys::ftruncate(f.as_fd(), size)?;
-                }
-            }
+            let f = match handle.as_deref().map(Handle::as_file).transpose()? {
+                Some(f) if f.flags & libc::O_ACCMODE != libc::O_RDONLY => self.file_fd(f)?,
+                _ => Arc::new(sys::openat(
+                    fd.as_fd(),
+                    &name,
+                    libc::O_WRONLY | libc::O_NOFOLLOW,
+                    0,
+                )?),
+            };
+            sys::ftruncate(f.as_fd(), size)?;
+        }
+        if set.kill_priv && !node.is_dir {
+            kill_priv_at(fd.as_fd(), &name)?;
         }
         let ids = &self.opts.ids;
         let mut set = SetAttr {
@@ -1144,7 +1150,9 @@ impl Union {
     }
 
     /// A file to back FUSE passthrough for `ino`: its upper copy, opened read-write so every
-    /// handle of the node can share it. None for a file that is only in a lower.
+    /// handle of the node can share it. None for a file that is only in a lower, and for one
+    /// with setuid/setgid bits or file capabilities: writes through passthrough bypass the
+    /// daemon, which must drop those on a write by an unprivileged caller.
     pub fn backing_file(&self, ino: u64) -> Result<Option<OwnedFd>> {
         let node = self.nodes.get(ino)?;
         if !self.has_upper(&node) {
@@ -1152,6 +1160,9 @@ impl Union {
         }
         let (dir, name) = self.at(&node)?;
         let fd = sys::openat(dir.as_fd(), &name, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
+        if has_privileges(fd.as_fd())? {
+            return Ok(None);
+        }
         Ok(Some(fd))
     }
 
@@ -1191,9 +1202,14 @@ impl Union {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+    /// `kill_priv`: the writer lacks CAP_FSETID, so setuid/setgid bits and file capabilities
+    /// go, as on any local filesystem (the kernel leaves this to us: HANDLE_KILLPRIV_V2).
+    pub fn write(&self, fh: u64, off: u64, data: &[u8], kill_priv: bool) -> Result<usize> {
         let h = self.handles.file(fh)?;
         let fd = self.file_fd(h.as_file()?)?;
+        if kill_priv {
+            kill_priv_fd(fd.as_fd())?;
+        }
         let mut done = 0;
         while done < data.len() {
             done += sys::pwrite(fd.as_fd(), &data[done..], off + done as u64)?;
@@ -1403,6 +1419,45 @@ fn open_flags(flags: i32) -> i32 {
             | libc::O_APPEND
             | libc::O_DIRECT
             | libc::O_CLOEXEC)
+}
+
+/// Does the file carry setuid/setgid-with-group-exec bits or a file capability?
+fn has_privileges(fd: BorrowedFd<'_>) -> Result<bool> {
+    let st = sys::fstat(fd)?;
+    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    if st.st_mode & libc::S_ISUID != 0 || st.st_mode & sgid_exec == sgid_exec {
+        return Ok(true);
+    }
+    sys::fhasxattr(fd, c"security.capability")
+}
+
+/// `kill_priv_fd` for `dir/name` (a regular file, never a symlink: the kernel asks for this
+/// only on files it writes or truncates).
+fn kill_priv_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    let f = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+    let f = sys::reopen(f.as_fd(), libc::O_RDONLY)?;
+    kill_priv_fd(f.as_fd())
+}
+
+/// Drop setuid, setgid (when group-executable) and file capabilities, as `file_remove_privs`
+/// does for a writer without CAP_FSETID.
+fn kill_priv_fd(fd: BorrowedFd<'_>) -> Result<()> {
+    let st = sys::fstat(fd)?;
+    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    let mut mode = st.st_mode & 0o7777;
+    if mode & libc::S_ISUID != 0 {
+        mode &= !libc::S_ISUID;
+    }
+    if mode & sgid_exec == sgid_exec {
+        mode &= !libc::S_ISGID;
+    }
+    if mode != st.st_mode & 0o7777 {
+        sys::fchmod(fd, mode)?;
+    }
+    match sys::fremovexattr(fd, c"security.capability") {
+        Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(()),
+        r => r,
+    }
 }
 
 /// A readdir cookie for a name: 63 bits of a fixed-key hash, above the cookies of "." and "..".

@@ -480,7 +480,7 @@ fn write_at(u: &Union, path: &str, off: u64, data: &[u8]) {
     let fh = u
         .open(ino(u, path), libc::O_WRONLY)
         .expect("open for writing");
-    assert_eq!(u.write(fh, off, data).expect("write"), data.len());
+    assert_eq!(u.write(fh, off, data, false).expect("write"), data.len());
     u.release(fh);
 }
 
@@ -890,7 +890,7 @@ fn create_over_whiteout_is_a_new_file() {
         u.read(fh, 0, 100).unwrap().is_empty(),
         "lower content reappeared"
     );
-    u.write(fh, 0, b"new").unwrap();
+    u.write(fh, 0, b"new", false).unwrap();
     u.release(fh);
     let ust = lstat(&fx.up("f")).unwrap();
     assert_eq!(ust.st_mode & libc::S_IFMT, libc::S_IFREG);

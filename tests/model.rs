@@ -929,7 +929,7 @@ impl Core {
             Op::Write { path, off, data } => {
                 let ino = self.file(path)?;
                 let fh = self.u.open(ino, libc::O_WRONLY).map_err(err)?;
-                let r = self.u.write(fh, *off, data);
+                let r = self.u.write(fh, *off, data, false);
                 self.u.release(fh);
                 r.map_err(err)?;
                 none
