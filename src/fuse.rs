@@ -331,7 +331,16 @@ impl Filesystem for UnionFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match guard(|| self.core.lookup(parent.0, name)) {
-            Ok((node, st)) => self.entry(reply, &node, &st),
+            Ok((node, st)) => {
+                tracing::trace!(
+                    parent = parent.0,
+                    ?name,
+                    node = node.ino,
+                    mode = st.st_mode,
+                    "lookup"
+                );
+                self.entry(reply, &node, &st)
+            }
             // A negative entry the kernel may cache: names appear only through this daemon,
             // and the kernel replaces the negative dentry when one is created through it.
             Err(e) if e.errno() == libc::ENOENT => {
@@ -347,7 +356,10 @@ impl Filesystem for UnionFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match guard(|| self.core.getattr(ino.0, fh.map(|f| f.0))) {
-            Ok(st) => reply.attr(&self.ttl, &attr(&st)),
+            Ok(st) => {
+                tracing::trace!(ino = ino.0, mode = st.st_mode, "getattr");
+                reply.attr(&self.ttl, &attr(&st))
+            }
             Err(e) => reply.error(log_err("getattr", ino.0, &e)),
         }
     }

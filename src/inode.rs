@@ -29,6 +29,8 @@ const FALLBACK_BASE: u64 = 1 << 63;
 
 pub struct Node {
     pub ino: u64,
+    /// The file type (`S_IFMT` bits); fixed for the node's life.
+    pub ftype: u32,
     /// What stat reports as st_ino. Usually the node id; differs for a lower file with several
     /// links (each name is its own node, as kernel overlay without `index` has it, all with
     /// the lower's inode number) and after such a file's copy-up (it gets the copy's own).
@@ -69,16 +71,13 @@ pub struct NodeState {
 }
 
 impl Node {
-    pub fn new(
-        ino: u64,
-        is_dir: bool,
-        layers: Vec<LayerIdx>,
-        alias: Option<(u64, CString)>,
-    ) -> Node {
+    /// `ftype`: the object's file type (`st_mode & S_IFMT`).
+    pub fn new(ino: u64, ftype: u32, layers: Vec<LayerIdx>, alias: Option<(u64, CString)>) -> Node {
         Node {
             ino,
             st_ino: AtomicU64::new(ino),
-            is_dir,
+            is_dir: ftype == libc::S_IFDIR,
+            ftype,
             nlookup: AtomicU64::new(0),
             state: Mutex::new(NodeState {
                 xattr_names: None,
@@ -141,7 +140,7 @@ pub struct NodeTable {
 
 impl NodeTable {
     pub fn new(stack: &LayerStack, fd_cache: usize) -> NodeTable {
-        let root = Node::new(ROOT, true, (0..stack.len()).collect(), None);
+        let root = Node::new(ROOT, libc::S_IFDIR, (0..stack.len()).collect(), None);
         root.nlookup.store(1, Ordering::Relaxed);
         let mut nodes = HashMap::new();
         nodes.insert(ROOT, Arc::new(root));
@@ -203,14 +202,14 @@ impl NodeTable {
     pub fn remember(
         &self,
         (ino, st_ino): (u64, u64),
-        is_dir: bool,
+        ftype: u32,
         layers: Vec<LayerIdx>,
         alias: (u64, CString),
     ) -> Arc<Node> {
         let upper_present = self.has_upper;
         let derived = ino;
         let ino = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
-        let usable = |n: &Arc<Node>| n.is_dir == is_dir && !n.dead.load(Ordering::Acquire);
+        let usable = |n: &Arc<Node>| n.ftype == ftype && !n.dead.load(Ordering::Acquire);
         let known = self.nodes.read().get(&ino).filter(|n| usable(n)).cloned();
         let node = match known {
             Some(n) => n,
@@ -224,12 +223,12 @@ impl NodeTable {
                         // (still reporting its real st_ino).
                         let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
                         self.redirect.lock().insert(derived, id);
-                        let n = Arc::new(Node::new(id, is_dir, layers.clone(), None));
+                        let n = Arc::new(Node::new(id, ftype, layers.clone(), None));
                         nodes.insert(id, n.clone());
                         n
                     }
                     None => {
-                        let n = Arc::new(Node::new(ino, is_dir, layers.clone(), None));
+                        let n = Arc::new(Node::new(ino, ftype, layers.clone(), None));
                         nodes.insert(ino, n.clone());
                         n
                     }

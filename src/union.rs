@@ -293,7 +293,13 @@ impl Union {
 
     fn stat_node(&self, node: &Node) -> Result<Stat> {
         let (fd, name) = self.at(node)?;
-        Ok(self.attr_of(node, sys::fstatat(fd.as_fd(), &name)?))
+        let st = sys::fstatat(fd.as_fd(), &name)?;
+        // The name was removed (and maybe reused) under a concurrent stat: the kernel must
+        // not see the node change type (it would mark the inode bad, EIO).
+        if st.st_mode & libc::S_IFMT != node.ftype {
+            return Err(Error::Sys(libc::ENOENT));
+        }
+        Ok(self.attr_of(node, st))
     }
 
     /// Owner and mode of a new object in `parent_fd` (an upper directory): the caller's ids,
@@ -444,9 +450,12 @@ impl Union {
         let parent_fd = self.dir_fd(&parent, found.top())?;
         let id = self.id_of(&parent, parent_fd.as_fd(), &name, &found);
         let st = found.stats[0];
-        let node = self
-            .nodes
-            .remember(id, found.is_dir, found.layers, (parent_ino, name));
+        let node = self.nodes.remember(
+            id,
+            st.st_mode & libc::S_IFMT,
+            found.layers,
+            (parent_ino, name),
+        );
         Ok((node.clone(), self.attr_of(&node, st)))
     }
 
@@ -624,7 +633,9 @@ impl Union {
                 (id, id)
             }
         };
-        let node = self.nodes.remember(id, is_dir, vec![0], (parent_ino, name));
+        let node = self
+            .nodes
+            .remember(id, st.st_mode & libc::S_IFMT, vec![0], (parent_ino, name));
         Ok((node.clone(), self.attr_of(&node, st), file))
     }
 
@@ -1103,11 +1114,11 @@ impl Union {
                 // without a kernel reference.
                 let n = self.nodes.remember(
                     ids,
-                    found.is_dir,
+                    found.stats[0].st_mode & libc::S_IFMT,
                     found.layers.clone(),
                     (parent.ino, name.clone()),
                 );
-                self.nodes.forget(id, 0);
+                self.nodes.forget(n.ino, 1);
                 n
             }
         };
