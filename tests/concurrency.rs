@@ -631,7 +631,6 @@ fn overlay_available() -> bool {
 }
 
 #[test]
-
 fn mixed_operations_from_many_threads() {
     if !require_fuse() {
         return;

@@ -1150,7 +1150,6 @@ fn copy_up_creates_parent_chain_with_same_attributes() {
 /// neither a freshly copied-up ancestor (which keeps the lower's mtime) nor an upper dir that
 /// already existed.
 #[test]
-
 fn copy_up_keeps_parent_chain_mtimes() {
     let (fx, modes) = deep_chain();
     put_file(&fx.l(0, "e/g"), b"g");
@@ -1473,7 +1472,6 @@ fn no_upper_means_erofs() {
 /// before the mode, which a non-root owner may not do (user.* needs write permission): EACCES.
 /// Kernel overlay in `userxattr` mode (mounted in a user namespace) copies such files up.
 #[test]
-
 fn copy_up_as_unprivileged_owner() {
     if is_root() {
         eprintln!("skipping: run as an ordinary user to test unprivileged copy-up");

@@ -1548,7 +1548,6 @@ fn file(path: &'static str) -> Item {
 /// a/c is broken (a/a/b shows st_nlink 1 and its own st_ino) although nothing was renamed.
 /// Kernel overlay refuses before copying anything up (the upper stays empty).
 #[test]
-
 fn regression_exchange_exdev_copies_up_source() {
     let lower = vec![
         file("a/b/a"),

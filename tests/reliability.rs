@@ -940,7 +940,6 @@ fn check_load(mnt: &Path, models: &[LoadModel], what: &str) {
 }
 
 #[test]
-
 fn load_mixed_with_cross_dir_renames_and_readdir_during_unlink() {
     if !require_fuse() {
         return;
@@ -1238,7 +1237,6 @@ fn killed_clients_do_not_wedge_the_daemon() {
 /// before `child.dead.store(true)`, and only the parent's dir_lock is held), so `remember`
 /// reuses the dying node for the newcomer: reads then fail with EISDIR or ENOENT.
 #[test]
-
 fn regression_inode_reuse_race_between_directories() {
     if !require_fuse() {
         return;
