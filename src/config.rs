@@ -25,6 +25,8 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
     pub passthrough: bool,
+    /// Fault injection for tests: a lookup of this name panics inside the request handler.
+    pub panic_on: Option<String>,
     /// Read `.wh.` whiteout files as whiteouts (fuse-overlayfs compatibility).
     pub aufs_whiteouts: bool,
     /// Keep owner and mode changes in the upper in this xattr (`xattr_permissions=`).
@@ -92,6 +94,7 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
     pub no_passthrough: bool,
+    pub panic_on: Option<String>,
     /// Also read AUFS-style `.wh.NAME` / `.wh..wh..opq` whiteouts in the layers
     /// (containers-storage writes them for mount programs; fuse-overlayfs reads them).
     pub aufs_whiteouts: bool,
@@ -187,6 +190,9 @@ impl MountOpts {
             ("exec", None) => self.exec = Some(true),
             ("noexec", None) => self.exec = Some(false),
             ("debug", None) => self.debug = true,
+            // Testing hook (tests/mount_basic.rs): proves a panicking handler answers EIO and
+            // leaves the mount serving.
+            ("debug_panic_on", Some(v)) => self.panic_on = Some(v.to_string()),
             // Inode numbers are always derived xino-style (docs/architecture.md), which is what
             // every value asks for where the layers allow it.
             ("xino", Some("on" | "off" | "auto")) => self.ignored.push(opt.to_string()),
@@ -498,6 +504,7 @@ impl MountConfig {
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
+            panic_on: opts.panic_on.clone(),
             aufs_whiteouts: opts.aufs_whiteouts,
             override_stat: opts.override_stat.clone(),
             uid_map: opts.uid_map.unwrap_or_default(),

@@ -31,6 +31,8 @@ pub struct UnionFs {
     /// Passthrough was asked for; `passthrough` says whether the kernel agreed.
     pub want_passthrough: bool,
     passthrough: AtomicBool,
+    /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
+    pub panic_on: Option<std::ffi::OsString>,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.
     io: Mutex<IoState>,
@@ -57,6 +59,7 @@ impl UnionFs {
             ttl,
             want_passthrough,
             passthrough: AtomicBool::new(false),
+            panic_on: None,
             io: Mutex::new(IoState::default()),
         }
     }
@@ -330,7 +333,12 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match guard(|| self.core.lookup(parent.0, name)) {
+        match guard(|| {
+            if self.panic_on.as_deref() == Some(name) {
+                panic!("debug_panic_on: lookup of {name:?}");
+            }
+            self.core.lookup(parent.0, name)
+        }) {
             Ok((node, st)) => {
                 tracing::trace!(
                     parent = parent.0,

@@ -47,7 +47,8 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         },
         fd_cache,
     );
-    let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough);
+    let mut fs = UnionFs::new(core, cfg.ttl, cfg.passthrough);
+    fs.panic_on = cfg.panic_on.as_ref().map(std::ffi::OsString::from);
 
     let mut opts = vec![
         MountOption::FSName(cfg.fsname.clone()),

@@ -1402,3 +1402,24 @@ fn deep_stack_of_twenty_layers_matches_kernel_overlay() {
         panic!("unionfuse and kernel overlay differ on a 20-layer stack:\n{d}");
     }
 }
+
+/// A panic in a request handler answers that request with EIO and nothing else: the worker
+/// thread survives, so more panics than there are workers still leave the mount serving.
+#[test]
+fn a_panicking_handler_answers_eio_and_the_mount_keeps_serving() {
+    if !require_fuse() || kernel_backend() {
+        return;
+    }
+    let s = Stack::new(1);
+    let m = UnionMount::with_args(&s, &["-o", "debug_panic_on=boom"]);
+    for i in 0..20 {
+        expect_errno(
+            sys::lstat(&m.path("boom")),
+            libc::EIO,
+            &format!("lookup #{i} of boom"),
+        );
+    }
+    std::fs::write(m.path("after"), b"still here").expect("create after the panics");
+    assert_eq!(read(&m.path("after")), b"still here");
+    assert!(m.log_text().contains("panicked"), "the panic is logged");
+}
