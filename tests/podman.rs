@@ -31,6 +31,20 @@ const CHECKS: &str = "cat /newfile; cat /newdir/f; stat -c 'chmodme %a' /etc/chm
                       for p in /etc/lowerfile /lowerdir /lowerdir/f; do \
                       if [ -e $p ]; then echo \"present $p\"; else echo \"absent $p\"; fi; done";
 
+/// A build that installs (creates) files, deletes a file and a directory of the base image and
+/// chmods a base file, one RUN step each, so each becomes its own layer.
+const CONTAINERFILE: &str = "FROM localhost/bb\n\
+RUN mkdir -p /opt/tool/bin && echo installed > /opt/tool/bin/tool && chmod 755 /opt/tool/bin/tool \
+&& echo 'tool=1' > /etc/tool.conf\n\
+RUN rm /etc/lowerfile && rm -r /lowerdir\n\
+RUN chmod 640 /etc/chmodme\n";
+
+/// Checks run in the built image: prints one line per fact.
+const BUILD_CHECKS: &str = "cat /opt/tool/bin/tool /etc/tool.conf; \
+                            stat -c '%n %a' /opt/tool/bin/tool /etc/chmodme; \
+                            for p in /etc/lowerfile /lowerdir /lowerdir/f /etc/passwd; do \
+                            if [ -e $p ]; then echo \"present $p\"; else echo \"absent $p\"; fi; done";
+
 /// The whole scenario's results, for comparison between mount programs.
 #[derive(Debug, PartialEq)]
 struct Outcome {
@@ -70,10 +84,12 @@ fn which(bin: &str) -> Option<PathBuf> {
     })
 }
 
-/// A private podman store whose overlay driver uses `mount_program`.
+/// A private podman store whose overlay driver uses `mount_program`; run as root, or as
+/// `rootless` (a uid) through setpriv with HOME and XDG dirs inside the store.
 struct Podman {
     dir: tempfile::TempDir,
     mount_program: PathBuf,
+    rootless: Option<u32>,
 }
 
 impl Podman {
@@ -85,12 +101,47 @@ impl Podman {
         Podman {
             dir,
             mount_program: mount_program.to_path_buf(),
+            rootless: None,
         }
+    }
+
+    /// A store owned by `uid`, whose podman commands run as that user. The mount program is
+    /// copied into the store (the build's target dir may not be readable by the user).
+    fn rootless(mount_program: &Path, uid: u32) -> Podman {
+        let mut p = Podman::new(mount_program);
+        let d = p.dir.path().to_path_buf();
+        let name = mount_program.file_name().expect("mount program file name");
+        let prog = d.join("bin").join(name);
+        std::fs::create_dir(d.join("bin")).expect("mkdir bin");
+        std::fs::copy(mount_program, &prog).expect("copy the mount program");
+        for sub in ["run", "home"] {
+            std::fs::create_dir(d.join(sub)).expect("mkdir in the store");
+        }
+        chown_tree(&d, uid);
+        p.mount_program = prog;
+        p.rootless = Some(uid);
+        p
     }
 
     fn cmd(&self) -> Command {
         let d = self.dir.path();
-        let mut c = Command::new("podman");
+        let mut c = match self.rootless {
+            None => Command::new("podman"),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .args(["--init-groups", "podman"])
+                    .env_clear()
+                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                    .env("HOME", d.join("home"))
+                    .env("XDG_RUNTIME_DIR", d.join("run"))
+                    .env("XDG_CONFIG_HOME", d.join("home/.config"))
+                    .env("XDG_DATA_HOME", d.join("home/.local/share"))
+                    .current_dir(d);
+                c
+            }
+        };
         c.arg("--root")
             .arg(d.join("root"))
             .arg("--runroot")
@@ -145,6 +196,10 @@ impl Podman {
             "--ulimit",
             "nproc=1024:1024",
         ];
+        if self.rootless.is_some() {
+            // Rootless networking needs slirp4netns; these containers need no network.
+            args.extend_from_slice(&["--network", "none"]);
+        }
         args.extend_from_slice(extra);
         args.extend_from_slice(&[image, "sh", "-c", script]);
         self.ok(&args)
@@ -187,6 +242,9 @@ impl Podman {
             .status()
             .expect("spawn tar");
         assert!(st.success(), "tar of the rootfs failed");
+        if let Some(uid) = self.rootless {
+            chown_tree(&tar, uid);
+        }
         self.ok(&[
             "import",
             "-q",
@@ -211,6 +269,41 @@ impl Podman {
     }
 }
 
+impl Podman {
+    /// `podman build` of CONTAINERFILE on the imported busybox, then BUILD_CHECKS in the
+    /// built image. `isolation` is podman's `--isolation` (`oci` runs RUN steps with runc).
+    fn build(&self, isolation: &str) -> Vec<String> {
+        let ctx = self.dir.path().join(format!("context-{isolation}"));
+        std::fs::create_dir(&ctx).expect("mkdir build context");
+        std::fs::write(ctx.join("Containerfile"), CONTAINERFILE).expect("write Containerfile");
+        if let Some(uid) = self.rootless {
+            chown_tree(&ctx, uid);
+        }
+        let tag = format!("localhost/built-{isolation}");
+        let mut args = vec![
+            "build",
+            "-q",
+            "--pull=never",
+            "--no-cache",
+            "--isolation",
+            isolation,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ];
+        if self.rootless.is_some() {
+            args.extend_from_slice(&["--network", "none"]);
+        }
+        args.extend_from_slice(&["-t", &tag, ctx.to_str().expect("utf-8 path")]);
+        self.ok(&args);
+        self.run(&["--rm"], &tag, BUILD_CHECKS)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
         // Containers first (their storage mounts go with them), then anything left below the
@@ -218,6 +311,36 @@ impl Drop for Podman {
         let _ = self.output(&["rm", "-af", "-t", "0"]);
         let _ = self.output(&["rmi", "-af"]);
         let base = self.dir.path().to_path_buf();
+        if let Some(uid) = self.rootless {
+            // Rootless podman leaves a pause process holding its user and mount namespaces
+            // (the containers' mounts live there, invisible from here); it ignores SIGTERM.
+            let pid = std::fs::read_to_string(base.join("tmp/pause.pid")).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<i32>()
+                && proc_uid(pid) == Some(uid)
+            {
+                // SAFETY: kill has no memory preconditions; the pid is the store's pause
+                // process, owned by the test user.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            // Its death ends the namespaces; the user's conmon and mount program processes
+            // of this store then exit. Wait for them, so nothing outlives the test.
+            let start = Instant::now();
+            loop {
+                let left = user_procs_under(&base, uid);
+                if left.is_empty() {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    eprintln!("rootless processes {left:?} outlived their pause process; killing");
+                    for pid in left {
+                        // SAFETY: as above; a process of the test user running from the store.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         for m in mounts_under(&base).into_iter().rev() {
             if !common::mount::force_unmount(&m) {
                 eprintln!("warning: could not unmount {}", m.display());
@@ -382,4 +505,323 @@ fn podman_results_match_fuse_overlayfs() {
         ours.diff, reference.diff,
         "podman diff differs from fuse-overlayfs's"
     );
+}
+
+/// `podman build` rootful with unionfuse: the built image has the installed files, not the
+/// deleted ones, and the new mode; with RUN steps run by runc (`oci`) and in a chroot.
+#[test]
+fn podman_build_with_unionfuse() {
+    if !require_podman() {
+        return;
+    }
+    let p = Podman::new(&unionfuse());
+    p.import_busybox();
+    for isolation in ["oci", "chroot"] {
+        let out = p.build(isolation);
+        for want in [
+            "installed",
+            "tool=1",
+            "/opt/tool/bin/tool 755",
+            "/etc/chmodme 640",
+            "absent /etc/lowerfile",
+            "absent /lowerdir",
+            "absent /lowerdir/f",
+            "present /etc/passwd",
+        ] {
+            assert_has(&out, want);
+        }
+    }
+}
+
+/// The same build through fuse-overlayfs gives the same image contents.
+#[test]
+fn podman_build_matches_fuse_overlayfs() {
+    if !require_podman() || !require_fuse_overlayfs() {
+        return;
+    }
+    let reference = Podman::new(Path::new(FUSE_OVERLAYFS));
+    reference.import_busybox();
+    let reference = reference.build("oci");
+    assert_has(&reference, "absent /etc/lowerfile");
+    let ours = Podman::new(&unionfuse());
+    ours.import_busybox();
+    assert_eq!(
+        ours.build("oci"),
+        reference,
+        "built image differs from fuse-overlayfs's"
+    );
+}
+
+fn require_fuse_overlayfs() -> bool {
+    if Path::new(FUSE_OVERLAYFS).exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("fuse-overlayfs is not installed (scripts/test.sh installs it)");
+    }
+    eprintln!("skipping: fuse-overlayfs is not installed");
+    false
+}
+
+/// The unprivileged user rootless podman runs as.
+const ROOTLESS_UID: u32 = 4242;
+const ROOTLESS_NAME: &str = "podtest";
+
+/// Rootless podman with unionfuse: the scenario as an unprivileged user (import, run writing,
+/// chmodding and deleting lower files, diff, commit, run the committed image), a chown to an
+/// id of the user's subordinate range, and a build. Sets up the user (uid 4242 with a subuid
+/// and subgid range; created if missing, left in place) and makes /dev/fuse usable by it for
+/// the test's duration.
+#[test]
+fn podman_rootless_with_unionfuse() {
+    if !require_podman() {
+        return;
+    }
+    let Some(_setup) = require_rootless() else {
+        return;
+    };
+    let p = Podman::rootless(&unionfuse(), ROOTLESS_UID);
+    let out = p.scenario();
+    for want in [
+        "A /newfile",
+        "D /etc/lowerfile",
+        "C /etc/chmodme",
+        "D /lowerdir",
+        "A /newdir",
+        "A /newdir/f",
+    ] {
+        assert_has(&out.diff, want);
+    }
+    for want in [
+        "hello",
+        "x",
+        "chmodme 600",
+        "absent /etc/lowerfile",
+        "absent /lowerdir",
+        "absent /lowerdir/f",
+    ] {
+        assert_has(&out.committed, want);
+    }
+    // The container's root really is a unionfuse mount, and ownership inside is the
+    // container's: root, and an id of the subordinate range after chown.
+    let inside = p.run(
+        &["--name", "c2"],
+        "localhost/bb",
+        "grep ' / ' /proc/mounts | cut -d' ' -f1; echo o > /owned; chown 1234:2345 /owned; \
+         stat -c '%u:%g %n' /etc/passwd /owned",
+    );
+    let inside: Vec<String> = inside.lines().map(String::from).collect();
+    assert_has(&inside, "unionfuse");
+    assert_has(&inside, "0:0 /etc/passwd");
+    assert_has(&inside, "1234:2345 /owned");
+    p.ok(&["commit", "-q", "c2", "localhost/bb3"]);
+    let committed = p.run(&["--rm"], "localhost/bb3", "stat -c '%u:%g %n' /owned");
+    assert_eq!(committed.trim(), "1234:2345 /owned");
+    let built = p.build("oci");
+    for want in [
+        "installed",
+        "/opt/tool/bin/tool 755",
+        "/etc/chmodme 640",
+        "absent /etc/lowerfile",
+        "absent /lowerdir",
+    ] {
+        assert_has(&built, want);
+    }
+}
+
+/// What the rootless test changed on the machine and puts back on drop: /dev/fuse's mode. Holds
+/// a lock so that two runs of the test never restore the mode under each other.
+struct RootlessSetup {
+    _lock: std::fs::File,
+    fuse_mode: Option<u32>,
+}
+
+impl Drop for RootlessSetup {
+    fn drop(&mut self) {
+        if let Some(mode) = self.fuse_mode {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) =
+                std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode))
+            {
+                eprintln!("warning: could not restore /dev/fuse to mode {mode:o}: {e}");
+            }
+        }
+    }
+}
+
+/// Prepares rootless podman: the user, its subordinate ids, /dev/fuse open to it. None (after
+/// printing why) when this machine cannot run it; under CI=true that is a failure instead.
+fn require_rootless() -> Option<RootlessSetup> {
+    match prepare_rootless() {
+        Ok(setup) => Some(setup),
+        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("rootless podman cannot run under CI: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipping rootless podman test: {reason}");
+            None
+        }
+    }
+}
+
+fn prepare_rootless() -> Result<RootlessSetup, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let missing: Vec<&str> = ["newuidmap", "newgidmap", "setpriv"]
+        .into_iter()
+        .filter(|b| which(b).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing {} (packages uidmap, util-linux)",
+            missing.join(" ")
+        ));
+    }
+    let lock = std::fs::File::create("/tmp/unionfuse-podman-rootless.lock")
+        .map_err(|e| format!("lock file: {e}"))?;
+    // SAFETY: flock on an fd we own; no memory involved.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(format!("flock: {}", std::io::Error::last_os_error()));
+    }
+    let name = ensure_user()?;
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        ensure_subids(file, &name)?;
+    }
+    // Rootless podman needs unprivileged user namespaces: try one as the user.
+    let userns = Command::new("setpriv")
+        .arg(format!("--reuid={ROOTLESS_UID}"))
+        .arg(format!("--regid={ROOTLESS_UID}"))
+        .args([
+            "--init-groups",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "true",
+        ])
+        .current_dir("/")
+        .output()
+        .map_err(|e| format!("spawn setpriv: {e}"))?;
+    if !userns.status.success() {
+        return Err(format!(
+            "unprivileged user namespaces are not available: unshare --user as uid \
+             {ROOTLESS_UID} failed: {}",
+            String::from_utf8_lossy(&userns.stderr).trim()
+        ));
+    }
+    // The mount program opens /dev/fuse as the user (root only in its user namespace).
+    let mut setup = RootlessSetup {
+        _lock: lock,
+        fuse_mode: None,
+    };
+    let mode = std::fs::metadata("/dev/fuse")
+        .map_err(|e| format!("/dev/fuse: {e}"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o006 != 0o006 {
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode | 0o666))
+            .map_err(|e| format!("chmod /dev/fuse: {e}"))?;
+        setup.fuse_mode = Some(mode);
+    }
+    Ok(setup)
+}
+
+/// The name of the user with ROOTLESS_UID, created (without a home) if there is none.
+fn ensure_user() -> Result<String, String> {
+    let by_uid = |passwd: &str| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2) == Some(&ROOTLESS_UID.to_string().as_str())).then(|| f[0].to_string())
+        })
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    if let Some(name) = by_uid(&passwd) {
+        return Ok(name);
+    }
+    let out = Command::new("useradd")
+        .args(["-M", "-s", "/usr/sbin/nologin", "-u"])
+        .arg(ROOTLESS_UID.to_string())
+        .arg(ROOTLESS_NAME)
+        .output()
+        .map_err(|e| format!("spawn useradd: {e}"))?;
+    // A parallel run may have created it meanwhile: look again rather than trust the status.
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    by_uid(&passwd).ok_or_else(|| {
+        format!(
+            "useradd {ROOTLESS_NAME} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// Gives `name` a range of 65536 subordinate ids in `file` unless it has one, after the
+/// highest range in use.
+fn ensure_subids(file: &str, name: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut end = 100_000u64;
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() != 3 {
+            continue;
+        }
+        if f[0] == name || f[0] == ROOTLESS_UID.to_string() {
+            if f[2].parse::<u64>().unwrap_or(0) >= 65536 {
+                return Ok(());
+            }
+            continue;
+        }
+        if let (Ok(start), Ok(count)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) {
+            end = end.max(start + count);
+        }
+    }
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{name}:{end}:65536\n"));
+    std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))
+}
+
+/// chown -R to `uid`:`uid`, not following symlinks.
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for e in std::fs::read_dir(path).expect("read_dir").flatten() {
+            chown_tree(&e.path(), uid);
+        }
+    }
+}
+
+/// Live (not zombie) processes of `uid` with an argument below `dir`.
+fn user_procs_under(dir: &Path, uid: u32) -> Vec<i32> {
+    let want = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !zombie
+            && proc_uid(pid) == Some(uid)
+            && String::from_utf8_lossy(&cmdline).contains(&want)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The real uid of a live process.
+fn proc_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
