@@ -170,14 +170,12 @@ impl Union {
         dir: &Node,
         layers: &[LayerIdx],
     ) -> Result<Option<Arc<crate::dirindex::DirIndex>>> {
-        let lowers: Vec<LayerIdx> = layers
-            .iter()
-            .copied()
-            .filter(|l| !self.stack.is_upper(*l))
-            .collect();
-        if lowers.len() < crate::dirindex::MIN_LOWERS {
+        // Every lookup passes here: count before allocating anything.
+        let is_lower = |l: &LayerIdx| !self.stack.is_upper(*l);
+        if layers.iter().filter(|l| is_lower(l)).count() < crate::dirindex::MIN_LOWERS {
             return Ok(None);
         }
+        let lowers: Vec<LayerIdx> = layers.iter().copied().filter(is_lower).collect();
         if let Some(ix) = &dir.state.lock().index {
             return Ok(Some(ix.clone()));
         }
@@ -495,7 +493,7 @@ impl Union {
             };
             sys::ftruncate(f.as_fd(), size)?;
         }
-        if set.kill_priv && !node.is_dir {
+        if set.kill_priv && node.ftype == libc::S_IFREG {
             kill_priv_at(fd.as_fd(), &name)?;
         }
         let ids = &self.opts.ids;
@@ -1435,18 +1433,24 @@ fn open_flags(flags: i32) -> i32 {
 /// Does the file carry setuid/setgid-with-group-exec bits or a file capability?
 fn has_privileges(fd: BorrowedFd<'_>) -> Result<bool> {
     let st = sys::fstat(fd)?;
-    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
-    if st.st_mode & libc::S_ISUID != 0 || st.st_mode & sgid_exec == sgid_exec {
-        return Ok(true);
-    }
-    sys::fhasxattr(fd, c"security.capability")
+    Ok(without_privileges(st.st_mode) != st.st_mode || sys::fhasxattr(fd, c"security.capability")?)
 }
 
-/// `kill_priv_fd` for `dir/name` (a regular file, never a symlink: the kernel asks for this
-/// only on files it writes or truncates).
+/// `mode` without setuid, and without setgid where it marks a group-executable file (a setgid
+/// bit without group-exec is mandatory locking, which a write keeps).
+fn without_privileges(mode: u32) -> u32 {
+    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    let mode = mode & !libc::S_ISUID;
+    if mode & sgid_exec == sgid_exec {
+        mode & !libc::S_ISGID
+    } else {
+        mode
+    }
+}
+
+/// `kill_priv_fd` for the regular file `dir/name`.
 fn kill_priv_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
-    let f = sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-    let f = sys::reopen(f.as_fd(), libc::O_RDONLY)?;
+    let f = sys::openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
     kill_priv_fd(f.as_fd())
 }
 
@@ -1454,16 +1458,9 @@ fn kill_priv_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
 /// does for a writer without CAP_FSETID.
 fn kill_priv_fd(fd: BorrowedFd<'_>) -> Result<()> {
     let st = sys::fstat(fd)?;
-    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
-    let mut mode = st.st_mode & 0o7777;
-    if mode & libc::S_ISUID != 0 {
-        mode &= !libc::S_ISUID;
-    }
-    if mode & sgid_exec == sgid_exec {
-        mode &= !libc::S_ISGID;
-    }
-    if mode != st.st_mode & 0o7777 {
-        sys::fchmod(fd, mode)?;
+    let mode = without_privileges(st.st_mode);
+    if mode != st.st_mode {
+        sys::fchmod(fd, mode & 0o7777)?;
     }
     match sys::fremovexattr(fd, c"security.capability") {
         Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(()),
