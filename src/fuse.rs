@@ -86,7 +86,7 @@ impl UnionFs {
         };
         let backing = match pinned {
             Some(b) => b,
-            None => self.new_backing(ino, register),
+            None => self.new_backing(ino, fh, register),
         };
         match &backing {
             Some(b) => {
@@ -110,12 +110,13 @@ impl UnionFs {
     fn new_backing(
         &self,
         ino: u64,
+        fh: u64,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let fd = match self.core.backing_file(ino) {
+        let fd = match self.core.backing_file(ino, fh) {
             Ok(Some(fd)) => fd,
             Ok(None) => return None,
             Err(e) => {
@@ -324,6 +325,7 @@ impl Filesystem for UnionFs {
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough.store(true, Ordering::Relaxed);
+            self.core.set_share_backing();
         }
         tracing::info!(
             passthrough = self.passthrough.load(Ordering::Relaxed),
@@ -564,16 +566,9 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
+    // No `flush`: there is nothing to write back at close (writes reach the upper file before
+    // they are answered, and POSIX locks stay in the kernel), and fuser's ENOSYS makes the
+    // kernel stop sending FLUSH, one round trip per close(2) saved.
 
     fn release(
         &self,

@@ -338,13 +338,9 @@ pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize> {
 
 /// All xattr names of an object (NUL-separated list split into names).
 pub fn llistxattr_vec(path: &CStr) -> Result<Vec<CString>> {
+    // Most lists fit in a small buffer: one call, not a size query and then the list.
+    let mut buf = vec![0u8; 256];
     loop {
-        let size = match llistxattr(path, &mut []) {
-            Ok(n) => n,
-            Err(e) if e.is(libc::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; size];
         match llistxattr(path, &mut buf) {
             Ok(n) => {
                 buf.truncate(n);
@@ -354,7 +350,11 @@ pub fn llistxattr_vec(path: &CStr) -> Result<Vec<CString>> {
                     .filter_map(|s| CString::new(s).ok())
                     .collect());
             }
-            Err(e) if e.is(libc::ERANGE) => continue,
+            Err(e) if e.is(libc::ERANGE) => {
+                let size = llistxattr(path, &mut [])?;
+                buf = vec![0u8; size.max(buf.len() * 2)];
+            }
+            Err(e) if e.is(libc::ENOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         }
     }

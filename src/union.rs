@@ -9,7 +9,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::MutexGuard;
 
@@ -75,6 +75,12 @@ pub struct Union {
     opts: Options,
     /// The daemon may chown (root in its namespace): new objects get the caller's ids.
     privileged: bool,
+    /// The daemon's own ids: what a new object in the upper has before any chown.
+    euid: u32,
+    egid: u32,
+    /// Passthrough is on: a write-only handle's file is opened read-write, so it can be the
+    /// node's backing file too (one open instead of two per create).
+    share_backing: AtomicBool,
     tmp_seq: AtomicU64,
 }
 
@@ -100,11 +106,50 @@ impl Union {
             fmt: Format::new(opts.userxattr, opts.aufs_whiteouts),
             opts,
             privileged: sys::geteuid() == 0,
+            euid: sys::geteuid(),
+            egid: sys::getegid(),
+            share_backing: AtomicBool::new(false),
             tmp_seq: AtomicU64::new(0),
         }
     }
 
     // ----- helpers -------------------------------------------------------------------------
+
+    /// Called once the kernel agreed to passthrough (see `share_backing`).
+    pub fn set_share_backing(&self) {
+        self.share_backing.store(self.privileged, Ordering::Relaxed);
+    }
+
+    /// The flags to open a handle's real file with: the caller's, widened from write-only to
+    /// read-write when that fd may also back passthrough.
+    fn handle_flags(&self, flags: i32) -> i32 {
+        let flags = open_flags(flags);
+        if flags & libc::O_ACCMODE == libc::O_WRONLY && self.share_backing.load(Ordering::Relaxed) {
+            (flags & !libc::O_ACCMODE) | libc::O_RDWR
+        } else {
+            flags
+        }
+    }
+
+    /// Open a handle's real file with `handle_flags`, or with the caller's own flags where the
+    /// wider open is refused (root in a user namespace without DAC override on that file).
+    fn open_handle_fd(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        flags: i32,
+        extra: i32,
+        mode: u32,
+    ) -> Result<(OwnedFd, i32)> {
+        let wide = self.handle_flags(flags);
+        match sys::openat(dir, name, wide | extra, mode) {
+            Err(e) if wide != open_flags(flags) && e.is(libc::EACCES) => {
+                let own = open_flags(flags);
+                Ok((sys::openat(dir, name, own | extra, mode)?, own))
+            }
+            r => Ok((r?, wide)),
+        }
+    }
 
     fn upper(&self) -> Result<LayerIdx> {
         self.stack.upper_idx().ok_or(Error::Sys(libc::EROFS))
@@ -326,9 +371,9 @@ impl Union {
 
     fn chown_new(&self, dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<()> {
         // Caller ids are the mount's (container) ids; the layer stores mapped ones.
-        let uid = self.opts.ids.store_uid(uid).unwrap_or_else(sys::geteuid);
-        let gid = self.opts.ids.store_gid(gid).unwrap_or_else(sys::getegid);
-        if self.privileged && (uid != sys::geteuid() || gid != sys::getegid()) {
+        let uid = self.opts.ids.store_uid(uid).unwrap_or(self.euid);
+        let gid = self.opts.ids.store_gid(gid).unwrap_or(self.egid);
+        if self.privileged && (uid != self.euid || gid != self.egid) {
             sys::fchownat(dir, name, uid, gid)?;
         }
         Ok(())
@@ -475,7 +520,11 @@ impl Union {
     pub fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> Result<Stat> {
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
-        self.forget_xattr_names(&node);
+        // A chown, truncate or kill-priv may drop security.capability; a chmod or utimes
+        // changes no xattr name (an ACL's value, at most).
+        if set.uid.is_some() || set.gid.is_some() || set.size.is_some() || set.kill_priv {
+            self.forget_xattr_names(&node);
+        }
         let (fd, name) = self.at(&node)?;
         if let Some(size) = set.size {
             if node.is_dir {
@@ -509,10 +558,10 @@ impl Union {
             ..set
         };
         // In an override_stat layer, owner and mode live in the xattr, not on the file.
-        let real = sys::fstatat(fd.as_fd(), &name)?;
         if (set.uid.is_some() || set.gid.is_some() || set.mode.is_some())
-            && let Some(x) = self.override_xattr(&node, real.st_mode)
+            && let Some(x) = self.override_xattr(&node, node.ftype)
         {
+            let real = sys::fstatat(fd.as_fd(), &name)?;
             let cur = self.read_override(&node, x).unwrap_or((
                 real.st_uid,
                 real.st_gid,
@@ -652,7 +701,8 @@ impl Union {
         match what {
             NewObject::File { mode, flags } => {
                 let (uid, gid, mode) = self.new_owner(parent_fd, creds, libc::S_IFREG | mode)?;
-                let flags = open_flags(*flags) | libc::O_CREAT | libc::O_EXCL;
+                // A new file may be opened read-write whatever its mode: no fallback needed.
+                let flags = self.handle_flags(*flags) | libc::O_CREAT | libc::O_EXCL;
                 let fd = sys::openat(dir, name, flags, mode & 0o7777)?;
                 self.chown_new(dir, name, uid, gid)?;
                 Ok(Some(fd))
@@ -779,7 +829,7 @@ impl Union {
         let fh = self.handles.insert(Handle::File(FileHandle {
             node: node.clone(),
             fd: parking_lot::RwLock::new((fd, cgen)),
-            flags: open_flags(flags),
+            flags: self.handle_flags(flags),
         }));
         Ok((node, st, fh))
     }
@@ -1144,31 +1194,42 @@ impl Union {
         }
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let (dir, name) = self.at(&node)?;
-        let fd = Arc::new(sys::openat(
-            dir.as_fd(),
-            &name,
-            open_flags(flags) | libc::O_NOFOLLOW,
-            0,
-        )?);
+        let (fd, flags) = self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?;
+        let fd = Arc::new(fd);
         *node.open_fd.lock() = Arc::downgrade(&fd);
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,
             fd: parking_lot::RwLock::new((fd, cgen)),
-            flags: open_flags(flags),
+            flags,
         })))
     }
 
     /// A file to back FUSE passthrough for `ino`: its upper copy, opened read-write so every
     /// handle of the node can share it. None for a file that is only in a lower, and for one
     /// with setuid/setgid bits or file capabilities: writes through passthrough bypass the
-    /// daemon, which must drop those on a write by an unprivileged caller.
-    pub fn backing_file(&self, ino: u64) -> Result<Option<OwnedFd>> {
+    /// daemon, which must drop those on a write by an unprivileged caller. The handle `fh`
+    /// that asks lends its own fd when that is read-write and on the upper copy.
+    pub fn backing_file(&self, ino: u64, fh: u64) -> Result<Option<Arc<OwnedFd>>> {
         let node = self.nodes.get(ino)?;
         if !self.has_upper(&node) {
             return Ok(None);
         }
-        let (dir, name) = self.at(&node)?;
-        let fd = sys::openat(dir.as_fd(), &name, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
+        let own = self.handles.get(fh).ok().and_then(|h| match &*h {
+            Handle::File(f) if f.flags & libc::O_ACCMODE == libc::O_RDWR => self.file_fd(f).ok(),
+            _ => None,
+        });
+        let fd = match own {
+            Some(fd) => fd,
+            None => {
+                let (dir, name) = self.at(&node)?;
+                Arc::new(sys::openat(
+                    dir.as_fd(),
+                    &name,
+                    libc::O_RDWR | libc::O_NOFOLLOW,
+                    0,
+                )?)
+            }
+        };
         if has_privileges(fd.as_fd())? {
             return Ok(None);
         }
