@@ -15,7 +15,7 @@ use parking_lot::MutexGuard;
 
 use crate::error::{Error, Result};
 use crate::handle::{DirEntry, DirHandle, FileHandle, Handle, Handles};
-use crate::idmap::IdMapping;
+use crate::idmap::{self, IdMapping};
 use crate::inode::{Node, NodeTable, ROOT};
 use crate::layer::{self, LayerIdx, LayerStack};
 use crate::lookup::{self, Hit};
@@ -1347,7 +1347,16 @@ impl Union {
         if is_override_xattr(&real) || !self.xattr_names(&node, &path)?.contains(&real) {
             return Err(Error::Sys(libc::ENODATA));
         }
-        sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))
+        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))?;
+        if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
+            return Ok(value);
+        }
+        // ACL entries name owners: show them as stat shows owners. A layer's ACL the kernel
+        // could not parse either is an I/O error, not something to pass on untranslated.
+        self.opts
+            .ids
+            .show_acl(&value)
+            .map_err(|_| Error::Sys(libc::EIO))
     }
 
     /// The node's stored xattr names, listed once and then cached (see `NodeState`).
@@ -1383,11 +1392,22 @@ impl Union {
         if is_override_xattr(&sys::cname(name)?) {
             return Err(Error::Sys(libc::EPERM));
         }
+        let real = self.fmt.escape(&sys::cname(name)?);
+        // ACL entries name owners: store them as chown stores owners (EINVAL for an id the
+        // mapping has no place for, or a value that is not an ACL), before any copy-up.
+        let mapped;
+        let value = if !self.opts.ids.is_identity() && idmap::is_acl_xattr(real.to_bytes()) {
+            mapped = (self.opts.ids)
+                .store_acl(value)
+                .map_err(|_| Error::Sys(libc::EINVAL))?;
+            &mapped[..]
+        } else {
+            value
+        };
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
         let (fd, n) = self.at(&node)?;
-        let real = self.fmt.escape(&sys::cname(name)?);
         sys::lsetxattr(&sys::proc_path(fd.as_fd(), &n), &real, value, flags)
     }
 

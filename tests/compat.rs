@@ -872,3 +872,102 @@ fn override_stat_is_shown_and_chown_chmod_are_kept_in_it() {
         "the file itself is unchanged"
     );
 }
+
+/// `getfacl -n` of `p`, the entry lines only (no comments), or the error text.
+fn getfacl(p: &Path) -> Result<Vec<String>, String> {
+    let out = run(Command::new("getfacl").args(["-n", "-p"]).arg(p));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+/// `setfacl ARGS`; Err with setfacl's message when it fails.
+fn setfacl(args: &[&str], p: &Path) -> Result<(), String> {
+    let out = run(Command::new("setfacl").args(args).arg(p));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// True when setfacl/getfacl are installed; under CI=true their absence fails the test.
+fn require_acl_tools() -> bool {
+    if Command::new("setfacl").arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("setfacl is not installed (package acl; scripts/test.sh installs it)");
+    }
+    eprintln!("skipping: setfacl (package acl) is not installed");
+    false
+}
+
+#[track_caller]
+fn assert_acl_has(acl: &[String], want: &[&str]) {
+    for w in want {
+        assert!(acl.iter().any(|l| l == w), "missing {w:?} in {acl:?}");
+    }
+}
+
+/// ACL entries name users and groups, so under uidmapping/gidmapping they translate as owners
+/// do: an ACL set through the mount holds host ids in the upper, one in a lower shows
+/// container ids, and an id outside the mapping can't be set (EINVAL, as chown).
+#[test]
+fn acl_ids_follow_the_uid_and_gid_mapping() {
+    if !common::require_fuse() || !require_acl_tools() {
+        return;
+    }
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    std::fs::write(lower.join("f"), "f").unwrap();
+    std::fs::create_dir(lower.join("d")).unwrap();
+    std::fs::write(lower.join("lowacl"), "l").unwrap();
+    setfacl(&["-m", "u:101000:r,g:101001:rx"], &lower.join("lowacl")).unwrap();
+    let before = stack.lower_digests();
+    with_compat_mount(
+        &stack,
+        ",uidmapping=0:100000:65536,gidmapping=0:100000:65536",
+        |m| {
+            // A lower file's ACL shows container ids.
+            let acl = getfacl(&m.join("lowacl")).unwrap();
+            assert_acl_has(&acl, &["user:1000:r--", "group:1001:r-x"]);
+            setfacl(&["-m", "u:1000:rw,g:2000:r"], &m.join("f")).unwrap();
+            let acl = getfacl(&m.join("f")).unwrap();
+            assert_acl_has(&acl, &["user:1000:rw-", "group:2000:r--"]);
+            setfacl(&["-d", "-m", "u:1000:rwx"], &m.join("d")).unwrap();
+            let acl = getfacl(&m.join("d")).unwrap();
+            assert_acl_has(&acl, &["default:user:1000:rwx"]);
+            // Container id 70000 has no host id: refused, and nothing changes.
+            let e = setfacl(&["-m", "u:70000:r"], &m.join("f")).unwrap_err();
+            assert!(e.contains("Invalid argument"), "{e}");
+            assert!(
+                !getfacl(&m.join("f"))
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("70000"))
+            );
+            // Changing the lower file's ACL copies it up with host ids kept.
+            setfacl(&["-m", "g:1002:w"], &m.join("lowacl")).unwrap();
+        },
+    );
+    let up = stack.upper();
+    assert_acl_has(
+        &getfacl(&up.join("f")).unwrap(),
+        &["user:101000:rw-", "group:102000:r--"],
+    );
+    assert_acl_has(
+        &getfacl(&up.join("d")).unwrap(),
+        &["default:user:101000:rwx"],
+    );
+    assert_acl_has(
+        &getfacl(&up.join("lowacl")).unwrap(),
+        &["user:101000:r--", "group:101001:r-x", "group:101002:-w-"],
+    );
+    stack.assert_lowers_unchanged(&before);
+}
