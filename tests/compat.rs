@@ -971,3 +971,205 @@ fn acl_ids_follow_the_uid_and_gid_mapping() {
     );
     stack.assert_lowers_unchanged(&before);
 }
+
+// ---- rootless: the mount program in a user namespace, as rootless podman runs it ---------
+
+/// Runs `ops` (sh, in the mountpoint) against `prog` mounted in the fuse-overlayfs form on
+/// `stack` with `-o extra`, as `common::rootless::ROOTLESS_UID` inside new user and mount
+/// namespaces mapped as rootless podman maps them: 0 is the user, 1.. its subordinate ids
+/// (`unshare --map-auto --map-root-user`). The daemon believes it is root; on disk it is the
+/// user. The script unmounts and waits for the daemon on every exit; the guard kills a daemon
+/// that outlives it. Returns stdout; panics with stderr and the daemon's log on failure.
+fn rootless_mounted(stack: &common::Stack, prog: &Path, extra: &str, ops: &str) -> String {
+    use common::rootless::{ROOTLESS_UID, chown_tree};
+    let work = stack.new_workdir();
+    let log = stack.base.path().join("daemon.log");
+    chown_tree(stack.base.path(), ROOTLESS_UID);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        stack.lower(0).display(),
+        stack.upper().display(),
+        work.display()
+    );
+    let script = format!(
+        r#"set -u
+"$PROG" -o "$OPTS" -f "$MNT" 2>>"$LOG" &
+daemon=$!
+trap 'cd /; umount "$MNT" 2>/dev/null; wait $daemon' EXIT
+i=0
+until grep -q " $MNT " /proc/self/mounts; do
+    i=$((i+1)); [ $i -lt 200 ] || {{ echo "$PROG did not mount" >&2; exit 1; }}; sleep 0.05
+done
+cd "$MNT"
+{ops}
+"#
+    );
+    let guard = BackgroundMount {
+        mnt: stack.mnt.clone(),
+    };
+    let out = run(Command::new("setpriv")
+        .arg(format!("--reuid={ROOTLESS_UID}"))
+        .arg(format!("--regid={ROOTLESS_UID}"))
+        .args(["--clear-groups", "unshare", "--map-auto", "--map-root-user"])
+        .args(["--mount", "sh", "-c", &script])
+        .env("PROG", prog)
+        .env("OPTS", &opts)
+        .env("MNT", &stack.mnt)
+        .env("LOG", &log)
+        .env("LC_ALL", "C")
+        .current_dir("/"));
+    drop(guard);
+    assert!(
+        out.status.success(),
+        "{} as uid {ROOTLESS_UID} in a user namespace failed ({}): {}\n--- log ---\n{}",
+        prog.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `uid:gid:mode` of an override_stat value, mode without the file type: fuse-overlayfs 1.10
+/// writes `1234:1234:100644` (st_mode in octal), containers-storage and unionfuse
+/// `1234:1234:0644` (permission bits); both read either.
+fn parse_override(v: &[u8]) -> (u32, u32, u32) {
+    let s = std::str::from_utf8(v).expect("utf-8 override_stat");
+    let f: Vec<&str> = s.split(':').collect();
+    assert!(f.len() >= 3, "override_stat {s:?}");
+    let n = |x: &str| x.parse::<u32>().unwrap_or_else(|_| panic!("{s:?}"));
+    let mode = u32::from_str_radix(f[2], 8).unwrap_or_else(|_| panic!("{s:?}"));
+    (n(f[0]), n(f[1]), mode & 0o7777)
+}
+
+/// The lower of the rootless tests: files and directories owned by the user (root in its
+/// namespace), one of each to be chowned, chmodded, chowned and chmodded.
+fn rootless_stack() -> common::Stack {
+    let stack = common::Stack::new(1);
+    let l = stack.lower(0);
+    for f in ["f", "g", "h"] {
+        std::fs::write(l.join(f), f).unwrap();
+    }
+    for d in ["d", "e"] {
+        std::fs::create_dir(l.join(d)).unwrap();
+    }
+    stack
+}
+
+/// What the rootless tests do through the mount: chown (to ids the user can't own on disk),
+/// chmod, a device node (refused: mknod of a device needs CAP_MKNOD in the initial namespace,
+/// which the kernel checks before FUSE sees the request), then `stat` of each.
+const ROOTLESS_OPS: &str = "chown 1234:1234 f; chmod 640 g; chown 1234:2345 d; chmod 711 e; \
+                            mknod dev c 1 3 2>&1 | sed 's/.*: //'; \
+                            stat -c '%u:%g %a %n' f g d e";
+const ROOTLESS_STAT: &str = "stat -c '%u:%g %a %n' f g d e";
+
+/// A rootless user's chown and chmod (daemon in a user namespace, as rootless podman runs its
+/// mount program, with containers-storage's `xattr_permissions=2`) succeed, show in stat,
+/// persist across a remount, and live in the upper's `user.containers.override_stat` while
+/// the real owner and mode stay the user's. fuse-overlayfs 1.10 run the same way is the
+/// reference: same stat results, same values in its override xattr, and unionfuse reads the
+/// upper it wrote.
+#[test]
+fn rootless_chown_chmod_persist_as_override_stat() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::require_fuse() {
+        return;
+    }
+    let Some(_setup) = common::rootless::require_rootless() else {
+        return;
+    };
+    const X: &str = "user.containers.override_stat";
+    let stack = rootless_stack();
+    let prog = stack.base.path().join("unionfuse");
+    std::fs::copy(common::mount::binary(), &prog).expect("copy unionfuse for the user");
+    let ours = rootless_mounted(&stack, &prog, ",xattr_permissions=2", ROOTLESS_OPS);
+    let want = "Operation not permitted\n1234:1234 644 f\n0:0 640 g\n1234:2345 755 d\n0:0 711 e\n";
+    assert_eq!(ours, want);
+    let up = stack.upper();
+    for (name, value) in [
+        ("f", "1234:1234:0644"),
+        ("g", "0:0:0640"),
+        ("d", "1234:2345:0755"),
+        ("e", "0:0:0711"),
+    ] {
+        assert_eq!(
+            getxattr(&up.join(name), X).as_deref(),
+            Some(value.as_bytes()),
+            "{X} of {name}"
+        );
+        let md = std::fs::symlink_metadata(up.join(name)).unwrap();
+        let mode = if md.is_dir() { 0o755 } else { 0o644 };
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (
+                common::rootless::ROOTLESS_UID,
+                common::rootless::ROOTLESS_UID,
+                mode
+            ),
+            "{name}: the real owner and mode are unchanged"
+        );
+    }
+    assert!(!up.join("dev").exists(), "a refused mknod left {up:?}/dev");
+    // Remounted the same way, the owners and modes are still there; so are new changes
+    // combining chown and chmod, and a new file's owner.
+    let again = rootless_mounted(
+        &stack,
+        &prog,
+        ",xattr_permissions=2",
+        &format!(
+            "{ROOTLESS_STAT}; chown 1234:1234 h; chmod 600 h; touch new; chown 77:88 new; \
+             stat -c '%u:%g %a %n' h new"
+        ),
+    );
+    assert_eq!(
+        again,
+        format!(
+            "{}1234:1234 600 h\n77:88 644 new\n",
+            &want[want.find('\n').unwrap() + 1..]
+        )
+    );
+    assert_eq!(
+        getxattr(&up.join("h"), X).as_deref(),
+        Some(&b"1234:1234:0600"[..])
+    );
+    assert_eq!(
+        getxattr(&up.join("new"), X).as_deref(),
+        Some(&b"77:88:0644"[..])
+    );
+
+    if !Path::new("/usr/bin/fuse-overlayfs").exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("fuse-overlayfs is not installed (scripts/test.sh installs it)");
+        }
+        eprintln!("skipping the fuse-overlayfs comparison: it is not installed");
+        return;
+    }
+    // fuse-overlayfs 1.10 with the same option: the same results through the mount. It keeps
+    // them in user.fuseoverlayfs.override_stat (1.14 moved to user.containers.*), as
+    // `uid:gid:st_mode` in octal; the values are the same.
+    let fo = rootless_stack();
+    let theirs = rootless_mounted(
+        &fo,
+        Path::new("/usr/bin/fuse-overlayfs"),
+        ",xattr_permissions=2",
+        ROOTLESS_OPS,
+    );
+    assert_eq!(theirs, want, "fuse-overlayfs 1.10 shows something else");
+    for name in ["f", "g", "d", "e"] {
+        let fo_value = getxattr(&fo.upper().join(name), "user.fuseoverlayfs.override_stat")
+            .unwrap_or_else(|| panic!("fuse-overlayfs stored no override for {name}"));
+        let ours = getxattr(&up.join(name), X).expect("ours");
+        assert_eq!(
+            parse_override(&ours),
+            parse_override(&fo_value),
+            "{name}: {:?} vs fuse-overlayfs's {:?}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&fo_value)
+        );
+    }
+    // Storage written by fuse-overlayfs reads the same through unionfuse (the upper's root
+    // names the xattr, so no option is needed).
+    let read_back = rootless_mounted(&fo, &prog, "", ROOTLESS_STAT);
+    assert_eq!(read_back, &want[want.find('\n').unwrap() + 1..]);
+}
