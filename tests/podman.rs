@@ -570,20 +570,11 @@ fn podman_rootless_with_unionfuse() {
     let Some(_setup) = require_rootless() else {
         return;
     };
-    // One retry: right after another rootless run, podman's pause process of the previous
-    // store can still be exiting (seen once in 24 runs); a second failure is a real one.
-    let attempt = || {
+    let (p, out) = retry_once(|| {
         let p = Podman::rootless(&unionfuse(), ROOTLESS_UID);
         let out = p.scenario();
         (p, out)
-    };
-    let (p, out) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)) {
-        Ok(v) => v,
-        Err(_) => {
-            eprintln!("rootless podman: first attempt failed (above); retrying once");
-            attempt()
-        }
-    };
+    });
     for want in [
         "A /newfile",
         "D /etc/lowerfile",
@@ -629,6 +620,92 @@ fn podman_rootless_with_unionfuse() {
     ] {
         assert_has(&built, want);
     }
+}
+
+/// Runs a rootless podman `attempt` once more if it panics: right after another rootless run,
+/// podman's pause process of the previous store can still be exiting (seen once in 24 runs);
+/// a second failure is a real one.
+fn retry_once<T>(attempt: impl Fn() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&attempt)) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!("rootless podman: first attempt failed (above); retrying once");
+            attempt()
+        }
+    }
+}
+
+/// Everything the rootless comparison looks at, for one mount program.
+#[derive(Debug, PartialEq)]
+struct RootlessOutcome {
+    scenario: Outcome,
+    /// `podman diff` of a container that chowned and chmodded files, sorted.
+    owned_diff: Vec<String>,
+    /// Owners and modes (`ls -ln`: mode, uid, gid, name) in the image committed from it.
+    owned: Vec<String>,
+    /// BUILD_CHECKS in an image built with `--isolation oci`.
+    build: Vec<String>,
+}
+
+/// Changes of ownership in a rootless container: ids of the user's subordinate range, a new
+/// file and a lower one (copied up), a directory, and a mode with setgid.
+const OWNERSHIP: &str = "echo o > /owned && chown 1234:2345 /owned && chown 1234:1234 /etc/chmodme \
+                         && mkdir /odir && chown 2000:3000 /odir && chmod 2750 /odir";
+const OWNERSHIP_CHECKS: &str =
+    "ls -lnd /owned /etc/chmodme /odir /etc/passwd | awk '{print $1, $3, $4, $NF}'";
+
+/// The rootless scenario, the ownership changes and a build, with `mount_program`.
+fn rootless_outcome(mount_program: &Path) -> RootlessOutcome {
+    let p = Podman::rootless(mount_program, ROOTLESS_UID);
+    let scenario = p.scenario();
+    p.run(&["--name", "own"], "localhost/bb", OWNERSHIP);
+    let mut owned_diff: Vec<String> = p.ok(&["diff", "own"]).lines().map(String::from).collect();
+    owned_diff.sort();
+    p.ok(&["commit", "-q", "own", "localhost/owned"]);
+    let owned = p
+        .run(&["--rm"], "localhost/owned", OWNERSHIP_CHECKS)
+        .lines()
+        .map(String::from)
+        .collect();
+    let build = p.build("oci");
+    RootlessOutcome {
+        scenario,
+        owned_diff,
+        owned,
+        build,
+    }
+}
+
+/// Rootless podman (uid 4242, subordinate ranges) with fuse-overlayfs and with unionfuse as the
+/// mount program: the same `podman diff`, committed images, owners and modes after chown and
+/// chmod inside the container, and built image.
+#[test]
+fn podman_rootless_matches_fuse_overlayfs() {
+    if !require_podman() || !require_fuse_overlayfs() {
+        return;
+    }
+    let Some(_setup) = require_rootless() else {
+        return;
+    };
+    let start = Instant::now();
+    let reference = retry_once(|| rootless_outcome(Path::new(FUSE_OVERLAYFS)));
+    for want in [
+        "-rw-r--r-- 1234 2345 /owned",
+        "-rw-r--r-- 1234 1234 /etc/chmodme",
+        "drwxr-s--- 2000 3000 /odir",
+    ] {
+        assert_has(&reference.owned, want);
+    }
+    assert_has(&reference.scenario.committed, "absent /etc/lowerfile");
+    let ours = retry_once(|| rootless_outcome(&unionfuse()));
+    assert_eq!(
+        ours, reference,
+        "rootless podman with unionfuse differs from fuse-overlayfs"
+    );
+    eprintln!(
+        "rootless comparison took {:?}; both gave {reference:#?}",
+        start.elapsed()
+    );
 }
 
 /// Live (not zombie) processes of `uid` with an argument below `dir`.
