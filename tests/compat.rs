@@ -1,6 +1,8 @@
 //! fuse-overlayfs's command line: the `-o` option parser (every option, escapes, bad values),
-//! argv dispatch, the conversion to a `MountConfig`, and one mounted run of the binary through a
-//! link named `fuse-overlayfs`. Only the last test needs FUSE.
+//! argv dispatch and the conversion to a `MountConfig`; then mounted runs of the binary in that
+//! form: through a link named `fuse-overlayfs`, id mappings and squash (owners and ACLs),
+//! override_stat as root and as a rootless user in a user namespace (compared with
+//! fuse-overlayfs). The mounted tests need FUSE; the rootless one also uid 4242's subuid range.
 
 mod common;
 
