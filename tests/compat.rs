@@ -1175,3 +1175,121 @@ fn rootless_chown_chmod_persist_as_override_stat() {
     let read_back = rootless_mounted(&fo, &prog, "", ROOTLESS_STAT);
     assert_eq!(read_back, &want[want.find('\n').unwrap() + 1..]);
 }
+
+/// `mknod(2)` of `p`.
+fn mknod(p: &Path, mode: u32, dev: libc::dev_t) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: path is NUL-terminated.
+    if unsafe { libc::mknod(path.as_ptr(), mode, dev) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// containers-storage with force_mask stores a device, FIFO or socket as a regular file whose
+/// `user.containers.override_stat` names the type (`0:0:0666:char-1-3`): through the mount it
+/// is that device (stat, `ls -l`, readdir's d_type) and opens as the device; a mknod through
+/// an override_stat mount makes such a stand-in, and a remount shows the same.
+#[test]
+fn override_stat_type_shows_devices_and_mknod_stores_it() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    const X: &str = "user.containers.override_stat";
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    setxattr(lower, X, b"0:0:0755:dir");
+    for (name, value) in [
+        ("null", "0:0:0666:char-1-3"),
+        ("sda1", "0:6:0660:block-8-1"),
+        ("fifo", "1234:1234:0640:pipe"),
+        ("sock", "0:0:0755:socket"),
+        ("plain", "0:0:0644:file"),
+        ("odd", "0:0:0644:disk-1-2"),
+    ] {
+        std::fs::write(lower.join(name), "").unwrap();
+        setxattr(&lower.join(name), X, value.as_bytes());
+    }
+    let check = |m: &Path| {
+        let md = |n: &str| std::fs::symlink_metadata(m.join(n)).unwrap();
+        let null = md("null");
+        assert!(null.file_type().is_char_device(), "null: {null:?}");
+        assert_eq!(
+            (null.mode() & 0o7777, null.rdev()),
+            (0o666, libc::makedev(1, 3))
+        );
+        let sda1 = md("sda1");
+        assert!(sda1.file_type().is_block_device(), "sda1: {sda1:?}");
+        assert_eq!((sda1.gid(), sda1.rdev()), (6, libc::makedev(8, 1)));
+        assert!(md("fifo").file_type().is_fifo());
+        assert_eq!(
+            (md("fifo").uid(), md("fifo").mode() & 0o7777),
+            (1234, 0o640)
+        );
+        assert!(md("sock").file_type().is_socket());
+        assert!(md("plain").is_file());
+        assert!(md("odd").is_file(), "an unknown type leaves a regular file");
+        let ls = run(Command::new("ls").arg("-l").arg(m.join("null")));
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).starts_with("crw-rw-rw-"),
+            "ls -l: {}",
+            String::from_utf8_lossy(&ls.stdout)
+        );
+        // readdir's d_type (std's DirEntry::file_type uses it) says what stat says.
+        for e in std::fs::read_dir(m).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let ft = e.file_type().unwrap();
+            assert_eq!(ft, md(&name).file_type(), "d_type of {name}");
+        }
+    };
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        check(m);
+        // The kernel opens a device node itself: this is /dev/null, the stand-in stays empty.
+        std::fs::write(m.join("null"), "gone").unwrap();
+        assert_eq!(std::fs::read(m.join("null")).unwrap(), b"");
+        mknod(&m.join("tty1"), libc::S_IFCHR | 0o600, libc::makedev(4, 1)).unwrap();
+        mknod(&m.join("p"), libc::S_IFIFO | 0o600, 0).unwrap();
+        let tty = std::fs::symlink_metadata(m.join("tty1")).unwrap();
+        assert!(tty.file_type().is_char_device());
+        assert_eq!(
+            (tty.mode() & 0o7777, tty.rdev()),
+            (0o600, libc::makedev(4, 1))
+        );
+        assert!(
+            std::fs::symlink_metadata(m.join("p"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        // chmod and chown keep the recorded type.
+        std::fs::set_permissions(m.join("tty1"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::lchown(m.join("tty1"), Some(0), Some(5)).unwrap();
+    });
+    let up = stack.upper();
+    assert_eq!(
+        std::fs::read(lower.join("null")).unwrap(),
+        b"",
+        "lower untouched"
+    );
+    for (name, value) in [("tty1", "0:5:0640:char-4-1"), ("p", "0:0:0600:pipe")] {
+        assert!(std::fs::symlink_metadata(up.join(name)).unwrap().is_file());
+        assert_eq!(
+            getxattr(&up.join(name), X).as_deref(),
+            Some(value.as_bytes()),
+            "{X} of {name}"
+        );
+    }
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        check(m);
+        let tty = std::fs::symlink_metadata(m.join("tty1")).unwrap();
+        assert!(tty.file_type().is_char_device());
+        assert_eq!(
+            (tty.gid(), tty.mode() & 0o7777, tty.rdev()),
+            (5, 0o640, libc::makedev(4, 1))
+        );
+    });
+}
