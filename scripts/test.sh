@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
-PACKAGES=(fuse3 attr fuse-overlayfs busybox-static podman runc uidmap)
+PACKAGES=(fuse3 attr acl fuse-overlayfs busybox-static podman runc uidmap)
 CI="${CI:-false}"
 TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
 

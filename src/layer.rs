@@ -26,7 +26,8 @@ pub struct Layer {
 }
 
 /// fuse-overlayfs's override_stat xattrs, in the order it looks for them on a layer's root.
-/// The value is `UID:GID:MODE` (mode in octal); it applies to directories and regular files.
+/// The value is `UID:GID:MODE[:TYPE]` (mode in octal; TYPE in `union::parse_override`); it
+/// applies to directories and regular files.
 pub const OVERRIDE_PRIVILEGED: &str = "security.fuseoverlayfs.override_stat";
 pub const OVERRIDE_CONTAINERS: &str = "user.containers.override_stat";
 pub const OVERRIDE_USER: &str = "user.fuseoverlayfs.override_stat";

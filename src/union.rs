@@ -15,7 +15,7 @@ use parking_lot::MutexGuard;
 
 use crate::error::{Error, Result};
 use crate::handle::{DirEntry, DirHandle, FileHandle, Handle, Handles};
-use crate::idmap::IdMapping;
+use crate::idmap::{self, IdMapping};
 use crate::inode::{Node, NodeTable, ROOT};
 use crate::layer::{self, LayerIdx, LayerStack};
 use crate::lookup::{self, Hit};
@@ -289,20 +289,30 @@ impl Union {
     /// The override_stat xattr that holds this object's apparent owner and mode, if its top
     /// layer keeps one (fuse-overlayfs's `xattr_permissions`; directories and files only).
     fn override_xattr(&self, node: &Node, mode: u32) -> Option<&CStr> {
+        self.override_xattr_in(node.top(), mode)
+    }
+
+    fn override_xattr_in(&self, layer: LayerIdx, mode: u32) -> Option<&CStr> {
         let kind = mode & libc::S_IFMT;
         if kind != libc::S_IFDIR && kind != libc::S_IFREG {
             return None;
         }
-        self.stack.layers[node.top()].override_stat.as_deref()
+        self.stack.layers[layer].override_stat.as_deref()
     }
 
     /// The (uid, gid, mode) recorded for `node`, if any.
     fn read_override(&self, node: &Node, xattr: &CStr) -> Option<(u32, u32, u32)> {
-        let (fd, name) = self.at(node).ok()?;
-        let v = sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &name), xattr).ok()??;
-        parse_override(&v)
+        let o = self.read_override_full(node, xattr)?;
+        Some((o.uid, o.gid, o.mode))
     }
 
+    fn read_override_full(&self, node: &Node, xattr: &CStr) -> Option<Override> {
+        let (fd, name) = self.at(node).ok()?;
+        read_override_at(fd.as_fd(), &name, xattr)
+    }
+
+    /// Record a new owner and mode; a special file type already recorded (a device that stands
+    /// in the layer as a regular file) is kept.
     fn write_override(
         &self,
         dir: BorrowedFd<'_>,
@@ -310,19 +320,45 @@ impl Union {
         xattr: &CStr,
         v: (u32, u32, u32),
     ) -> Result<()> {
-        let value = format!("{}:{}:0{:o}", v.0, v.1, v.2 & 0o7777);
-        sys::lsetxattr(&sys::proc_path(dir, name), xattr, value.as_bytes(), 0)
+        let special = read_override_at(dir, name, xattr).and_then(|o| o.special);
+        let o = Override {
+            uid: v.0,
+            gid: v.1,
+            mode: v.2 & 0o7777,
+            special,
+        };
+        store_override(dir, name, xattr, &o)
+    }
+
+    /// `st` of `name` in `dir` (a directory of `layer`) as the layer's override_stat shows it:
+    /// owner, mode and, for a regular file standing in for a special file, its type and rdev.
+    fn overridden_at(
+        &self,
+        layer: LayerIdx,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        mut st: Stat,
+    ) -> Stat {
+        if let Some(x) = self.override_xattr_in(layer, st.st_mode)
+            && let Some(o) = read_override_at(dir, name, x)
+        {
+            apply_override(&mut st, &o);
+        }
+        st
     }
 
     fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
-        st.st_ino = node.st_ino.load(Ordering::Relaxed);
         if let Some(x) = self.override_xattr(node, st.st_mode)
-            && let Some((uid, gid, mode)) = self.read_override(node, x)
+            && let Some(o) = self.read_override_full(node, x)
         {
-            st.st_uid = uid;
-            st.st_gid = gid;
-            st.st_mode = (st.st_mode & libc::S_IFMT) | (mode & 0o7777);
+            apply_override(&mut st, &o);
         }
+        self.finish_attr(node, st)
+    }
+
+    /// The rest of what `stat` shows of `node`, once its override (if any) is applied.
+    fn finish_attr(&self, node: &Node, mut st: Stat) -> Stat {
+        st.st_ino = node.st_ino.load(Ordering::Relaxed);
         // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
         // as kernel overlay does, so tools like find don't trust it.
         if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
@@ -336,13 +372,14 @@ impl Union {
 
     fn stat_node(&self, node: &Node) -> Result<Stat> {
         let (fd, name) = self.at(node)?;
-        let st = sys::fstatat(fd.as_fd(), &name)?;
+        let st = self.attr_of(node, sys::fstatat(fd.as_fd(), &name)?);
         // The name was removed (and maybe reused) under a concurrent stat: the kernel must
-        // not see the node change type (it would mark the inode bad, EIO).
+        // not see the node change type (it would mark the inode bad, EIO). The type is the
+        // shown one: a device standing in as a regular file keeps its device type.
         if st.st_mode & libc::S_IFMT != node.ftype {
             return Err(Error::Sys(libc::ENOENT));
         }
-        Ok(self.attr_of(node, st))
+        Ok(st)
     }
 
     /// Owner and mode of a new object in `parent_fd` (an upper directory): the caller's ids,
@@ -492,14 +529,14 @@ impl Union {
         };
         let parent_fd = self.dir_fd(&parent, found.top())?;
         let id = self.id_of(&parent, parent_fd.as_fd(), &name, &found);
-        let st = found.stats[0];
+        let st = self.overridden_at(found.top(), parent_fd.as_fd(), &name, found.stats[0]);
         let node = self.nodes.remember(
             id,
             st.st_mode & libc::S_IFMT,
             found.layers,
             (parent_ino, name),
         );
-        Ok((node.clone(), self.attr_of(&node, st)))
+        Ok((node.clone(), self.finish_attr(&node, st)))
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
@@ -654,14 +691,25 @@ impl Union {
         };
         let st = sys::fstatat(pfd.as_fd(), &name)?;
         let is_dir = is_dir_mode(st.st_mode);
-        // An override_stat upper records the apparent owner and mode of what is created.
-        let kind = st.st_mode & libc::S_IFMT;
-        if let Some(x) = self.stack.layers[0].override_stat.as_deref()
-            && (kind == libc::S_IFDIR || kind == libc::S_IFREG)
-            && !matches!(what, NewObject::Link { .. })
-        {
-            self.write_override(pfd.as_fd(), &name, x, (creds.uid, creds.gid, st.st_mode))?;
+        // An override_stat upper records the apparent owner and mode of what is created, and
+        // the type and device number of a special file made as a regular stand-in.
+        if let Some(x) = self.override_xattr_in(0, st.st_mode) {
+            let special = match what {
+                NewObject::Link { .. } => None,
+                NewObject::Node { mode, rdev } => Some(Some((mode & libc::S_IFMT, rdev))),
+                _ => Some(None),
+            };
+            if let Some(special) = special {
+                let o = Override {
+                    uid: creds.uid,
+                    gid: creds.gid,
+                    mode: st.st_mode & 0o7777,
+                    special,
+                };
+                store_override(pfd.as_fd(), &name, x, &o)?;
+            }
         }
+        let st = self.overridden_at(0, pfd.as_fd(), &name, st);
         let id = match &what {
             // A new link is another name of an existing node.
             NewObject::Link { .. } => {
@@ -683,7 +731,7 @@ impl Union {
         let node = self
             .nodes
             .remember(id, st.st_mode & libc::S_IFMT, vec![0], (parent_ino, name));
-        Ok((node.clone(), self.attr_of(&node, st), file))
+        Ok((node.clone(), self.finish_attr(&node, st), file))
     }
 
     fn make_object(
@@ -717,6 +765,14 @@ impl Union {
                 }
                 Ok(None)
             }
+            NewObject::Node { mode, .. } if self.stands_in(*mode) => {
+                // Kept as a regular file; create_entry records the type in override_stat.
+                let (uid, gid, mode) = self.new_owner(parent_fd, creds, libc::S_IFREG | mode)?;
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                drop(sys::openat(dir, name, flags, mode & 0o7777)?);
+                self.chown_new(dir, name, uid, gid)?;
+                Ok(None)
+            }
             NewObject::Node { mode, rdev } => {
                 sys::mknodat(dir, name, *mode, *rdev)?;
                 chown(*mode)?;
@@ -735,6 +791,17 @@ impl Union {
                 Ok(None)
             }
         }
+    }
+
+    /// A device, FIFO or socket made in an override_stat upper is a regular file there, its
+    /// type in the override xattr (containers-storage's `force_mask` rule): the daemon may not
+    /// be allowed to make a device, and only files and directories carry `user.*` xattrs.
+    fn stands_in(&self, mode: u32) -> bool {
+        self.stack.layers[0].override_stat.is_some()
+            && matches!(
+                mode & libc::S_IFMT,
+                libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK
+            )
     }
 
     pub fn mknod(
@@ -1160,9 +1227,10 @@ impl Union {
             None => {
                 // Not known to the kernel (rare: rename without a prior lookup); track it
                 // without a kernel reference.
+                let st = self.overridden_at(found.top(), pfd.as_fd(), name, found.stats[0]);
                 let n = self.nodes.remember(
                     ids,
-                    found.stats[0].st_mode & libc::S_IFMT,
+                    st.st_mode & libc::S_IFMT,
                     found.layers.clone(),
                     (parent.ino, name.clone()),
                 );
@@ -1381,11 +1449,21 @@ impl Union {
             // d_ino as the layer sees it, in node-id form (st_ino may differ for a merged
             // directory or a copied-up file; kernel overlay without xino has the same gap).
             let ino = self.nodes.id_for(layer.fs_index, 0, e.ino);
+            let mut dtype = e.dtype;
+            // A regular file may stand in for a special file: d_type says what lookup will.
+            if dtype == libc::DT_REG
+                && let Some(x) = layer.override_stat.as_deref()
+                && let Some((kind, _)) =
+                    read_override_at(self.dir_fd(node, e.layer)?.as_fd(), &e.name, x)
+                        .and_then(|o| o.special)
+            {
+                dtype = readdir::dtype_of(kind);
+            }
             out.push(DirEntry {
                 off: name_cookie(&e.name),
                 name: e.name,
                 ino,
-                dtype: e.dtype,
+                dtype,
             });
         }
         out[2..].sort_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
@@ -1408,7 +1486,16 @@ impl Union {
         if is_override_xattr(&real) || !self.xattr_names(&node, &path)?.contains(&real) {
             return Err(Error::Sys(libc::ENODATA));
         }
-        sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))
+        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))?;
+        if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
+            return Ok(value);
+        }
+        // ACL entries name owners: show them as stat shows owners. A layer's ACL the kernel
+        // could not parse either is an I/O error, not something to pass on untranslated.
+        self.opts
+            .ids
+            .show_acl(&value)
+            .map_err(|_| Error::Sys(libc::EIO))
     }
 
     /// The node's stored xattr names, listed once and then cached (see `NodeState`).
@@ -1444,11 +1531,22 @@ impl Union {
         if is_override_xattr(&sys::cname(name)?) {
             return Err(Error::Sys(libc::EPERM));
         }
+        let real = self.fmt.escape(&sys::cname(name)?);
+        // ACL entries name owners: store them as chown stores owners (EINVAL for an id the
+        // mapping has no place for, or a value that is not an ACL), before any copy-up.
+        let mapped;
+        let value = if !self.opts.ids.is_identity() && idmap::is_acl_xattr(real.to_bytes()) {
+            mapped = (self.opts.ids)
+                .store_acl(value)
+                .map_err(|_| Error::Sys(libc::EINVAL))?;
+            &mapped[..]
+        } else {
+            value
+        };
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
         let (fd, n) = self.at(&node)?;
-        let real = self.fmt.escape(&sys::cname(name)?);
         sys::lsetxattr(&sys::proc_path(fd.as_fd(), &n), &real, value, flags)
     }
 
@@ -1537,14 +1635,98 @@ fn name_cookie(name: &CStr) -> u64 {
     (h.finish() >> 1).max(3)
 }
 
-/// `UID:GID:MODE` (mode octal, possibly with file-type bits) as fuse-overlayfs writes it.
-fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+/// An override_stat value: `UID:GID:MODE[:TYPE]`, mode in octal (fuse-overlayfs writes the
+/// whole st_mode, containers-storage the permission bits). TYPE, as containers-storage's
+/// `FormatContainersOverrideXattrDevice` writes it, is `file`, `dir`, `symlink`, `pipe`,
+/// `socket`, `block-MAJOR-MINOR` or `char-MAJOR-MINOR`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Override {
+    uid: u32,
+    gid: u32,
+    /// Permission bits only (`0o7777`).
+    mode: u32,
+    /// A special file that a regular file stands in for: its `S_IFMT` type and rdev.
+    special: Option<(u32, u64)>,
+}
+
+fn read_override_at(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr) -> Option<Override> {
+    let v = sys::lgetxattr_vec(&sys::proc_path(dir, name), xattr).ok()??;
+    parse_override(&v)
+}
+
+fn store_override(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr, o: &Override) -> Result<()> {
+    let value = format_override(o);
+    sys::lsetxattr(&sys::proc_path(dir, name), xattr, value.as_bytes(), 0)
+}
+
+/// Show `st` (a directory or regular file in an override_stat layer) as `o` records it. Only a
+/// regular file takes a special type: a directory is never shown as anything else, and a
+/// regular file is never shown as a directory or a symlink (it has no entries, no target).
+fn apply_override(st: &mut Stat, o: &Override) {
+    st.st_uid = o.uid;
+    st.st_gid = o.gid;
+    let mut kind = st.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFREG
+        && let Some((special, rdev)) = o.special
+    {
+        kind = special;
+        st.st_rdev = rdev;
+    }
+    st.st_mode = kind | o.mode;
+}
+
+/// Parse an override_stat value; None (no override) unless it has a numeric uid, gid and
+/// octal mode. An unknown or malformed TYPE is ignored, owner and mode still apply (as
+/// fuse-overlayfs, which reads the first three fields only); fields after TYPE are ignored.
+fn parse_override(v: &[u8]) -> Option<Override> {
     let s = std::str::from_utf8(v).ok()?.trim_end_matches('\0');
     let mut it = s.split(':');
     let uid = it.next()?.parse().ok()?;
     let gid = it.next()?.parse().ok()?;
     let mode = u32::from_str_radix(it.next()?, 8).ok()?;
-    Some((uid, gid, mode & 0o7777))
+    Some(Override {
+        uid,
+        gid,
+        mode: mode & 0o7777,
+        special: it.next().and_then(parse_override_type),
+    })
+}
+
+/// The special type of a TYPE field. containers-storage matches on the prefix (`pipe`,
+/// `socket`) and splits devices on `-`, ignoring parts after the minor number.
+fn parse_override_type(t: &str) -> Option<(u32, u64)> {
+    if t.starts_with("pipe") {
+        return Some((libc::S_IFIFO, 0));
+    }
+    if t.starts_with("socket") {
+        return Some((libc::S_IFSOCK, 0));
+    }
+    let mut parts = t.split('-');
+    let kind = match parts.next()? {
+        "char" => libc::S_IFCHR,
+        "block" => libc::S_IFBLK,
+        _ => return None,
+    };
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((kind, libc::makedev(major, minor)))
+}
+
+/// The value `parse_override` reads back: `UID:GID:0MODE`, then `:TYPE` for a special file
+/// (files and directories keep the three-field form older fuse-overlayfs versions read).
+fn format_override(o: &Override) -> String {
+    let base = format!("{}:{}:0{:o}", o.uid, o.gid, o.mode & 0o7777);
+    let Some((kind, rdev)) = o.special else {
+        return base;
+    };
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    match kind {
+        libc::S_IFCHR => format!("{base}:char-{major}-{minor}"),
+        libc::S_IFBLK => format!("{base}:block-{major}-{minor}"),
+        libc::S_IFIFO => format!("{base}:pipe"),
+        libc::S_IFSOCK => format!("{base}:socket"),
+        _ => base,
+    }
 }
 
 /// fuse-overlayfs's override_stat xattrs are its metadata, never shown through the mount.
@@ -1567,4 +1749,131 @@ fn lock_two<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGu
     let g1 = first.dir_lock.lock();
     let g2 = second.dir_lock.lock();
     (g1, Some(g2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov(uid: u32, gid: u32, mode: u32, special: Option<(u32, u64)>) -> Override {
+        Override {
+            uid,
+            gid,
+            mode,
+            special,
+        }
+    }
+
+    #[test]
+    fn override_values_of_every_type_parse() {
+        let dev = |kind, ma, mi| Some((kind, libc::makedev(ma, mi)));
+        for (v, want) in [
+            ("1234:1235:0644", ov(1234, 1235, 0o644, None)),
+            // fuse-overlayfs 1.10's form: the whole st_mode.
+            ("1234:1235:100644", ov(1234, 1235, 0o644, None)),
+            ("0:0:4755:file", ov(0, 0, 0o4755, None)),
+            ("1:2:0755:dir", ov(1, 2, 0o755, None)),
+            ("1:2:0777:symlink", ov(1, 2, 0o777, None)),
+            ("1:2:0666:pipe", ov(1, 2, 0o666, Some((libc::S_IFIFO, 0)))),
+            (
+                "1:2:0700:socket",
+                ov(1, 2, 0o700, Some((libc::S_IFSOCK, 0))),
+            ),
+            (
+                "0:0:0666:char-1-3",
+                ov(0, 0, 0o666, dev(libc::S_IFCHR, 1, 3)),
+            ),
+            (
+                "0:6:0660:block-8-1",
+                ov(0, 6, 0o660, dev(libc::S_IFBLK, 8, 1)),
+            ),
+            // Large numbers need glibc's split encoding.
+            (
+                "0:0:0600:char-4095-1048575",
+                ov(0, 0, 0o600, dev(libc::S_IFCHR, 4095, 1048575)),
+            ),
+            // containers-storage ignores device parts after the minor, and fields after TYPE.
+            (
+                "0:0:0600:block-3-4-future",
+                ov(0, 0, 0o600, dev(libc::S_IFBLK, 3, 4)),
+            ),
+            (
+                "0:0:0600:char-5-1:more",
+                ov(0, 0, 0o600, dev(libc::S_IFCHR, 5, 1)),
+            ),
+            ("0:0:0644\0", ov(0, 0, 0o644, None)),
+        ] {
+            assert_eq!(parse_override(v.as_bytes()), Some(want), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_override_values_are_ignored() {
+        for v in ["", "1000:1001", "x:1:0644", "1:-2:0644", "1:2:0689", "1:2:"] {
+            assert_eq!(parse_override(v.as_bytes()), None, "{v:?}");
+        }
+        // A malformed type field leaves owner and mode in force (fuse-overlayfs never reads
+        // it); the file keeps its own type.
+        for t in [
+            "disk-1-2",
+            "block800",
+            "block-abc-0",
+            "char-1-xyz",
+            "char-1",
+            "",
+        ] {
+            let v = format!("7:8:0640:{t}");
+            assert_eq!(
+                parse_override(v.as_bytes()),
+                Some(ov(7, 8, 0o640, None)),
+                "{v:?}"
+            );
+        }
+        assert_eq!(parse_override(&[0xff, b':', b'1']), None);
+    }
+
+    #[test]
+    fn override_values_round_trip() {
+        for o in [
+            ov(1234, 1234, 0o644, None),
+            ov(0, 0, 0o2755, None),
+            ov(1, 2, 0o666, Some((libc::S_IFIFO, 0))),
+            ov(1, 2, 0o777, Some((libc::S_IFSOCK, 0))),
+            ov(0, 0, 0o666, Some((libc::S_IFCHR, libc::makedev(1, 3)))),
+            ov(
+                0,
+                0,
+                0o660,
+                Some((libc::S_IFBLK, libc::makedev(259, 70000))),
+            ),
+        ] {
+            assert_eq!(parse_override(format_override(&o).as_bytes()), Some(o));
+        }
+        assert_eq!(
+            format_override(&ov(1234, 1234, 0o644, None)),
+            "1234:1234:0644"
+        );
+        let null = ov(0, 0, 0o666, Some((libc::S_IFCHR, libc::makedev(1, 3))));
+        assert_eq!(format_override(&null), "0:0:0666:char-1-3");
+    }
+
+    /// A real stat (unsafe stays in sys.rs), its type and mode replaced.
+    fn stat_of(mode: u32) -> Stat {
+        let root = sys::open_path(c"/", libc::O_PATH).expect("open /");
+        let mut st = sys::fstat(root.as_fd()).expect("fstat /");
+        (st.st_mode, st.st_rdev) = (mode, 0);
+        st
+    }
+
+    #[test]
+    fn only_a_regular_file_takes_a_special_type() {
+        let null = ov(0, 0, 0o666, Some((libc::S_IFCHR, libc::makedev(1, 3))));
+        let mut st = stat_of(libc::S_IFREG | 0o600);
+        apply_override(&mut st, &null);
+        assert_eq!(st.st_mode, libc::S_IFCHR | 0o666);
+        assert_eq!((libc::major(st.st_rdev), libc::minor(st.st_rdev)), (1, 3));
+        let mut st = stat_of(libc::S_IFDIR | 0o700);
+        apply_override(&mut st, &null);
+        assert_eq!((st.st_mode, st.st_rdev), (libc::S_IFDIR | 0o666, 0));
+    }
 }

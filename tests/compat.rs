@@ -1,6 +1,8 @@
 //! fuse-overlayfs's command line: the `-o` option parser (every option, escapes, bad values),
-//! argv dispatch, the conversion to a `MountConfig`, and one mounted run of the binary through a
-//! link named `fuse-overlayfs`. Only the last test needs FUSE.
+//! argv dispatch and the conversion to a `MountConfig`; then mounted runs of the binary in that
+//! form: through a link named `fuse-overlayfs`, id mappings and squash (owners and ACLs),
+//! override_stat as root and as a rootless user in a user namespace (compared with
+//! fuse-overlayfs). The mounted tests need FUSE; the rootless one also uid 4242's subuid range.
 
 mod common;
 
@@ -871,4 +873,423 @@ fn override_stat_is_shown_and_chown_chmod_are_kept_in_it() {
         (0, 0o600),
         "the file itself is unchanged"
     );
+}
+
+/// `getfacl -n` of `p`, the entry lines only (no comments), or the error text.
+fn getfacl(p: &Path) -> Result<Vec<String>, String> {
+    let out = run(Command::new("getfacl").args(["-n", "-p"]).arg(p));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+/// `setfacl ARGS`; Err with setfacl's message when it fails.
+fn setfacl(args: &[&str], p: &Path) -> Result<(), String> {
+    let out = run(Command::new("setfacl").args(args).arg(p));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// True when setfacl/getfacl are installed; under CI=true their absence fails the test.
+fn require_acl_tools() -> bool {
+    if Command::new("setfacl").arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("setfacl is not installed (package acl; scripts/test.sh installs it)");
+    }
+    eprintln!("skipping: setfacl (package acl) is not installed");
+    false
+}
+
+#[track_caller]
+fn assert_acl_has(acl: &[String], want: &[&str]) {
+    for w in want {
+        assert!(acl.iter().any(|l| l == w), "missing {w:?} in {acl:?}");
+    }
+}
+
+/// ACL entries name users and groups, so under uidmapping/gidmapping they translate as owners
+/// do: an ACL set through the mount holds host ids in the upper, one in a lower shows
+/// container ids, and an id outside the mapping can't be set (EINVAL, as chown).
+#[test]
+fn acl_ids_follow_the_uid_and_gid_mapping() {
+    if !common::require_fuse() || !require_acl_tools() {
+        return;
+    }
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    std::fs::write(lower.join("f"), "f").unwrap();
+    std::fs::create_dir(lower.join("d")).unwrap();
+    std::fs::write(lower.join("lowacl"), "l").unwrap();
+    setfacl(&["-m", "u:101000:r,g:101001:rx"], &lower.join("lowacl")).unwrap();
+    let before = stack.lower_digests();
+    with_compat_mount(
+        &stack,
+        ",uidmapping=0:100000:65536,gidmapping=0:100000:65536",
+        |m| {
+            // A lower file's ACL shows container ids.
+            let acl = getfacl(&m.join("lowacl")).unwrap();
+            assert_acl_has(&acl, &["user:1000:r--", "group:1001:r-x"]);
+            setfacl(&["-m", "u:1000:rw,g:2000:r"], &m.join("f")).unwrap();
+            let acl = getfacl(&m.join("f")).unwrap();
+            assert_acl_has(&acl, &["user:1000:rw-", "group:2000:r--"]);
+            setfacl(&["-d", "-m", "u:1000:rwx"], &m.join("d")).unwrap();
+            let acl = getfacl(&m.join("d")).unwrap();
+            assert_acl_has(&acl, &["default:user:1000:rwx"]);
+            // Container id 70000 has no host id: refused, and nothing changes.
+            let e = setfacl(&["-m", "u:70000:r"], &m.join("f")).unwrap_err();
+            assert!(e.contains("Invalid argument"), "{e}");
+            assert!(
+                !getfacl(&m.join("f"))
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("70000"))
+            );
+            // Changing the lower file's ACL copies it up with host ids kept.
+            setfacl(&["-m", "g:1002:w"], &m.join("lowacl")).unwrap();
+        },
+    );
+    let up = stack.upper();
+    assert_acl_has(
+        &getfacl(&up.join("f")).unwrap(),
+        &["user:101000:rw-", "group:102000:r--"],
+    );
+    assert_acl_has(
+        &getfacl(&up.join("d")).unwrap(),
+        &["default:user:101000:rwx"],
+    );
+    assert_acl_has(
+        &getfacl(&up.join("lowacl")).unwrap(),
+        &["user:101000:r--", "group:101001:r-x", "group:101002:-w-"],
+    );
+    stack.assert_lowers_unchanged(&before);
+}
+
+// ---- rootless: the mount program in a user namespace, as rootless podman runs it ---------
+
+/// Runs `ops` (sh, in the mountpoint) against `prog` mounted in the fuse-overlayfs form on
+/// `stack` with `-o extra`, as `common::rootless::ROOTLESS_UID` inside new user and mount
+/// namespaces mapped as rootless podman maps them: 0 is the user, 1.. its subordinate ids
+/// (`unshare --map-auto --map-root-user`). The daemon believes it is root; on disk it is the
+/// user. The script unmounts and waits for the daemon on every exit; the guard kills a daemon
+/// that outlives it. Returns stdout; panics with stderr and the daemon's log on failure.
+fn rootless_mounted(stack: &common::Stack, prog: &Path, extra: &str, ops: &str) -> String {
+    use common::rootless::{ROOTLESS_UID, chown_tree};
+    let work = stack.new_workdir();
+    let log = stack.base.path().join("daemon.log");
+    chown_tree(stack.base.path(), ROOTLESS_UID);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        stack.lower(0).display(),
+        stack.upper().display(),
+        work.display()
+    );
+    let script = format!(
+        r#"set -u
+"$PROG" -o "$OPTS" -f "$MNT" 2>>"$LOG" &
+daemon=$!
+trap 'cd /; umount "$MNT" 2>/dev/null; wait $daemon' EXIT
+i=0
+until grep -q " $MNT " /proc/self/mounts; do
+    i=$((i+1)); [ $i -lt 200 ] || {{ echo "$PROG did not mount" >&2; exit 1; }}; sleep 0.05
+done
+cd "$MNT"
+{ops}
+"#
+    );
+    let guard = BackgroundMount {
+        mnt: stack.mnt.clone(),
+    };
+    let out = run(Command::new("setpriv")
+        .arg(format!("--reuid={ROOTLESS_UID}"))
+        .arg(format!("--regid={ROOTLESS_UID}"))
+        .args(["--clear-groups", "unshare", "--map-auto", "--map-root-user"])
+        .args(["--mount", "sh", "-c", &script])
+        .env("PROG", prog)
+        .env("OPTS", &opts)
+        .env("MNT", &stack.mnt)
+        .env("LOG", &log)
+        .env("LC_ALL", "C")
+        .current_dir("/"));
+    drop(guard);
+    assert!(
+        out.status.success(),
+        "{} as uid {ROOTLESS_UID} in a user namespace failed ({}): {}\n--- log ---\n{}",
+        prog.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `uid:gid:mode` of an override_stat value, mode without the file type: fuse-overlayfs 1.10
+/// writes `1234:1234:100644` (st_mode in octal), containers-storage and unionfuse
+/// `1234:1234:0644` (permission bits); both read either.
+fn parse_override(v: &[u8]) -> (u32, u32, u32) {
+    let s = std::str::from_utf8(v).expect("utf-8 override_stat");
+    let f: Vec<&str> = s.split(':').collect();
+    assert!(f.len() >= 3, "override_stat {s:?}");
+    let n = |x: &str| x.parse::<u32>().unwrap_or_else(|_| panic!("{s:?}"));
+    let mode = u32::from_str_radix(f[2], 8).unwrap_or_else(|_| panic!("{s:?}"));
+    (n(f[0]), n(f[1]), mode & 0o7777)
+}
+
+/// The lower of the rootless tests: files and directories owned by the user (root in its
+/// namespace), one of each to be chowned, chmodded, chowned and chmodded.
+fn rootless_stack() -> common::Stack {
+    let stack = common::Stack::new(1);
+    let l = stack.lower(0);
+    for f in ["f", "g", "h"] {
+        std::fs::write(l.join(f), f).unwrap();
+    }
+    for d in ["d", "e"] {
+        std::fs::create_dir(l.join(d)).unwrap();
+    }
+    stack
+}
+
+/// What the rootless tests do through the mount: chown (to ids the user can't own on disk),
+/// chmod, a device node (refused: mknod of a device needs CAP_MKNOD in the initial namespace,
+/// which the kernel checks before FUSE sees the request), then `stat` of each.
+const ROOTLESS_OPS: &str = "chown 1234:1234 f; chmod 640 g; chown 1234:2345 d; chmod 711 e; \
+                            mknod dev c 1 3 2>&1 | sed 's/.*: //'; \
+                            stat -c '%u:%g %a %n' f g d e";
+const ROOTLESS_STAT: &str = "stat -c '%u:%g %a %n' f g d e";
+
+/// A rootless user's chown and chmod (daemon in a user namespace, as rootless podman runs its
+/// mount program, with containers-storage's `xattr_permissions=2`) succeed, show in stat,
+/// persist across a remount, and live in the upper's `user.containers.override_stat` while
+/// the real owner and mode stay the user's. fuse-overlayfs 1.10 run the same way is the
+/// reference: same stat results, same values in its override xattr, and unionfuse reads the
+/// upper it wrote.
+#[test]
+fn rootless_chown_chmod_persist_as_override_stat() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::require_fuse() {
+        return;
+    }
+    let Some(_setup) = common::rootless::require_rootless() else {
+        return;
+    };
+    const X: &str = "user.containers.override_stat";
+    let stack = rootless_stack();
+    let prog = stack.base.path().join("unionfuse");
+    std::fs::copy(common::mount::binary(), &prog).expect("copy unionfuse for the user");
+    let ours = rootless_mounted(&stack, &prog, ",xattr_permissions=2", ROOTLESS_OPS);
+    let want = "Operation not permitted\n1234:1234 644 f\n0:0 640 g\n1234:2345 755 d\n0:0 711 e\n";
+    assert_eq!(ours, want);
+    let up = stack.upper();
+    for (name, value) in [
+        ("f", "1234:1234:0644"),
+        ("g", "0:0:0640"),
+        ("d", "1234:2345:0755"),
+        ("e", "0:0:0711"),
+    ] {
+        assert_eq!(
+            getxattr(&up.join(name), X).as_deref(),
+            Some(value.as_bytes()),
+            "{X} of {name}"
+        );
+        let md = std::fs::symlink_metadata(up.join(name)).unwrap();
+        let mode = if md.is_dir() { 0o755 } else { 0o644 };
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (
+                common::rootless::ROOTLESS_UID,
+                common::rootless::ROOTLESS_UID,
+                mode
+            ),
+            "{name}: the real owner and mode are unchanged"
+        );
+    }
+    assert!(!up.join("dev").exists(), "a refused mknod left {up:?}/dev");
+    // Remounted the same way, the owners and modes are still there; so are new changes
+    // combining chown and chmod, and a new file's owner.
+    let again = rootless_mounted(
+        &stack,
+        &prog,
+        ",xattr_permissions=2",
+        &format!(
+            "{ROOTLESS_STAT}; chown 1234:1234 h; chmod 600 h; touch new; chown 77:88 new; \
+             stat -c '%u:%g %a %n' h new"
+        ),
+    );
+    assert_eq!(
+        again,
+        format!(
+            "{}1234:1234 600 h\n77:88 644 new\n",
+            &want[want.find('\n').unwrap() + 1..]
+        )
+    );
+    assert_eq!(
+        getxattr(&up.join("h"), X).as_deref(),
+        Some(&b"1234:1234:0600"[..])
+    );
+    assert_eq!(
+        getxattr(&up.join("new"), X).as_deref(),
+        Some(&b"77:88:0644"[..])
+    );
+
+    if !Path::new("/usr/bin/fuse-overlayfs").exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("fuse-overlayfs is not installed (scripts/test.sh installs it)");
+        }
+        eprintln!("skipping the fuse-overlayfs comparison: it is not installed");
+        return;
+    }
+    // fuse-overlayfs 1.10 with the same option: the same results through the mount. It keeps
+    // them in user.fuseoverlayfs.override_stat (1.14 moved to user.containers.*), as
+    // `uid:gid:st_mode` in octal; the values are the same.
+    let fo = rootless_stack();
+    let theirs = rootless_mounted(
+        &fo,
+        Path::new("/usr/bin/fuse-overlayfs"),
+        ",xattr_permissions=2",
+        ROOTLESS_OPS,
+    );
+    assert_eq!(theirs, want, "fuse-overlayfs 1.10 shows something else");
+    for name in ["f", "g", "d", "e"] {
+        let fo_value = getxattr(&fo.upper().join(name), "user.fuseoverlayfs.override_stat")
+            .unwrap_or_else(|| panic!("fuse-overlayfs stored no override for {name}"));
+        let ours = getxattr(&up.join(name), X).expect("ours");
+        assert_eq!(
+            parse_override(&ours),
+            parse_override(&fo_value),
+            "{name}: {:?} vs fuse-overlayfs's {:?}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&fo_value)
+        );
+    }
+    // Storage written by fuse-overlayfs reads the same through unionfuse (the upper's root
+    // names the xattr, so no option is needed).
+    let read_back = rootless_mounted(&fo, &prog, "", ROOTLESS_STAT);
+    assert_eq!(read_back, &want[want.find('\n').unwrap() + 1..]);
+}
+
+/// `mknod(2)` of `p`.
+fn mknod(p: &Path, mode: u32, dev: libc::dev_t) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: path is NUL-terminated.
+    if unsafe { libc::mknod(path.as_ptr(), mode, dev) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// containers-storage with force_mask stores a device, FIFO or socket as a regular file whose
+/// `user.containers.override_stat` names the type (`0:0:0666:char-1-3`): through the mount it
+/// is that device (stat, `ls -l`, readdir's d_type) and opens as the device; a mknod through
+/// an override_stat mount makes such a stand-in, and a remount shows the same.
+#[test]
+fn override_stat_type_shows_devices_and_mknod_stores_it() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    const X: &str = "user.containers.override_stat";
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    setxattr(lower, X, b"0:0:0755:dir");
+    for (name, value) in [
+        ("null", "0:0:0666:char-1-3"),
+        ("sda1", "0:6:0660:block-8-1"),
+        ("fifo", "1234:1234:0640:pipe"),
+        ("sock", "0:0:0755:socket"),
+        ("plain", "0:0:0644:file"),
+        ("odd", "0:0:0644:disk-1-2"),
+    ] {
+        std::fs::write(lower.join(name), "").unwrap();
+        setxattr(&lower.join(name), X, value.as_bytes());
+    }
+    let check = |m: &Path| {
+        let md = |n: &str| std::fs::symlink_metadata(m.join(n)).unwrap();
+        let null = md("null");
+        assert!(null.file_type().is_char_device(), "null: {null:?}");
+        assert_eq!(
+            (null.mode() & 0o7777, null.rdev()),
+            (0o666, libc::makedev(1, 3))
+        );
+        let sda1 = md("sda1");
+        assert!(sda1.file_type().is_block_device(), "sda1: {sda1:?}");
+        assert_eq!((sda1.gid(), sda1.rdev()), (6, libc::makedev(8, 1)));
+        assert!(md("fifo").file_type().is_fifo());
+        assert_eq!(
+            (md("fifo").uid(), md("fifo").mode() & 0o7777),
+            (1234, 0o640)
+        );
+        assert!(md("sock").file_type().is_socket());
+        assert!(md("plain").is_file());
+        assert!(md("odd").is_file(), "an unknown type leaves a regular file");
+        let ls = run(Command::new("ls").arg("-l").arg(m.join("null")));
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).starts_with("crw-rw-rw-"),
+            "ls -l: {}",
+            String::from_utf8_lossy(&ls.stdout)
+        );
+        // readdir's d_type (std's DirEntry::file_type uses it) says what stat says.
+        for e in std::fs::read_dir(m).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let ft = e.file_type().unwrap();
+            assert_eq!(ft, md(&name).file_type(), "d_type of {name}");
+        }
+    };
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        check(m);
+        // The kernel opens a device node itself: this is /dev/null, the stand-in stays empty.
+        std::fs::write(m.join("null"), "gone").unwrap();
+        assert_eq!(std::fs::read(m.join("null")).unwrap(), b"");
+        mknod(&m.join("tty1"), libc::S_IFCHR | 0o600, libc::makedev(4, 1)).unwrap();
+        mknod(&m.join("p"), libc::S_IFIFO | 0o600, 0).unwrap();
+        let tty = std::fs::symlink_metadata(m.join("tty1")).unwrap();
+        assert!(tty.file_type().is_char_device());
+        assert_eq!(
+            (tty.mode() & 0o7777, tty.rdev()),
+            (0o600, libc::makedev(4, 1))
+        );
+        assert!(
+            std::fs::symlink_metadata(m.join("p"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        // chmod and chown keep the recorded type.
+        std::fs::set_permissions(m.join("tty1"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::lchown(m.join("tty1"), Some(0), Some(5)).unwrap();
+    });
+    let up = stack.upper();
+    assert_eq!(
+        std::fs::read(lower.join("null")).unwrap(),
+        b"",
+        "lower untouched"
+    );
+    for (name, value) in [("tty1", "0:5:0640:char-4-1"), ("p", "0:0:0600:pipe")] {
+        assert!(std::fs::symlink_metadata(up.join(name)).unwrap().is_file());
+        assert_eq!(
+            getxattr(&up.join(name), X).as_deref(),
+            Some(value.as_bytes()),
+            "{X} of {name}"
+        );
+    }
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        check(m);
+        let tty = std::fs::symlink_metadata(m.join("tty1")).unwrap();
+        assert!(tty.file_type().is_char_device());
+        assert_eq!(
+            (tty.gid(), tty.mode() & 0o7777, tty.rdev()),
+            (5, 0o640, libc::makedev(4, 1))
+        );
+    });
 }

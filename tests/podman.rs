@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::rootless::{ROOTLESS_UID, chown_tree, require_rootless, which};
+
 const BUSYBOX: &str = "/bin/busybox";
 const FUSE_OVERLAYFS: &str = "/usr/bin/fuse-overlayfs";
 
@@ -74,14 +76,6 @@ fn require_podman() -> bool {
     }
     eprintln!("skipping podman test: {reason}");
     false
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(bin))
-            .find(|p| p.is_file())
-    })
 }
 
 /// A private podman store whose overlay driver uses `mount_program`; run as root, or as
@@ -563,10 +557,6 @@ fn require_fuse_overlayfs() -> bool {
     false
 }
 
-/// The unprivileged user rootless podman runs as.
-const ROOTLESS_UID: u32 = 4242;
-const ROOTLESS_NAME: &str = "podtest";
-
 /// Rootless podman with unionfuse: the scenario as an unprivileged user (import, run writing,
 /// chmodding and deleting lower files, diff, commit, run the committed image), a chown to an
 /// id of the user's subordinate range, and a build. Sets up the user (uid 4242 with a subuid
@@ -580,20 +570,11 @@ fn podman_rootless_with_unionfuse() {
     let Some(_setup) = require_rootless() else {
         return;
     };
-    // One retry: right after another rootless run, podman's pause process of the previous
-    // store can still be exiting (seen once in 24 runs); a second failure is a real one.
-    let attempt = || {
+    let (p, out) = retry_once(|| {
         let p = Podman::rootless(&unionfuse(), ROOTLESS_UID);
         let out = p.scenario();
         (p, out)
-    };
-    let (p, out) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)) {
-        Ok(v) => v,
-        Err(_) => {
-            eprintln!("rootless podman: first attempt failed (above); retrying once");
-            attempt()
-        }
-    };
+    });
     for want in [
         "A /newfile",
         "D /etc/lowerfile",
@@ -641,167 +622,90 @@ fn podman_rootless_with_unionfuse() {
     }
 }
 
-/// What the rootless test changed on the machine and puts back on drop: /dev/fuse's mode. Holds
-/// a lock so that two runs of the test never restore the mode under each other.
-struct RootlessSetup {
-    _lock: std::fs::File,
-    fuse_mode: Option<u32>,
-}
-
-impl Drop for RootlessSetup {
-    fn drop(&mut self) {
-        if let Some(mode) = self.fuse_mode {
-            use std::os::unix::fs::PermissionsExt;
-            if let Err(e) =
-                std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode))
-            {
-                eprintln!("warning: could not restore /dev/fuse to mode {mode:o}: {e}");
-            }
+/// Runs a rootless podman `attempt` once more if it panics: right after another rootless run,
+/// podman's pause process of the previous store can still be exiting (seen once in 24 runs);
+/// a second failure is a real one.
+fn retry_once<T>(attempt: impl Fn() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&attempt)) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!("rootless podman: first attempt failed (above); retrying once");
+            attempt()
         }
     }
 }
 
-/// Prepares rootless podman: the user, its subordinate ids, /dev/fuse open to it. None (after
-/// printing why) when this machine cannot run it; under CI=true that is a failure instead.
-fn require_rootless() -> Option<RootlessSetup> {
-    match prepare_rootless() {
-        Ok(setup) => Some(setup),
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("rootless podman cannot run under CI: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("skipping rootless podman test: {reason}");
-            None
-        }
-    }
+/// Everything the rootless comparison looks at, for one mount program.
+#[derive(Debug, PartialEq)]
+struct RootlessOutcome {
+    scenario: Outcome,
+    /// `podman diff` of a container that chowned and chmodded files, sorted.
+    owned_diff: Vec<String>,
+    /// Owners and modes (`ls -ln`: mode, uid, gid, name) in the image committed from it.
+    owned: Vec<String>,
+    /// BUILD_CHECKS in an image built with `--isolation oci`.
+    build: Vec<String>,
 }
 
-fn prepare_rootless() -> Result<RootlessSetup, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let missing: Vec<&str> = ["newuidmap", "newgidmap", "setpriv"]
-        .into_iter()
-        .filter(|b| which(b).is_none())
+/// Changes of ownership in a rootless container: ids of the user's subordinate range, a new
+/// file and a lower one (copied up), a directory, and a mode with setgid.
+const OWNERSHIP: &str = "echo o > /owned && chown 1234:2345 /owned && chown 1234:1234 /etc/chmodme \
+                         && mkdir /odir && chown 2000:3000 /odir && chmod 2750 /odir";
+const OWNERSHIP_CHECKS: &str =
+    "ls -lnd /owned /etc/chmodme /odir /etc/passwd | awk '{print $1, $3, $4, $NF}'";
+
+/// The rootless scenario, the ownership changes and a build, with `mount_program`.
+fn rootless_outcome(mount_program: &Path) -> RootlessOutcome {
+    let p = Podman::rootless(mount_program, ROOTLESS_UID);
+    let scenario = p.scenario();
+    p.run(&["--name", "own"], "localhost/bb", OWNERSHIP);
+    let mut owned_diff: Vec<String> = p.ok(&["diff", "own"]).lines().map(String::from).collect();
+    owned_diff.sort();
+    p.ok(&["commit", "-q", "own", "localhost/owned"]);
+    let owned = p
+        .run(&["--rm"], "localhost/owned", OWNERSHIP_CHECKS)
+        .lines()
+        .map(String::from)
         .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "missing {} (packages uidmap, util-linux)",
-            missing.join(" ")
-        ));
+    let build = p.build("oci");
+    RootlessOutcome {
+        scenario,
+        owned_diff,
+        owned,
+        build,
     }
-    let lock = std::fs::File::create("/tmp/unionfuse-podman-rootless.lock")
-        .map_err(|e| format!("lock file: {e}"))?;
-    // SAFETY: flock on an fd we own; no memory involved.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(format!("flock: {}", std::io::Error::last_os_error()));
+}
+
+/// Rootless podman (uid 4242, subordinate ranges) with fuse-overlayfs and with unionfuse as the
+/// mount program: the same `podman diff`, committed images, owners and modes after chown and
+/// chmod inside the container, and built image.
+#[test]
+fn podman_rootless_matches_fuse_overlayfs() {
+    if !require_podman() || !require_fuse_overlayfs() {
+        return;
     }
-    let name = ensure_user()?;
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        ensure_subids(file, &name)?;
-    }
-    // Rootless podman needs unprivileged user namespaces: try one as the user.
-    let userns = Command::new("setpriv")
-        .arg(format!("--reuid={ROOTLESS_UID}"))
-        .arg(format!("--regid={ROOTLESS_UID}"))
-        .args([
-            "--init-groups",
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "true",
-        ])
-        .current_dir("/")
-        .output()
-        .map_err(|e| format!("spawn setpriv: {e}"))?;
-    if !userns.status.success() {
-        return Err(format!(
-            "unprivileged user namespaces are not available: unshare --user as uid \
-             {ROOTLESS_UID} failed: {}",
-            String::from_utf8_lossy(&userns.stderr).trim()
-        ));
-    }
-    // The mount program opens /dev/fuse as the user (root only in its user namespace).
-    let mut setup = RootlessSetup {
-        _lock: lock,
-        fuse_mode: None,
+    let Some(_setup) = require_rootless() else {
+        return;
     };
-    let mode = std::fs::metadata("/dev/fuse")
-        .map_err(|e| format!("/dev/fuse: {e}"))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o006 != 0o006 {
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode | 0o666))
-            .map_err(|e| format!("chmod /dev/fuse: {e}"))?;
-        setup.fuse_mode = Some(mode);
+    let start = Instant::now();
+    let reference = retry_once(|| rootless_outcome(Path::new(FUSE_OVERLAYFS)));
+    for want in [
+        "-rw-r--r-- 1234 2345 /owned",
+        "-rw-r--r-- 1234 1234 /etc/chmodme",
+        "drwxr-s--- 2000 3000 /odir",
+    ] {
+        assert_has(&reference.owned, want);
     }
-    Ok(setup)
-}
-
-/// The name of the user with ROOTLESS_UID, created (without a home) if there is none.
-fn ensure_user() -> Result<String, String> {
-    let by_uid = |passwd: &str| {
-        passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.get(2) == Some(&ROOTLESS_UID.to_string().as_str())).then(|| f[0].to_string())
-        })
-    };
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
-    if let Some(name) = by_uid(&passwd) {
-        return Ok(name);
-    }
-    let out = Command::new("useradd")
-        .args(["-M", "-s", "/usr/sbin/nologin", "-u"])
-        .arg(ROOTLESS_UID.to_string())
-        .arg(ROOTLESS_NAME)
-        .output()
-        .map_err(|e| format!("spawn useradd: {e}"))?;
-    // A parallel run may have created it meanwhile: look again rather than trust the status.
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
-    by_uid(&passwd).ok_or_else(|| {
-        format!(
-            "useradd {ROOTLESS_NAME} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
-}
-
-/// Gives `name` a range of 65536 subordinate ids in `file` unless it has one, after the
-/// highest range in use.
-fn ensure_subids(file: &str, name: &str) -> Result<(), String> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let mut end = 100_000u64;
-    for l in text.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() != 3 {
-            continue;
-        }
-        if f[0] == name || f[0] == ROOTLESS_UID.to_string() {
-            if f[2].parse::<u64>().unwrap_or(0) >= 65536 {
-                return Ok(());
-            }
-            continue;
-        }
-        if let (Ok(start), Ok(count)) = (f[1].parse::<u64>(), f[2].parse::<u64>()) {
-            end = end.max(start + count);
-        }
-    }
-    let mut text = text;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&format!("{name}:{end}:65536\n"));
-    std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))
-}
-
-/// chown -R to `uid`:`uid`, not following symlinks.
-fn chown_tree(path: &Path, uid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
-        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        for e in std::fs::read_dir(path).expect("read_dir").flatten() {
-            chown_tree(&e.path(), uid);
-        }
-    }
+    assert_has(&reference.scenario.committed, "absent /etc/lowerfile");
+    let ours = retry_once(|| rootless_outcome(&unionfuse()));
+    assert_eq!(
+        ours, reference,
+        "rootless podman with unionfuse differs from fuse-overlayfs"
+    );
+    eprintln!(
+        "rootless comparison took {:?}; both gave {reference:#?}",
+        start.elapsed()
+    );
 }
 
 /// Live (not zombie) processes of `uid` with an argument below `dir`.

@@ -5,6 +5,7 @@
 
 pub mod layers;
 pub mod mount;
+pub mod rootless;
 pub mod sys;
 pub mod tree;
 
