@@ -594,11 +594,17 @@ impl Union {
                 .transpose()?,
             ..set
         };
-        // In an override_stat layer, owner and mode live in the xattr, not on the file.
-        if (set.uid.is_some() || set.gid.is_some() || set.mode.is_some())
-            && let Some(x) = self.override_xattr(&node, node.ftype)
+        // In an override_stat layer, owner and mode live in the xattr, not on the file (which
+        // may be a regular file standing in for a device: ask the disk, not `node.ftype`).
+        let real = match set.uid.is_some() || set.gid.is_some() || set.mode.is_some() {
+            true if self.stack.layers[node.top()].override_stat.is_some() => {
+                Some(sys::fstatat(fd.as_fd(), &name)?)
+            }
+            _ => None,
+        };
+        if let Some(real) = real
+            && let Some(x) = self.override_xattr(&node, real.st_mode)
         {
-            let real = sys::fstatat(fd.as_fd(), &name)?;
             let cur = self.read_override(&node, x).unwrap_or((
                 real.st_uid,
                 real.st_gid,
