@@ -275,6 +275,15 @@ impl Union {
             }
             return (own, own);
         }
+        // A live node already stands for this very upper object (an unlink after readdirplus,
+        // a lookup after the entry timed out): its origin was weighed when it was made, and
+        // reading the xattr again (a getxattr through /proc) would change nothing.
+        if let Some(n) = self.nodes.peek_object(own)
+            && !n.dead.load(Ordering::Acquire)
+            && n.ftype == st.st_mode & libc::S_IFMT
+        {
+            return (own, own);
+        }
         // A copied-up file keeps the id of its origin, unless that id is live for an object
         // that is still in a lower.
         match self.fmt.origin(parent_fd, name) {
