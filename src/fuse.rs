@@ -19,11 +19,26 @@ use fuser::{
 
 use crate::error::Error;
 use crate::inode::Node;
+use crate::pool::Pool;
 use crate::sys::{Stat, Time};
 use crate::union::{Creds, SetAttr, Union};
 use parking_lot::Mutex;
 
+/// The filesystem fuser serves: the shared state, and the workers that take the requests
+/// which may block (see `pool`). Handlers reach the state through `Deref`.
 pub struct UnionFs {
+    fs: Arc<Fs>,
+    pool: Pool,
+}
+
+impl std::ops::Deref for UnionFs {
+    type Target = Fs;
+    fn deref(&self) -> &Fs {
+        &self.fs
+    }
+}
+
+pub struct Fs {
     pub core: Union,
     /// How long the kernel may cache entries and attributes. Only this daemon changes the
     /// tree while mounted, and it tells the kernel through its replies, so this can be long.
@@ -32,7 +47,7 @@ pub struct UnionFs {
     pub want_passthrough: bool,
     passthrough: AtomicBool,
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
-    pub panic_on: Option<std::ffi::OsString>,
+    panic_on: Option<std::ffi::OsString>,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.
     io: Mutex<IoState>,
@@ -53,17 +68,35 @@ enum IoMode {
 }
 
 impl UnionFs {
-    pub fn new(core: Union, ttl: Duration, want_passthrough: bool) -> UnionFs {
-        UnionFs {
-            core,
-            ttl,
-            want_passthrough,
-            passthrough: AtomicBool::new(false),
-            panic_on: None,
-            io: Mutex::new(IoState::default()),
-        }
+    /// `workers`: threads for the requests that may block (at least one).
+    pub fn new(
+        core: Union,
+        ttl: Duration,
+        want_passthrough: bool,
+        panic_on: Option<std::ffi::OsString>,
+        workers: usize,
+    ) -> std::io::Result<UnionFs> {
+        Ok(UnionFs {
+            fs: Arc::new(Fs {
+                core,
+                ttl,
+                want_passthrough,
+                passthrough: AtomicBool::new(false),
+                panic_on,
+                io: Mutex::new(IoState::default()),
+            }),
+            pool: Pool::new(workers)?,
+        })
     }
 
+    /// Run `job` with the shared state on a worker thread.
+    fn offload(&self, job: impl FnOnce(&Fs) + Send + 'static) {
+        let fs = self.fs.clone();
+        self.pool.run(move || job(&fs));
+    }
+}
+
+impl Fs {
     /// How to answer an open of `ino` as handle `fh`. Files in the upper go through
     /// passthrough (one read-write backing file per node). Lower files are cached instead: a
     /// copy-up would need to switch a live backing file to the copy, which the kernel can't,
@@ -281,7 +314,7 @@ fn creds(req: &Request) -> Creds {
     }
 }
 
-impl UnionFs {
+impl Fs {
     /// Reply to a lookup-like request. fuser takes the node id from `attr.ino`; when st_ino
     /// differs from the node id (a name of a lower hard link), the attributes are sent with
     /// no cache lifetime so the kernel's first stat asks getattr, whose reply sets st_ino.
@@ -412,9 +445,14 @@ impl Filesystem for UnionFs {
                     && mtime.is_none()
                     && ctime.is_none()),
         };
-        match guard(|| self.core.setattr(ino.0, fh.map(|f| f.0), set)) {
-            Ok(st) => reply.attr(&self.ttl, &attr(&st)),
+        let work = move |fs: &Fs| match guard(|| fs.core.setattr(ino.0, fh.map(|f| f.0), set)) {
+            Ok(st) => reply.attr(&fs.ttl, &attr(&st)),
             Err(e) => reply.error(log_err("setattr", ino.0, &e)),
+        };
+        if set.size.is_some() || self.core.copy_up_is_slow(ino.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
@@ -497,12 +535,19 @@ impl Filesystem for UnionFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .core
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
+        let (name, newname) = (name.to_os_string(), newname.to_os_string());
+        let work = move |fs: &Fs| match guard(|| {
+            fs.core
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("rename", parent.0, &e)),
+        };
+        // A lower file renamed is copied up first.
+        if self.core.dir_has_lowers(parent.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
@@ -514,19 +559,31 @@ impl Filesystem for UnionFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match guard(|| self.core.link(ino.0, newparent.0, newname)) {
-            Ok((node, st)) => self.entry(reply, &node, &st),
+        let newname = newname.to_os_string();
+        let work = move |fs: &Fs| match guard(|| fs.core.link(ino.0, newparent.0, &newname)) {
+            Ok((node, st)) => fs.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("link", ino.0, &e)),
+        };
+        if self.core.copy_up_is_slow(ino.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match guard(|| self.core.open(ino.0, flags.0)) {
-            Ok(fh) => match self.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
+        let work = move |fs: &Fs| match guard(|| fs.core.open(ino.0, flags.0)) {
+            Ok(fh) => match fs.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
                 (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
                 (f, None) => reply.opened(FileHandle(fh), f),
             },
             Err(e) => reply.error(log_err("open", ino.0, &e)),
+        };
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if writes && self.core.copy_up_is_slow(ino.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
@@ -541,10 +598,10 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match guard(|| self.core.read(fh.0, offset, size)) {
+        self.offload(move |fs| match guard(|| fs.core.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(log_err("read", ino.0, &e)),
-        }
+        });
     }
 
     fn write(
@@ -560,10 +617,13 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match guard(|| self.core.write(fh.0, offset, data, kill)) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(log_err("write", ino.0, &e)),
-        }
+        let data = data.to_vec();
+        self.offload(
+            move |fs| match guard(|| fs.core.write(fh.0, offset, &data, kill)) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(log_err("write", ino.0, &e)),
+            },
+        );
     }
 
     // No `flush`: there is nothing to write back at close (writes reach the upper file before
@@ -593,10 +653,10 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match guard(|| self.core.fsync(fh.0, datasync)) {
+        self.offload(move |fs| match guard(|| fs.core.fsync(fh.0, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("fsync", ino.0, &e)),
-        }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -709,10 +769,10 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match guard(|| self.core.fsync(fh.0, datasync)) {
+        self.offload(move |fs| match guard(|| fs.core.fsync(fh.0, datasync)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("fsyncdir", ino.0, &e)),
-        }
+        });
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -741,9 +801,15 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match guard(|| self.core.setxattr(ino.0, name, value, flags)) {
+        let (name, value) = (name.to_os_string(), value.to_vec());
+        let work = move |fs: &Fs| match guard(|| fs.core.setxattr(ino.0, &name, &value, flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("setxattr", ino.0, &e)),
+        };
+        if self.core.copy_up_is_slow(ino.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
@@ -762,9 +828,15 @@ impl Filesystem for UnionFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match guard(|| self.core.removexattr(ino.0, name)) {
+        let name = name.to_os_string();
+        let work = move |fs: &Fs| match guard(|| fs.core.removexattr(ino.0, &name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("removexattr", ino.0, &e)),
+        };
+        if self.core.copy_up_is_slow(ino.0) {
+            self.offload(work);
+        } else {
+            work(self);
         }
     }
 
@@ -844,10 +916,12 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match guard(|| self.core.fallocate(fh.0, mode, offset, length)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("fallocate", ino.0, &e)),
-        }
+        self.offload(
+            move |fs| match guard(|| fs.core.fallocate(fh.0, mode, offset, length)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(log_err("fallocate", ino.0, &e)),
+            },
+        );
     }
 
     fn lseek(
@@ -878,13 +952,15 @@ impl Filesystem for UnionFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self
-            .core
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(log_err("copy_file_range", ino_in.0, &e)),
-        }
+        self.offload(move |fs| {
+            match guard(|| {
+                fs.core
+                    .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            }) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(log_err("copy_file_range", ino_in.0, &e)),
+            }
+        });
     }
 }
 

@@ -47,8 +47,9 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         },
         fd_cache,
     );
-    let mut fs = UnionFs::new(core, cfg.ttl, cfg.passthrough);
-    fs.panic_on = cfg.panic_on.as_ref().map(std::ffi::OsString::from);
+    let panic_on = cfg.panic_on.as_ref().map(std::ffi::OsString::from);
+    let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough, panic_on, cfg.threads)
+        .map_err(|e| Error::config(&cfg.mountpoint, format!("no worker threads: {e}")))?;
 
     let mut opts = vec![
         MountOption::FSName(cfg.fsname.clone()),
@@ -82,7 +83,9 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(cfg.threads);
+    // One thread reads and answers; requests that may block go to `cfg.threads` workers
+    // (see `pool`).
+    config.n_threads = Some(1);
     config.clone_fd = true;
     let session = Session::new(fs, &cfg.mountpoint, &config)
         .map_err(|e| Error::config(&cfg.mountpoint, format!("mount failed: {e}")))?;

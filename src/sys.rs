@@ -509,6 +509,18 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirent>> {
     result.map(|()| out)
 }
 
+/// Block every signal that can be blocked in the calling thread, so the process's signals go
+/// to the threads that wait for them (the daemon's signal thread, the runtime's signalfd).
+pub fn block_signals_in_thread() {
+    // SAFETY: sigfillset initialises the set before pthread_sigmask reads it; the old mask
+    // pointer may be null.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: always succeeds.
     unsafe { libc::geteuid() }

@@ -115,6 +115,22 @@ impl Union {
 
     // ----- helpers -------------------------------------------------------------------------
 
+    /// Would copying `ino` up copy file data (a regular file not in the upper yet)? Such
+    /// requests go to a worker thread (see `pool`).
+    pub fn copy_up_is_slow(&self, ino: u64) -> bool {
+        self.nodes
+            .peek(ino)
+            .is_some_and(|n| n.ftype == libc::S_IFREG && !self.has_upper(&n))
+    }
+
+    /// Does directory `ino` have lower copies, so that an operation on its entries may copy a
+    /// regular file up (a rename of a lower file)?
+    pub fn dir_has_lowers(&self, ino: u64) -> bool {
+        self.nodes
+            .peek(ino)
+            .is_some_and(|n| n.layers().iter().any(|l| !self.stack.is_upper(*l)))
+    }
+
     /// Called once the kernel agreed to passthrough (see `share_backing`).
     pub fn set_share_backing(&self) {
         self.share_backing.store(self.privileged, Ordering::Relaxed);
