@@ -384,6 +384,17 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize> {
     })
 }
 
+/// Give the free memory of malloc's arenas back to the OS (glibc keeps freed small blocks
+/// for reuse, at the top of a heap and in the middle alike; `malloc_trim` releases the whole
+/// free pages of both). Returns whether anything was released; a no-op elsewhere than glibc.
+pub fn malloc_trim() -> bool {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it takes the arena locks itself.
+    return unsafe { libc::malloc_trim(0) } != 0;
+    #[cfg(not(target_env = "gnu"))]
+    return false;
+}
+
 pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> Result<()> {
     // SAFETY: plain syscall.
     let r = unsafe {
