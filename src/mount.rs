@@ -109,23 +109,22 @@ const TRIM_BATCH: u64 = 4096;
 /// at its peak. At most once a second, and only after a batch of forgets, trim on this
 /// thread, which holds no lock of the table. Ends once the node table is gone.
 fn spawn_trimmer(forgotten: Weak<AtomicU64>) {
-    let spawned = std::thread::Builder::new()
-        .name("trim".into())
-        .spawn(move || {
-            let mut trimmed = 0;
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                let Some(count) = forgotten.upgrade() else {
-                    return;
-                };
-                let now = count.load(Ordering::Relaxed);
-                drop(count);
-                if now - trimmed >= TRIM_BATCH {
-                    sys::malloc_trim();
-                    trimmed = now;
-                }
+    // Spawned before `serve` blocks SIGTERM & co., so it must block them itself.
+    let spawned = sys::spawn_signal_free("trim", move || {
+        let mut trimmed = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let Some(count) = forgotten.upgrade() else {
+                return;
+            };
+            let now = count.load(Ordering::Relaxed);
+            drop(count);
+            if now - trimmed >= TRIM_BATCH {
+                sys::malloc_trim();
+                trimmed = now;
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the memory trim thread; RSS may stay at its peak");
     }

@@ -384,6 +384,27 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize> {
     })
 }
 
+/// Spawn a background thread that never takes a process-directed signal: every signal is
+/// blocked in it from its first instruction (a new thread inherits its creator's mask, so the
+/// mask is blocked around the spawn and restored after). Otherwise a SIGTERM meant for the
+/// daemon's signal thread could land there and kill the process with its default action.
+pub fn spawn_signal_free(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // SAFETY: both sets are initialised (sigfillset, then written by pthread_sigmask) before
+    // use; the calling thread's mask is restored before returning.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
 /// Give the free memory of malloc's arenas back to the OS (glibc keeps freed small blocks
 /// for reuse, at the top of a heap and in the middle alike; `malloc_trim` releases the whole
 /// free pages of both). Returns whether anything was released; a no-op elsewhere than glibc.
