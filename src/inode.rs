@@ -136,7 +136,13 @@ pub struct NodeTable {
     next_fallback: AtomicU64,
     dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
     has_upper: bool,
+    /// Nodes `forget` has removed so far, read by `mount`'s trim thread (it holds a `Weak`
+    /// and stops once the table is gone).
+    forgotten: Arc<AtomicU64>,
 }
+
+/// Below this many buckets the node table never shrinks (not worth a rehash).
+const SHRINK_MIN: usize = 1024;
 
 impl NodeTable {
     pub fn new(stack: &LayerStack, fd_cache: usize) -> NodeTable {
@@ -153,6 +159,7 @@ impl NodeTable {
             next_fallback: AtomicU64::new(FALLBACK_BASE),
             dir_fds: Mutex::new(LruCache::new(cap)),
             has_upper: stack.has_upper,
+            forgotten: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -266,14 +273,34 @@ impl NodeTable {
             }
             None => false,
         };
-        if gone {
-            nodes.remove(&ino);
-            drop(nodes);
-            self.redirect
-                .lock()
-                .retain(|from, to| *from != ino && *to != ino);
+        if !gone {
+            return;
+        }
+        let node = nodes.remove(&ino);
+        // The kernel can drop a million nodes at once (drop_caches, memory pressure), and a
+        // HashMap never gives its buckets back by itself. Shrinking to twice the length
+        // whenever it falls under a quarter of the capacity costs O(1) amortised per forget.
+        if nodes.capacity() > SHRINK_MIN && nodes.len() < nodes.capacity() / 4 {
+            let keep = nodes.len() * 2;
+            nodes.shrink_to(keep);
+        }
+        drop(nodes);
+        let mut redirect = self.redirect.lock();
+        if !redirect.is_empty() {
+            redirect.retain(|from, to| *from != ino && *to != ino);
+        }
+        drop(redirect);
+        // Only directories have cached fds; scanning the LRU for every file would make a
+        // mass forget quadratic.
+        if node.is_some_and(|n| n.is_dir) {
             self.drop_dir_fds(ino);
         }
+        self.forgotten.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many nodes `forget` has removed so far (for returning memory to the OS in batches).
+    pub fn forgotten(&self) -> std::sync::Weak<AtomicU64> {
+        Arc::downgrade(&self.forgotten)
     }
 
     /// Forget cached directory fds of `ino` (it was removed, or forgotten by the kernel).

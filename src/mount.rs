@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
@@ -47,6 +49,7 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         },
         fd_cache,
     );
+    let forgotten = core.nodes.forgotten();
     let panic_on = cfg.panic_on.as_ref().map(std::ffi::OsString::from);
     let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough, panic_on, cfg.threads)
         .map_err(|e| Error::config(&cfg.mountpoint, format!("no worker threads: {e}")))?;
@@ -89,6 +92,7 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     config.clone_fd = true;
     let session = Session::new(fs, &cfg.mountpoint, &config)
         .map_err(|e| Error::config(&cfg.mountpoint, format!("mount failed: {e}")))?;
+    spawn_trimmer(forgotten);
     tracing::info!(
         mountpoint = %cfg.mountpoint.display(),
         lowers = cfg.lowers.len(),
@@ -97,6 +101,36 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
         "mounted"
     );
     Ok(session)
+}
+
+/// Forgotten nodes after which freed memory is worth returning to the OS (a node with its
+/// name and layer list is a few hundred bytes, so this is about a MiB).
+const TRIM_BATCH: u64 = 4096;
+
+/// Return the memory of forgotten nodes to the OS. glibc keeps freed small blocks in its
+/// arenas, so after the kernel drops a million nodes (drop_caches) the daemon's RSS would stay
+/// at its peak. At most once a second, and only after a batch of forgets, trim on this
+/// thread, which holds no lock of the table. Ends once the node table is gone.
+fn spawn_trimmer(forgotten: Weak<AtomicU64>) {
+    // Spawned before `serve` blocks SIGTERM & co., so it must block them itself.
+    let spawned = sys::spawn_signal_free("trim", move || {
+        let mut trimmed = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let Some(count) = forgotten.upgrade() else {
+                return;
+            };
+            let now = count.load(Ordering::Relaxed);
+            drop(count);
+            if now - trimmed >= TRIM_BATCH {
+                sys::malloc_trim();
+                trimmed = now;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the memory trim thread; RSS may stay at its peak");
+    }
 }
 
 /// Serve until unmounted. SIGTERM, SIGINT and SIGHUP unmount; `umount` ends the session too.

@@ -21,13 +21,8 @@ impl Pool {
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..n.max(1) {
             let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("unionfuse-io-{i}"))
-                .spawn(move || {
-                    // Workers may start before the daemon blocks its signals: never take one.
-                    crate::sys::block_signals_in_thread();
-                    work(&rx)
-                })?;
+            // Workers start before the daemon blocks its signals: they must never take one.
+            crate::sys::spawn_signal_free(&format!("unionfuse-io-{i}"), move || work(&rx))?;
         }
         Ok(Pool { tx })
     }

@@ -384,6 +384,38 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize> {
     })
 }
 
+/// Spawn a background thread that never takes a process-directed signal: every signal is
+/// blocked in it from its first instruction (a new thread inherits its creator's mask, so the
+/// mask is blocked around the spawn and restored after). Otherwise a SIGTERM meant for the
+/// daemon's signal thread could land there and kill the process with its default action.
+pub fn spawn_signal_free(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // SAFETY: both sets are initialised (sigfillset, then written by pthread_sigmask) before
+    // use; the calling thread's mask is restored before returning.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
+/// Give the free memory of malloc's arenas back to the OS (glibc keeps freed small blocks
+/// for reuse, at the top of a heap and in the middle alike; `malloc_trim` releases the whole
+/// free pages of both). Returns whether anything was released; a no-op elsewhere than glibc.
+pub fn malloc_trim() -> bool {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it takes the arena locks itself.
+    return unsafe { libc::malloc_trim(0) } != 0;
+    #[cfg(not(target_env = "gnu"))]
+    return false;
+}
+
 pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> Result<()> {
     // SAFETY: plain syscall.
     let r = unsafe {
@@ -507,18 +539,6 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirent>> {
     // SAFETY: dirp came from fdopendir and is closed once.
     unsafe { libc::closedir(dirp) };
     result.map(|()| out)
-}
-
-/// Block every signal that can be blocked in the calling thread, so the process's signals go
-/// to the threads that wait for them (the daemon's signal thread, the runtime's signalfd).
-pub fn block_signals_in_thread() {
-    // SAFETY: sigfillset initialises the set before pthread_sigmask reads it; the old mask
-    // pointer may be null.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 pub fn geteuid() -> u32 {

@@ -1081,17 +1081,13 @@ fn layers_below_the_mountpoint_are_refused_up_front() {
     }
 }
 
-#[test]
-fn lazy_unmount_with_a_process_inside_does_not_wedge() {
-    if !require_fuse() {
-        return;
-    }
-    let stack = Stack::new(1);
-    common::write_file(&stack.lower(0).join("d/f"), b"lower data", 0o644);
+/// A daemon on the stack's first lower and its upper, with a fresh work dir (returned) and
+/// its log in the stack's temp dir.
+fn start_daemon(stack: &Stack, log: &str) -> (Daemon, PathBuf) {
     let work = stack.new_workdir();
-    let log = stack.base.path().join("lazy.log");
+    let log = stack.base.path().join(log);
     let lowers = [stack.lower(0)];
-    let mut d = Daemon::start(
+    let d = Daemon::start(
         &lowers,
         Some(stack.upper()),
         Some(&work),
@@ -1099,6 +1095,17 @@ fn lazy_unmount_with_a_process_inside_does_not_wedge() {
         &[],
         &log,
     );
+    (d, work)
+}
+
+#[test]
+fn lazy_unmount_with_a_process_inside_does_not_wedge() {
+    if !require_fuse() {
+        return;
+    }
+    let stack = Stack::new(1);
+    common::write_file(&stack.lower(0).join("d/f"), b"lower data", 0o644);
+    let (mut d, work) = start_daemon(&stack, "lazy.log");
     let dir = stack.mnt.join("d");
     // A shell that lives in the mount, keeps working after the lazy unmount, then leaves.
     let mut sh = Command::new("sh")
@@ -1136,6 +1143,59 @@ fn lazy_unmount_with_a_process_inside_does_not_wedge() {
     );
     assert_eq!(fs::read(stack.upper().join("d/g")).unwrap(), b"new\n");
     assert!(work_leftovers(&work).is_empty());
+}
+
+/// The soak's crash loop once failed with "daemon exit after unmount: None" while CI ran
+/// beside it. A mount namespace made while a mount is live (a container, rootless podman's
+/// pause process) gets a copy of it; our umount then leaves the kernel's FUSE connection up
+/// and the daemon must go on serving that copy, as kernel overlay stays mounted there.
+/// `Daemon::unmount` names such holders and aborts the connection instead of failing.
+#[test]
+fn regression_umount_while_another_mount_namespace_holds_a_copy() {
+    if !require_fuse() {
+        return;
+    }
+    let stack = Stack::new(1);
+    common::write_file(&stack.lower(0).join("f"), b"lower data", 0o644);
+    let (mut d, _work) = start_daemon(&stack, "ns.log");
+    let dev = fs::metadata(&stack.mnt).unwrap().dev();
+    // A private copy of our mount namespace; reads the file on each line of input.
+    let mut holder = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("while read x; do cat \"$1/f\"; echo; done")
+        .arg("sh")
+        .arg(&stack.mnt)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let start = Instant::now();
+    while support::mount_holders(dev).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no namespace copy"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(common::mount::force_unmount(&stack.mnt), "umount");
+    // Gone here, still served there.
+    assert!(
+        d.wait_exit(Duration::from_millis(500)).is_none(),
+        "daemon left"
+    );
+    let mut input = holder.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(holder.stdout.take().unwrap());
+    input.write_all(b"\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut output, &mut line).unwrap();
+    assert_eq!(
+        line, "lower data\n",
+        "read through the other namespace's copy"
+    );
+    // The guard aborts the connection the copy holds; the daemon then exits 0.
+    d.unmount();
+    drop(input);
+    let _ = holder.wait();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -135,6 +136,8 @@ pub struct Daemon {
     pub mnt: PathBuf,
     child: Option<Child>,
     pub log: PathBuf,
+    /// st_dev of the live mount (for finding its copies and its FUSE connection).
+    dev: Option<u64>,
 }
 
 impl Daemon {
@@ -190,6 +193,7 @@ impl Daemon {
             mnt: mnt.to_path_buf(),
             child: Some(child),
             log: log.to_path_buf(),
+            dev: None,
         }
     }
 
@@ -197,6 +201,7 @@ impl Daemon {
         let start = Instant::now();
         loop {
             if mount_fstype(&self.mnt).is_some_and(|t| t.starts_with("fuse")) {
+                self.dev = std::fs::metadata(&self.mnt).ok().map(|m| m.dev());
                 return;
             }
             if let Some(st) = self
@@ -258,19 +263,93 @@ impl Daemon {
         );
     }
 
-    /// Unmount cleanly and require the daemon to exit 0.
+    /// Unmount cleanly and require the daemon to exit 0 within 10 s. A mount namespace made
+    /// while the mount was live (a container or rootless podman's pause process, from tests
+    /// running at the same time) holds a copy of the mount, so the kernel keeps the FUSE
+    /// connection and the daemon rightly keeps serving it after our umount: that case is named
+    /// and the connection aborted. Otherwise a daemon that does not exit fails the test with
+    /// where its threads wait.
     pub fn unmount(mut self) {
         assert!(
             force_unmount(&self.mnt),
             "cannot unmount {}",
             self.mnt.display()
         );
-        let st = self.wait_exit(Duration::from_secs(10));
+        let pid = self.pid();
+        let mut st = self.wait_exit(Duration::from_secs(10));
+        let mut threads = String::new();
+        if st.is_none() {
+            threads = thread_states(pid);
+            let holders = self.dev.map(mount_holders).unwrap_or_default();
+            if let (Some(dev), false) = (self.dev, holders.is_empty()) {
+                eprintln!(
+                    "{}: still mounted in other mount namespaces ({}); aborting the connection",
+                    self.mnt.display(),
+                    holders.join(", ")
+                );
+                abort_fuse_connection(dev);
+                st = self.wait_exit(Duration::from_secs(10));
+            }
+        }
         assert!(
             st.is_some_and(|s| s.success()),
-            "daemon exit after unmount: {st:?}\n{}",
+            "daemon exit after unmount: {st:?}\n{threads}\n{}",
             self.log_text()
         );
+    }
+}
+
+/// Processes (as "pid comm") whose mount namespace still has a mount of the filesystem `dev`
+/// (one per namespace).
+pub fn mount_holders(dev: u64) -> Vec<String> {
+    let want = format!(" {}:{} ", libc::major(dev), libc::minor(dev));
+    let own = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut seen: std::collections::HashSet<_> = own.into_iter().collect();
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let dir = p.path();
+        let info = std::fs::read_to_string(dir.join("mountinfo")).unwrap_or_default();
+        let Ok(ns) = std::fs::read_link(dir.join("ns/mnt")) else {
+            continue;
+        };
+        if info.lines().any(|l| l.contains(&want)) && seen.insert(ns) {
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            out.push(format!(
+                "{} {}",
+                p.file_name().to_string_lossy(),
+                comm.trim()
+            ));
+        }
+    }
+    out
+}
+
+/// End the FUSE connection of the filesystem `dev` (/sys/fs/fuse/connections/N/abort): every
+/// mount of it fails with ENOTCONN from then on and the daemon's session ends. Mounts fusectl
+/// for the purpose if it is not mounted (and unmounts it again: the leak check counts it).
+pub fn abort_fuse_connection(dev: u64) {
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    let mounted_here = mount_fstype(ctl).is_none()
+        && Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(ctl)
+            .status()
+            .is_ok_and(|s| s.success());
+    // The directory is named after the kernel's dev_t (major << 20 | minor).
+    let n = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    if let Err(e) = std::fs::write(ctl.join(format!("{n}/abort")), "1") {
+        eprintln!("cannot abort FUSE connection {n}: {e}");
+    }
+    if mounted_here {
+        let _ = Command::new("umount").arg(ctl).status();
     }
 }
 
@@ -294,6 +373,44 @@ impl Drop for Daemon {
             let _ = force_unmount(&self.mnt);
         }
     }
+}
+
+/// Each thread of `pid`: name, state, kernel wait channel and kernel stack; plus the FUSE
+/// connections still alive (requests waiting). For a daemon that does not exit.
+pub fn thread_states(pid: u32) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out = format!("threads of {pid}:\n");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for t in tasks.flatten() {
+        let dir = t.path().display().to_string();
+        let stat = read(format!("{dir}/stat"));
+        // The state is the first field after the parenthesised name.
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .unwrap_or("?")
+            .chars()
+            .next()
+            .unwrap_or('?');
+        out += &format!(
+            "  {} {} wchan={}\n{}",
+            read(format!("{dir}/comm")).trim(),
+            state,
+            read(format!("{dir}/wchan")),
+            read(format!("{dir}/stack"))
+        );
+    }
+    for c in std::fs::read_dir("/sys/fs/fuse/connections")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let waiting = read(format!("{}/waiting", c.path().display()));
+        out += &format!("fuse connection {:?}: waiting {}", c.file_name(), waiting);
+    }
+    out
 }
 
 /// `sh -c script` as uid/gid 65534 with no supplementary groups.
