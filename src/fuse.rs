@@ -94,6 +94,15 @@ impl UnionFs {
         let fs = self.fs.clone();
         self.pool.run(move || job(&fs));
     }
+
+    /// Run `job` on a worker thread if it `may_block`, else here and now.
+    fn run(&self, job: impl FnOnce(&Fs) + Send + 'static, may_block: bool) {
+        if may_block {
+            self.offload(job);
+        } else {
+            job(self);
+        }
+    }
 }
 
 impl Fs {
@@ -449,11 +458,7 @@ impl Filesystem for UnionFs {
             Ok(st) => reply.attr(&fs.ttl, &attr(&st)),
             Err(e) => reply.error(log_err("setattr", ino.0, &e)),
         };
-        if set.size.is_some() || self.core.copy_up_is_slow(ino.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        self.run(work, set.size.is_some() || self.core.copy_up_is_slow(ino.0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -544,11 +549,7 @@ impl Filesystem for UnionFs {
             Err(e) => reply.error(log_err("rename", parent.0, &e)),
         };
         // A lower file renamed is copied up first.
-        if self.core.dir_has_lowers(parent.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        self.run(work, self.core.dir_has_lowers(parent.0));
     }
 
     fn link(
@@ -564,11 +565,7 @@ impl Filesystem for UnionFs {
             Ok((node, st)) => fs.entry(reply, &node, &st),
             Err(e) => reply.error(log_err("link", ino.0, &e)),
         };
-        if self.core.copy_up_is_slow(ino.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -579,12 +576,8 @@ impl Filesystem for UnionFs {
             },
             Err(e) => reply.error(log_err("open", ino.0, &e)),
         };
-        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        if writes && self.core.copy_up_is_slow(ino.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        let may_copy = crate::union::open_writes(flags.0) && self.core.copy_up_is_slow(ino.0);
+        self.run(work, may_copy);
     }
 
     fn read(
@@ -806,11 +799,7 @@ impl Filesystem for UnionFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("setxattr", ino.0, &e)),
         };
-        if self.core.copy_up_is_slow(ino.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -833,11 +822,7 @@ impl Filesystem for UnionFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(log_err("removexattr", ino.0, &e)),
         };
-        if self.core.copy_up_is_slow(ino.0) {
-            self.offload(work);
-        } else {
-            work(self);
-        }
+        self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

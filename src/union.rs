@@ -325,34 +325,10 @@ impl Union {
         self.stack.layers[layer].override_stat.as_deref()
     }
 
-    /// The (uid, gid, mode) recorded for `node`, if any.
-    fn read_override(&self, node: &Node, xattr: &CStr) -> Option<(u32, u32, u32)> {
-        let o = self.read_override_full(node, xattr)?;
-        Some((o.uid, o.gid, o.mode))
-    }
-
-    fn read_override_full(&self, node: &Node, xattr: &CStr) -> Option<Override> {
+    /// What `node`'s override_stat xattr `xattr` records, if anything.
+    fn read_override(&self, node: &Node, xattr: &CStr) -> Option<Override> {
         let (fd, name) = self.at(node).ok()?;
         read_override_at(fd.as_fd(), &name, xattr)
-    }
-
-    /// Record a new owner and mode; a special file type already recorded (a device that stands
-    /// in the layer as a regular file) is kept.
-    fn write_override(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        xattr: &CStr,
-        v: (u32, u32, u32),
-    ) -> Result<()> {
-        let special = read_override_at(dir, name, xattr).and_then(|o| o.special);
-        let o = Override {
-            uid: v.0,
-            gid: v.1,
-            mode: v.2 & 0o7777,
-            special,
-        };
-        store_override(dir, name, xattr, &o)
     }
 
     /// `st` of `name` in `dir` (a directory of `layer`) as the layer's override_stat shows it:
@@ -374,7 +350,7 @@ impl Union {
 
     fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
         if let Some(x) = self.override_xattr(node, st.st_mode)
-            && let Some(o) = self.read_override_full(node, x)
+            && let Some(o) = self.read_override(node, x)
         {
             apply_override(&mut st, &o);
         }
@@ -397,7 +373,8 @@ impl Union {
 
     fn stat_node(&self, node: &Node) -> Result<Stat> {
         let (fd, name) = self.at(node)?;
-        let st = self.attr_of(node, sys::fstatat(fd.as_fd(), &name)?);
+        let st = sys::fstatat(fd.as_fd(), &name)?;
+        let st = self.finish_attr(node, self.overridden_at(node.top(), fd.as_fd(), &name, st));
         // The name was removed (and maybe reused) under a concurrent stat: the kernel must
         // not see the node change type (it would mark the inode bad, EIO). The type is the
         // shown one: a device standing in as a regular file keeps its device type.
@@ -630,17 +607,20 @@ impl Union {
         if let Some(real) = real
             && let Some(x) = self.override_xattr(&node, real.st_mode)
         {
-            let cur = self.read_override(&node, x).unwrap_or((
-                real.st_uid,
-                real.st_gid,
-                real.st_mode & 0o7777,
-            ));
-            let new = (
-                set.uid.unwrap_or(cur.0),
-                set.gid.unwrap_or(cur.1),
-                set.mode.map_or(cur.2, |m| m & 0o7777),
-            );
-            self.write_override(fd.as_fd(), &name, x, new)?;
+            let cur = read_override_at(fd.as_fd(), &name, x).unwrap_or(Override {
+                uid: real.st_uid,
+                gid: real.st_gid,
+                mode: real.st_mode & 0o7777,
+                special: None,
+            });
+            // A special type already recorded (a device standing in as a regular file) stays.
+            let new = Override {
+                uid: set.uid.unwrap_or(cur.uid),
+                gid: set.gid.unwrap_or(cur.gid),
+                mode: set.mode.map_or(cur.mode, |m| m & 0o7777),
+                special: cur.special,
+            };
+            store_override(fd.as_fd(), &name, x, &new)?;
             (set.uid, set.gid, set.mode) = (None, None, None);
         }
         if set.uid.is_some() || set.gid.is_some() {
@@ -1287,8 +1267,7 @@ impl Union {
         if node.is_dir {
             return Err(Error::Sys(libc::EISDIR));
         }
-        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if writes {
+        if open_writes(flags) {
             self.copy_up(&node)?;
         }
         let cgen = node.copy_gen.load(Ordering::Acquire);
@@ -1509,14 +1488,23 @@ impl Union {
 
     // ----- xattrs ------------------------------------------------------------------------------
 
+    /// The `/proc/self/fd/N/NAME` path the `l*xattr` calls take for `node`, with the directory
+    /// fd it names (keep it alive while the path is used: N could be reused once it closes).
+    fn xattr_path(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
+        let (fd, name) = self.at(node)?;
+        let path = sys::proc_path(fd.as_fd(), &name);
+        Ok((fd, path))
+    }
+
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.nodes.get(ino)?;
-        let (fd, n) = self.at(&node)?;
         let real = self.fmt.escape(&sys::cname(name)?);
-        let path = sys::proc_path(fd.as_fd(), &n);
-        if is_override_xattr(&real) || !self.xattr_names(&node, &path)?.contains(&real) {
+        // Most asks are for names the object lacks (`security.selinux` of every file in
+        // `ls -l`): answered from the name cache, without building a path.
+        if is_override_xattr(&real) || !self.xattr_names(&node)?.contains(&real) {
             return Err(Error::Sys(libc::ENODATA));
         }
+        let (_fd, path) = self.xattr_path(&node)?;
         let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))?;
         if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
             return Ok(value);
@@ -1530,11 +1518,12 @@ impl Union {
     }
 
     /// The node's stored xattr names, listed once and then cached (see `NodeState`).
-    fn xattr_names(&self, node: &Node, path: &CStr) -> Result<Arc<Vec<CString>>> {
+    fn xattr_names(&self, node: &Node) -> Result<Arc<Vec<CString>>> {
         if let Some(names) = &node.state.lock().xattr_names {
             return Ok(names.clone());
         }
-        let names = Arc::new(sys::llistxattr_vec(path)?);
+        let (_fd, path) = self.xattr_path(node)?;
+        let names = Arc::new(sys::llistxattr_vec(&path)?);
         node.state.lock().xattr_names = Some(names.clone());
         Ok(names)
     }
@@ -1545,9 +1534,9 @@ impl Union {
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let node = self.nodes.get(ino)?;
-        let (fd, n) = self.at(&node)?;
+        let (_fd, path) = self.xattr_path(&node)?;
         let mut out = Vec::new();
-        for name in sys::llistxattr_vec(&sys::proc_path(fd.as_fd(), &n))? {
+        for name in sys::llistxattr_vec(&path)? {
             if is_override_xattr(&name) {
                 continue;
             }
@@ -1559,10 +1548,11 @@ impl Union {
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        if is_override_xattr(&sys::cname(name)?) {
+        let name = sys::cname(name)?;
+        if is_override_xattr(&name) {
             return Err(Error::Sys(libc::EPERM));
         }
-        let real = self.fmt.escape(&sys::cname(name)?);
+        let real = self.fmt.escape(&name);
         // ACL entries name owners: store them as chown stores owners (EINVAL for an id the
         // mapping has no place for, or a value that is not an ACL), before any copy-up.
         let mapped;
@@ -1577,22 +1567,21 @@ impl Union {
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
-        let (fd, n) = self.at(&node)?;
-        sys::lsetxattr(&sys::proc_path(fd.as_fd(), &n), &real, value, flags)
+        let (_fd, path) = self.xattr_path(&node)?;
+        sys::lsetxattr(&path, &real, value, flags)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         let node = self.nodes.get(ino)?;
-        let (fd, n) = self.at(&node)?;
         let real = self.fmt.escape(&sys::cname(name)?);
         // Removing a name the object lacks changes nothing, so it needs no copy-up.
-        if sys::lgetxattr_vec(&sys::proc_path(fd.as_fd(), &n), &real)?.is_none() {
+        if sys::lgetxattr_vec(&self.xattr_path(&node)?.1, &real)?.is_none() {
             return Err(Error::Sys(libc::ENODATA));
         }
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
-        let (fd, n) = self.at(&node)?;
-        sys::lremovexattr(&sys::proc_path(fd.as_fd(), &n), &real)
+        let (_fd, path) = self.xattr_path(&node)?;
+        sys::lremovexattr(&path, &real)
     }
 
     // ----- filesystem ----------------------------------------------------------------------------
@@ -1618,6 +1607,11 @@ fn open_flags(flags: i32) -> i32 {
             | libc::O_APPEND
             | libc::O_DIRECT
             | libc::O_CLOEXEC)
+}
+
+/// Does an open with `flags` change the file (so that a lower file must be copied up first)?
+pub fn open_writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
 /// Does the file carry setuid/setgid-with-group-exec bits or a file capability?
