@@ -43,7 +43,7 @@ MODES = {
     ),
 }
 
-# Targets from issue 8: median ratio to kernel overlayfs. (passthrough, no passthrough)
+# Targets (docs/performance.md, Targets): median ratio to kernel overlayfs. (passthrough, no passthrough)
 TARGETS = {
     "find-5L-warm": (1.2, 1.2), "find-5L-cold": (1.5, 1.5),
     "find-20L-warm": (1.2, 1.2), "find-20L-cold": (1.5, 1.5),
@@ -993,7 +993,7 @@ def report(results: dict, outdir: str) -> None:
 
 
 def targets_table(results: dict) -> list[str]:
-    lines = ["## targets (issue 8) vs measured median ratio to kernel overlayfs", "",
+    lines = ["## targets vs measured median ratio to kernel overlayfs", "",
              "| workload | pass | target uf | uf | target ufnp | ufnp | fo1 | fo2 | met |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for label, per in results["passes"].items():
