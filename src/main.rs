@@ -37,21 +37,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     let root = cli.root.clone().unwrap_or_else(image::default_root);
     match cli.command {
-        Command::Run(mut args) => {
+        Command::Run(args) => {
             init_logging(args.verbose, true);
-            // LAYERS may name an image: its layers and config become run's arguments.
-            if let Err(e) = image::resolve_run(&root, &mut args) {
-                eprintln!("unionfuse run: {e}");
-                return ExitCode::from(125);
-            }
-            ExitCode::from(unionfuse::runtime::run(&args).clamp(0, 255) as u8)
+            // LAYERS may name an image: its layers and config fill the request.
+            let req = match args.into_request(&root) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("unionfuse run: {e}");
+                    return ExitCode::from(125);
+                }
+            };
+            ExitCode::from(unionfuse::runtime::run(&req).clamp(0, 255) as u8)
         }
-        Command::Image(cmd) => image_result(image::cmd::image(&root, &cmd)),
-        Command::Diff { upper, from, lower } => image_result(image::cmd::diff(
+        Command::Image(cmd) => image_result(cli::image::image(&root, &cmd)),
+        Command::Diff { upper, from, lower } => image_result(cli::image::diff(
             &root,
             &upper,
             from.as_deref(),
-            lower.as_deref(),
+            lower.as_ref(),
         )),
         Command::Commit {
             upper,
@@ -65,23 +68,15 @@ fn main() -> ExitCode {
             tag.as_deref(),
             from.as_deref(),
         )),
-        Command::Mount {
-            lowers,
-            paths,
-            workdir,
-            options,
-            foreground,
-            verbose,
-        } => {
-            init_logging(verbose, foreground);
-            let cmd =
-                match cli::mount_command(&lowers, &paths, workdir, &options, foreground, verbose) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("unionfuse: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
+        Command::Mount(args) => {
+            init_logging(args.verbose, args.foreground);
+            let cmd = match args.into_command() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("unionfuse: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             run_mount(cmd)
         }
     }
@@ -122,7 +117,7 @@ fn compat_main(args: &[OsString]) -> ExitCode {
     run_mount(*cmd)
 }
 
-fn run_mount(cmd: cli::MountCommand) -> ExitCode {
+fn run_mount(cmd: unionfuse::config::MountCommand) -> ExitCode {
     for opt in &cmd.config.ignored {
         tracing::debug!(option = %opt, "mount option accepted for compatibility; no effect");
     }

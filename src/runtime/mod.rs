@@ -5,18 +5,18 @@
 //! pid 1 exits. See docs/runtime.md for the sequence and the reasons. Knows nothing of FUSE
 //! internals: it mounts through `config::MountConfig` and `mount::mount`.
 
-pub mod args;
 pub mod idmap;
 pub mod init;
 pub mod plan;
+pub mod request;
 pub mod rootfs;
 pub mod sys;
 
 use std::path::{Path, PathBuf};
 
-pub use args::{NetMode, RunArgs};
 use idmap::IdMap;
 use plan::RunPlan;
+pub use request::{NetMode, RunRequest};
 use sys::{Fork, LinuxSys, RunError, RunResult};
 
 use crate::config::{MountConfig, MountOpts};
@@ -69,7 +69,7 @@ impl Drop for RunDir {
 }
 
 /// Run the container; returns the exit code for the process.
-pub fn run(args: &RunArgs) -> i32 {
+pub fn run(args: &RunRequest) -> i32 {
     match supervise(args) {
         Ok(code) => code,
         Err(e) => {
@@ -79,7 +79,7 @@ pub fn run(args: &RunArgs) -> i32 {
     }
 }
 
-fn supervise(args: &RunArgs) -> RunResult<i32> {
+fn supervise(args: &RunRequest) -> RunResult<i32> {
     let plan = RunPlan::new(args, sys::geteuid())?;
     if let Some(u) = &plan.upper {
         std::fs::create_dir_all(u)

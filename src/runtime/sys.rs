@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::idmap::{self, IdMap};
+
 /// A runtime failure: which step, on which path, and the errno or reason.
 #[derive(Debug)]
 pub struct RunError(pub String);
@@ -120,7 +122,7 @@ pub const MS_STRICTATIME: u64 = libc::MS_STRICTATIME;
 pub trait Sys {
     fn unshare(&mut self, flags: i32) -> RunResult<()>;
     /// Enter a new user namespace (with `extra` namespaces in the same unshare) and map ids.
-    fn enter_userns(&mut self, extra: i32, map: &crate::runtime::idmap::IdMap) -> RunResult<()>;
+    fn enter_userns(&mut self, extra: i32, map: &IdMap) -> RunResult<()>;
     fn set_propagation(&mut self, host: &Path, flags: u64) -> RunResult<()>;
     /// Bind a host path onto a path in the container (`ctr`), recursively.
     fn bind(&mut self, host: &Path, ctr: &Path) -> RunResult<()>;
@@ -165,7 +167,7 @@ impl Sys for RecordingSys {
     fn unshare(&mut self, flags: i32) -> RunResult<()> {
         self.rec(format!("unshare {}", clone_names(flags)))
     }
-    fn enter_userns(&mut self, extra: i32, map: &crate::runtime::idmap::IdMap) -> RunResult<()> {
+    fn enter_userns(&mut self, extra: i32, map: &IdMap) -> RunResult<()> {
         self.rec(format!(
             "unshare {} + map uid [{}] gid [{}] via {}",
             clone_names(libc::CLONE_NEWUSER | extra),
@@ -435,8 +437,8 @@ impl Sys for LinuxSys {
         unshare(flags)
     }
 
-    fn enter_userns(&mut self, extra: i32, map: &crate::runtime::idmap::IdMap) -> RunResult<()> {
-        crate::runtime::idmap::enter(extra, map)
+    fn enter_userns(&mut self, extra: i32, map: &IdMap) -> RunResult<()> {
+        enter_userns(extra, map)
     }
 
     fn set_propagation(&mut self, host: &Path, flags: u64) -> RunResult<()> {
@@ -1040,4 +1042,68 @@ pub fn random_hex(n: usize) -> String {
     }
     let s: String = b.iter().map(|x| format!("{x:02x}")).collect();
     s[..n.min(s.len())].to_string()
+}
+
+/// unshare(CLONE_NEWUSER | extra) and write the maps. With the helpers, a process forked
+/// *before* the unshare (so it stays in the host namespace, where the setuid bit counts) runs
+/// newuidmap/newgidmap on us once we have unshared.
+pub fn enter_userns(extra: i32, map: &IdMap) -> RunResult<()> {
+    let flags = libc::CLONE_NEWUSER | extra;
+    if !map.helper {
+        unshare(flags)?;
+        let write = |p: &str, s: &str| {
+            std::fs::write(p, s).map_err(|e| RunError::io(format!("write {p} ({})", s.trim()), &e))
+        };
+        if write("/proc/self/setgroups", "deny").is_err() {
+            // Kernels without the file (< 3.19) allow gid_map without it.
+        }
+        write("/proc/self/uid_map", &map.uid_map_text())?;
+        write("/proc/self/gid_map", &map.gid_map_text())?;
+        return Ok(());
+    }
+    let me = getpid();
+    let (rd, wr) = pipe()?;
+    match fork("the id map helper")? {
+        Fork::Child => {
+            drop(wr);
+            if read_byte(&rd).is_none() {
+                exit_now(1);
+            }
+            for (prog, r) in [("newuidmap", &map.uids), ("newgidmap", &map.gids)] {
+                match std::process::Command::new(prog)
+                    .args(idmap::helper_args(me, r))
+                    .status()
+                {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => {
+                        eprintln!("unionfuse: {prog} {me} failed: {s}");
+                        exit_now(1);
+                    }
+                    Err(e) => {
+                        eprintln!("unionfuse: run {prog}: {e}");
+                        exit_now(1);
+                    }
+                }
+            }
+            exit_now(0);
+        }
+        Fork::Parent(helper) => {
+            drop(rd);
+            let unshared = unshare(flags);
+            if unshared.is_ok() {
+                write_all(std::os::fd::AsRawFd::as_raw_fd(&wr), b"g");
+            }
+            drop(wr);
+            let status = waitpid(helper, false).map(|(_, s)| s).unwrap_or(1);
+            unshared?;
+            if exit_code(status) != 0 {
+                return Err(RunError::new(format!(
+                    "map ids through newuidmap/newgidmap (uid [{}] gid [{}]): helper failed",
+                    map.uid_map_text().trim().replace('\n', ", "),
+                    map.gid_map_text().trim().replace('\n', ", ")
+                )));
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,10 +1,21 @@
 //! A validated mount configuration. Everything a user can get wrong is checked here, before
 //! anything is mounted, and reported with the path and the reason.
 
+pub mod lowers;
+
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// A validated mount and how to run it: what `unionfuse mount` and the fuse-overlayfs form
+/// both produce.
+pub struct MountCommand {
+    pub config: MountConfig,
+    pub foreground: bool,
+    pub verbose: u8,
+}
 
 #[derive(Clone, Debug)]
 pub struct MountConfig {
@@ -298,38 +309,20 @@ fn path_value(v: &str) -> std::result::Result<PathBuf, String> {
     Ok(PathBuf::from(p))
 }
 
-/// `lowerdir=L1:L2:...`, top-first, `\:` a literal colon. Empty entries are refused: kernel
-/// overlay gives `::` a meaning (data-only lower layers) that unionfuse does not implement.
-/// fuse-overlayfs's `//plugin/data/path` layers are refused too.
+/// `lowerdir=L1:L2:...`: the lower layer list (`lowers::parse`), minus fuse-overlayfs's
+/// `//plugin/data/path` layers, which are refused.
 pub fn split_lowerdir(v: &str) -> std::result::Result<Vec<PathBuf>, String> {
-    if v.is_empty() {
-        return Err("lowerdir is empty".into());
+    let layers = lowers::parse(std::ffi::OsStr::new(v))?;
+    if let Some(p) = layers
+        .iter()
+        .find(|p| p.as_os_str().as_bytes().starts_with(b"//"))
+    {
+        return Err(format!(
+            "{}: fuse-overlayfs plugin layers (//plugin/data/path) are not supported",
+            p.display()
+        ));
     }
-    let mut entries = vec![String::new()];
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ':' => entries.push(String::new()),
-            '\\' => entries
-                .last_mut()
-                .expect("never empty")
-                .extend(chars.next()),
-            c => entries.last_mut().expect("never empty").push(c),
-        }
-    }
-    for e in &entries {
-        if e.is_empty() {
-            return Err(
-                "empty entry in lowerdir (data-only lower layers, `::`, are not supported)".into(),
-            );
-        }
-        if e.starts_with("//") {
-            return Err(format!(
-                "{e}: fuse-overlayfs plugin layers (//plugin/data/path) are not supported"
-            ));
-        }
-    }
-    Ok(entries.into_iter().map(PathBuf::from).collect())
+    Ok(layers)
 }
 
 /// A uid or gid in decimal. 4294967295 is (uid_t)-1, "no change" to chown(2), never an owner.
@@ -432,7 +425,10 @@ impl MountConfig {
             ));
         }
         if lowers.is_empty() {
-            return Err(Error::config("", "at least one lower layer is needed"));
+            return Err(Error::config(
+                "lowerdir",
+                "at least one lower layer is needed",
+            ));
         }
         let lowers: Vec<PathBuf> = lowers
             .iter()
