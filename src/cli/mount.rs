@@ -46,7 +46,7 @@ impl MountArgs {
 
 /// `unionfuse mount LOWERS [UPPER] MNT [--workdir W] [-o OPTS]` as plain values.
 pub fn mount_command(
-    lowers: impl AsRef<OsStr>,
+    lowers: &(impl AsRef<OsStr> + ?Sized),
     paths: &[PathBuf],
     workdir: Option<PathBuf>,
     options: &[String],
