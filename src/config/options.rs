@@ -118,8 +118,15 @@ impl MountOpts {
             ("noexec", None) => self.exec = Some(false),
             ("debug", None) => self.debug = true,
             // Testing hook (tests/mount_basic.rs): proves a panicking handler answers EIO and
-            // leaves the mount serving.
+            // leaves the mount serving. Only in test builds: a user must not crash a daemon.
+            #[cfg(feature = "fault-injection")]
             ("debug_panic_on", Some(v)) => self.panic_on = Some(v.to_string()),
+            #[cfg(not(feature = "fault-injection"))]
+            ("debug_panic_on", _) => {
+                return Err(bad(
+                    "a test hook, not built into this binary (cargo feature fault-injection)",
+                ));
+            }
             // Inode numbers are always derived xino-style (docs/architecture.md), which is what
             // every value asks for where the layers allow it.
             ("xino", Some("on" | "off" | "auto")) => self.ignored.push(opt.to_string()),
