@@ -1,5 +1,7 @@
 //! `unionfuse`: parse, set up logging, call the library, map the outcome to an exit code.
 
+#![deny(unsafe_code)]
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 

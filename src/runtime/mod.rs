@@ -10,6 +10,7 @@ pub mod init;
 pub mod plan;
 pub mod request;
 pub mod rootfs;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::path::{Path, PathBuf};
