@@ -151,38 +151,40 @@ pub fn serve(mut session: Session<UnionFs>) -> Result<()> {
     session.run().map_err(Error::from)
 }
 
+/// Where `daemonize` returns.
+pub enum Daemon {
+    /// In the daemon: report how mounting went on this pipe (`report`).
+    Child(std::fs::File),
+    /// In the parent, once the daemon reported: mounted, or the daemon's error message.
+    Parent(std::result::Result<(), String>),
+}
+
 /// Detach into the background: the parent waits until the child reports that the mount is
 /// live (or why it failed), so `unionfuse mount` returns only once the mount can be used.
-/// Returns in the child with the pipe to report on; the parent never returns.
-pub fn daemonize() -> Result<std::fs::File> {
+pub fn daemonize() -> Result<Daemon> {
     let (rd, wr) = process::pipe()?;
     // Single-threaded at this point (called before any thread is spawned).
     match process::fork()? {
         Forked::Child => {
             drop(rd);
             process::setsid();
-            Ok(std::fs::File::from(wr))
+            Ok(Daemon::Child(std::fs::File::from(wr)))
         }
         Forked::Parent(_) => {
             drop(wr);
             let mut msg = String::new();
             let _ = std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut msg);
-            if msg == "ok" {
-                std::process::exit(0);
-            }
-            let msg = if msg.is_empty() {
-                "daemon exited before mounting".into()
-            } else {
-                msg
-            };
-            eprintln!("unionfuse: {msg}");
-            std::process::exit(1);
+            Ok(Daemon::Parent(match msg.as_str() {
+                "ok" => Ok(()),
+                "" => Err("daemon exited before mounting".into()),
+                _ => Err(msg),
+            }))
         }
     }
 }
 
-/// In the daemon: tell the waiting parent how mounting went, then drop stdio.
-pub fn report(mut pipe: std::fs::File, result: &Result<()>) {
+/// In the daemon: tell the waiting parent how mounting went; once mounted, drop stdio.
+pub fn report(mut pipe: std::fs::File, result: std::result::Result<(), &Error>) {
     let msg = match result {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),

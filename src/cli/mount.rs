@@ -3,10 +3,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use super::Failure;
 pub use crate::config::MountCommand;
 use crate::config::{MountConfig, MountOpts, lowers};
 use crate::error::{Error, Result};
+use crate::mount::{self, Daemon};
 
 #[derive(clap::Args, Debug)]
 pub struct MountArgs {
@@ -70,4 +73,40 @@ pub fn mount_command(
         foreground,
         verbose,
     })
+}
+
+/// Mount and serve until unmounted. Without `foreground`, the command returns once the daemon
+/// has mounted (or failed to: the parent reports the daemon's error, the daemon stays quiet).
+pub fn run(cmd: MountCommand) -> std::result::Result<ExitCode, Failure> {
+    for opt in &cmd.config.ignored {
+        tracing::debug!(option = %opt, "mount option accepted for compatibility; no effect");
+    }
+    // Fork before any thread exists; the parent returns once the child has mounted.
+    let pipe = if cmd.foreground {
+        None
+    } else {
+        match mount::daemonize() {
+            Ok(Daemon::Child(pipe)) => Some(pipe),
+            Ok(Daemon::Parent(Ok(()))) => return Ok(ExitCode::SUCCESS),
+            Ok(Daemon::Parent(Err(msg))) => return Err(Failure::new(1, msg)),
+            Err(e) => return Err(Failure::new(1, format!("cannot start the daemon: {e}"))),
+        }
+    };
+    let session = mount::mount(&cmd.config);
+    if let Some(pipe) = pipe {
+        mount::report(pipe, session.as_ref().map(|_| ()));
+        if session.is_err() {
+            // The waiting parent prints the error; printing it here too would say it twice.
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let session = session.map_err(|e| Failure::new(1, e))?;
+    match mount::serve(session) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            // Daemonized, stderr is /dev/null by now: the log is where this can be seen.
+            tracing::error!(error = %e, "session ended with an error");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -69,15 +69,9 @@ impl Drop for RunDir {
     }
 }
 
-/// Run the container; returns the exit code for the process.
-pub fn run(args: &RunRequest) -> i32 {
-    match supervise(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("unionfuse run: {e}");
-            init::EXIT_SETUP
-        }
-    }
+/// Run the container; returns its exit code (pid 1's status, as a shell reports it).
+pub fn run(req: &RunRequest) -> RunResult<i32> {
+    supervise(req)
 }
 
 fn supervise(args: &RunRequest) -> RunResult<i32> {
