@@ -168,16 +168,12 @@ impl MountConfig {
 }
 
 /// `UPPER/../.<name>.unionfuse-work`: on the upper's filesystem in the common case, and outside
-/// the merged view.
+/// the merged view. Built from bytes: an upper whose name is not UTF-8 gets its own work dir.
 pub fn default_workdir(upper: &Path) -> PathBuf {
-    let name = upper
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    upper
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(format!(".{name}.unionfuse-work"))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(upper.file_name().unwrap_or_default());
+    name.push(".unionfuse-work");
+    upper.parent().unwrap_or(Path::new("/")).join(name)
 }
 
 /// Overlay's metadata goes in trusted.* when we are root in the initial user namespace (the
@@ -296,6 +292,20 @@ mod tests {
         assert!(
             !t.path().join("w").exists(),
             "validation must not create the work dir"
+        );
+    }
+
+    #[test]
+    fn default_workdir_keeps_non_utf8_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let upper = Path::new(std::ffi::OsStr::from_bytes(b"/x/up\xff"));
+        assert_eq!(
+            default_workdir(upper).as_os_str().as_bytes(),
+            b"/x/.up\xff.unionfuse-work"
+        );
+        assert_eq!(
+            default_workdir(Path::new("/x/up")),
+            Path::new("/x/.up.unionfuse-work")
         );
     }
 }
