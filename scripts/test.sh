@@ -119,9 +119,11 @@ check_fuse() {
 }
 
 # Test binaries get --test-threads=2 (the CI machine has 2 cores) plus any filter given to us.
+# Built with the test hooks (`fault-injection`: -o debug_panic_on) that release builds lack.
 run_tests() {
     # --no-fail-fast: one failing test binary must not hide the others' results (and counts).
-    timeout --kill-after=30s "$TEST_TIMEOUT" cargo test --no-fail-fast -- --test-threads=2 "$@"
+    timeout --kill-after=30s "$TEST_TIMEOUT" cargo test --features fault-injection --no-fail-fast \
+        -- --test-threads=2 "$@"
 }
 
 # The external suites need root, /dev/fuse and kernel overlayfs (check_fuse already refused to
@@ -160,14 +162,15 @@ install_packages
 check_fuse
 
 step "format" cargo fmt --all --check
-step "clippy" cargo clippy --all-targets -- -D warnings
+step "clippy" cargo clippy --all-targets --features fault-injection -- -D warnings
 step "tests" run_tests "$@"
 # The same mounted suites on the other data path (no passthrough: reads and writes through the
 # daemon, as for rootless users).
 if [[ $# -eq 0 ]]; then
     step "tests (nopassthrough)" env UNIONFUSE_TEST_OPTS=nopassthrough \
         timeout --kill-after=30s "$TEST_TIMEOUT" \
-        cargo test --test mount_basic --test concurrency -- --test-threads=2
+        cargo test --features fault-injection --test mount_basic --test concurrency \
+        -- --test-threads=2
 fi
 # Conformance (issue 3): the external suites against live mounts, compared with kernel overlayfs.
 # They run the whole suite; a name filter given to this script applies to the tests above only.

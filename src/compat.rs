@@ -7,8 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::cli::MountCommand;
-use crate::config::{MountConfig, MountOpts};
+use crate::config::{MountCommand, MountConfig, MountOpts};
 use crate::error::{Error, Result};
 
 /// What the fuse-overlayfs form asks for.
@@ -152,7 +151,7 @@ pub fn parse(args: &[OsString]) -> Result<CompatAction> {
             }
             mnt.clone()
         }
-        [] => return Err(Error::config("", "no mountpoint given")),
+        [] => return Err(Error::config("MNT", "no mountpoint given")),
         [_, _, extra, ..] => return Err(Error::config(extra, "unexpected extra argument")),
     };
     let lowers = opts

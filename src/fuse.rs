@@ -47,6 +47,7 @@ pub struct Fs {
     pub want_passthrough: bool,
     passthrough: AtomicBool,
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.
@@ -378,6 +379,7 @@ impl Filesystem for UnionFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match guard(|| {
+            #[cfg(feature = "fault-injection")]
             if self.panic_on.as_deref() == Some(name) {
                 panic!("debug_panic_on: lookup of {name:?}");
             }

@@ -1,6 +1,9 @@
 //! unionfuse: a union filesystem in userspace with kernel overlayfs's rules and on-disk format.
 //! See docs/architecture.md for the module map and data flow.
 
+// `unsafe` lives only in the syscall wrappers: `sys` and `runtime::sys`.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -18,6 +21,7 @@ pub mod mount;
 pub mod pool;
 pub mod readdir;
 pub mod runtime;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod union;
 pub mod whiteout;

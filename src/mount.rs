@@ -2,7 +2,7 @@
 //! unmount cleanly on SIGTERM/SIGINT/SIGHUP or when someone runs `umount`.
 
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,6 +14,7 @@ use crate::fuse::UnionFs;
 use crate::idmap::IdMapping;
 use crate::layer::LayerStack;
 use crate::sys;
+use crate::sys::process::{self, Forked};
 use crate::union::{Options, Union};
 
 /// Mount and return the live session (the mount is up once this returns).
@@ -136,11 +137,11 @@ fn spawn_trimmer(forgotten: Weak<AtomicU64>) {
 /// Serve until unmounted. SIGTERM, SIGINT and SIGHUP unmount; `umount` ends the session too.
 pub fn serve(mut session: Session<UnionFs>) -> Result<()> {
     let mut unmounter = session.unmount_callable();
-    let signals = block_signals();
+    let signals = process::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let sig = wait_signal(&signals);
+            let sig = process::wait_signal(&signals);
             tracing::info!(sig, "signal: unmounting");
             if let Err(e) = unmounter.unmount() {
                 tracing::warn!(error = %e, "unmount failed");
@@ -150,67 +151,40 @@ pub fn serve(mut session: Session<UnionFs>) -> Result<()> {
     session.run().map_err(Error::from)
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: the set is initialised by sigemptyset before use; the mask applies to this
-    // thread and is inherited by the session threads spawned after it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: set is a valid, initialised signal set; sig is a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// Where `daemonize` returns.
+pub enum Daemon {
+    /// In the daemon: report how mounting went on this pipe (`report`).
+    Child(std::fs::File),
+    /// In the parent, once the daemon reported: mounted, or the daemon's error message.
+    Parent(std::result::Result<(), String>),
 }
 
 /// Detach into the background: the parent waits until the child reports that the mount is
 /// live (or why it failed), so `unionfuse mount` returns only once the mount can be used.
-/// Returns in the child with the pipe to report on; the parent never returns.
-pub fn daemonize() -> Result<std::fs::File> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::last());
-    }
-    // SAFETY: fds were just created and are owned here.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: single-threaded at this point (called before any thread is spawned).
-    match unsafe { libc::fork() } {
-        -1 => Err(Error::last()),
-        0 => {
+pub fn daemonize() -> Result<Daemon> {
+    let (rd, wr) = process::pipe()?;
+    // Single-threaded at this point (called before any thread is spawned).
+    match process::fork()? {
+        Forked::Child => {
             drop(rd);
-            // SAFETY: setsid in the fresh child detaches it from the terminal's session.
-            unsafe { libc::setsid() };
-            Ok(std::fs::File::from(wr))
+            process::setsid();
+            Ok(Daemon::Child(std::fs::File::from(wr)))
         }
-        _ => {
+        Forked::Parent(_) => {
             drop(wr);
             let mut msg = String::new();
             let _ = std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut msg);
-            if msg == "ok" {
-                std::process::exit(0);
-            }
-            let msg = if msg.is_empty() {
-                "daemon exited before mounting".into()
-            } else {
-                msg
-            };
-            eprintln!("unionfuse: {msg}");
-            std::process::exit(1);
+            Ok(Daemon::Parent(match msg.as_str() {
+                "ok" => Ok(()),
+                "" => Err("daemon exited before mounting".into()),
+                _ => Err(msg),
+            }))
         }
     }
 }
 
-/// In the daemon: tell the waiting parent how mounting went, then drop stdio.
-pub fn report(mut pipe: std::fs::File, result: &Result<()>) {
+/// In the daemon: tell the waiting parent how mounting went; once mounted, drop stdio.
+pub fn report(mut pipe: std::fs::File, result: std::result::Result<(), &Error>) {
     let msg = match result {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
@@ -228,10 +202,6 @@ fn redirect_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard fds; null stays open for the duration.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        process::redirect_stdio(null.as_fd());
     }
 }

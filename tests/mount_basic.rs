@@ -1406,6 +1406,7 @@ fn deep_stack_of_twenty_layers_matches_kernel_overlay() {
 /// A panic in a request handler answers that request with EIO and nothing else: the worker
 /// thread survives, so more panics than there are workers still leave the mount serving.
 #[test]
+#[cfg(feature = "fault-injection")]
 fn a_panicking_handler_answers_eio_and_the_mount_keeps_serving() {
     if !require_fuse() || kernel_backend() {
         return;

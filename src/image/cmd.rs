@@ -14,66 +14,71 @@ macro_rules! say {
 use super::export;
 use super::import::{self, ImportOptions};
 use super::{ImageError, Result, Store};
-use crate::cli::ImageCommand;
 
-pub fn image(root: &Path, cmd: &ImageCommand) -> Result<()> {
-    match cmd {
-        ImageCommand::Import { path, name } => {
-            let store = Store::open(root)?;
-            let opts = ImportOptions { name: name.clone() };
-            for im in import::import(&store, path, &opts)? {
-                let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);
-                let names = if im.names.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    im.names.join(", ")
-                };
-                say!(
-                    "imported {names} ({}): {} layers, {} new, {} already stored",
-                    &hex[..12.min(hex.len())],
-                    im.layers,
-                    im.new_layers,
-                    im.layers - im.new_layers
-                );
-            }
+/// `image import PATH [--name NAME[:TAG]]`.
+pub fn import(root: &Path, path: &Path, name: Option<&str>) -> Result<()> {
+    let store = Store::open(root)?;
+    let opts = ImportOptions {
+        name: name.map(str::to_string),
+    };
+    for im in import::import(&store, path, &opts)? {
+        let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);
+        let names = if im.names.is_empty() {
+            "<none>".to_string()
+        } else {
+            im.names.join(", ")
+        };
+        say!(
+            "imported {names} ({}): {} layers, {} new, {} already stored",
+            &hex[..12.min(hex.len())],
+            im.layers,
+            im.new_layers,
+            im.layers - im.new_layers
+        );
+    }
+    Ok(())
+}
+
+/// `image ls`.
+pub fn list(root: &Path) -> Result<()> {
+    let _ = write!(std::io::stdout(), "{}", Store::at(root).list()?);
+    Ok(())
+}
+
+/// `image inspect IMAGE`.
+pub fn inspect(root: &Path, image: &str) -> Result<()> {
+    let v = Store::at(root).inspect(image)?;
+    let s =
+        serde_json::to_string_pretty(&v).map_err(|e| ImageError::new(format!("encode: {e}")))?;
+    say!("{s}");
+    Ok(())
+}
+
+/// `image rm IMAGE...`.
+pub fn remove(root: &Path, images: &[String]) -> Result<()> {
+    let store = Store::open(root)?;
+    for spec in images {
+        let (rec, layers) = store.remove_image(spec)?;
+        if rec.names.is_empty() || !layers.is_empty() || !rec.names.iter().any(|n| n == spec) {
+            say!("removed {spec} ({})", rec.short_id());
         }
-        ImageCommand::Ls => {
-            let _ = write!(std::io::stdout(), "{}", Store::at(root).list()?);
-        }
-        ImageCommand::Inspect { image } => {
-            let v = Store::at(root).inspect(image)?;
-            let s = serde_json::to_string_pretty(&v)
-                .map_err(|e| ImageError::new(format!("encode: {e}")))?;
-            say!("{s}");
-        }
-        ImageCommand::Rm { images } => {
-            let store = Store::open(root)?;
-            for spec in images {
-                let (rec, layers) = store.remove_image(spec)?;
-                if rec.names.is_empty()
-                    || !layers.is_empty()
-                    || !rec.names.iter().any(|n| n == spec)
-                {
-                    say!("removed {spec} ({})", rec.short_id());
-                }
-                for l in layers {
-                    say!("removed layer {l}");
-                }
-            }
+        for l in layers {
+            say!("removed layer {l}");
         }
     }
     Ok(())
 }
 
-pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lower: Option<&str>) -> Result<()> {
-    let lowers: Vec<PathBuf> = match (from, lower) {
-        (Some(img), _) => {
+/// `diff UPPER [--from IMAGE | --lower LAYERS]`: `from` names an image, `lowers` are layer
+/// directories; with neither, A and C are told apart by copy-up origin xattrs.
+pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lowers: &[PathBuf]) -> Result<()> {
+    let lowers: Vec<PathBuf> = match from {
+        Some(img) => {
             let store = Store::at(root);
             let rec = store.get(img)?;
             store.run_image(&rec)?.lowers
         }
-        (None, Some(l)) => crate::cli::split_layers(l),
-        (None, None) => vec![],
+        None => lowers.to_vec(),
     };
     for c in export::diff(upper, &lowers)? {
         say!("{} {}", c.kind, c.path);

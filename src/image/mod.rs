@@ -10,9 +10,12 @@ mod progress;
 pub mod store;
 mod unpack;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use crate::runtime::RunRequest;
 
 pub use store::{ImageRecord, LayerRecord, Store};
 
@@ -100,78 +103,71 @@ pub struct RunImage {
     pub user: Option<String>,
 }
 
-/// Rewrite `run`'s arguments when its LAYERS argument names an image in the store at `root`:
-/// the layers become the image's, and its config fills what the flags leave open, as docker
-/// does: `-e` overrides the image's Env, `-w` its WorkingDir, `-u` its User; a CMD after `--`
-/// replaces the image's Cmd, `--entrypoint` its Entrypoint (and then its Cmd too). Returns
-/// whether an image was used. A path (starting with `/` or `.`) is never an image name.
-pub fn resolve_run(root: &Path, args: &mut crate::runtime::RunArgs) -> Result<bool> {
-    let spec = args.layers.clone();
-    if spec.starts_with('/') || spec.starts_with('.') || spec.is_empty() {
-        return Ok(false);
+/// The image `run LAYERS` names, if LAYERS names one in the store at `root`. A path (starting
+/// with `/` or `.`) is never an image name; a name that is neither an image nor a list of
+/// existing layer directories is an error naming both.
+pub fn find_run_image(root: &Path, spec: &OsStr) -> Result<Option<RunImage>> {
+    let bytes = spec.as_bytes();
+    if bytes.starts_with(b"/") || bytes.starts_with(b".") || bytes.is_empty() {
+        return Ok(None);
     }
-    let found = if root.join("images").is_dir() {
-        Store::at(root).find(&spec)?
-    } else {
-        None
+    // Image names are text; a non-UTF-8 argument can only be a layer list.
+    let found = match spec.to_str() {
+        Some(name) if root.join("images").is_dir() => Store::at(root).find(name)?,
+        _ => None,
     };
     let Some(rec) = found else {
-        // Not an image: relative layer directories, if they exist.
-        if crate::cli::split_layers(&spec).iter().all(|p| p.exists()) {
-            return Ok(false);
+        // Not an image: relative layer directories, if they exist. A malformed list is left
+        // to the caller's parser, which says what is wrong with it.
+        match crate::config::lowers::parse(spec) {
+            Err(_) => return Ok(None),
+            Ok(layers) if layers.iter().all(|p| p.exists()) => return Ok(None),
+            Ok(_) => {}
         }
         return Err(ImageError::new(format!(
-            "{spec}: no such image in {} and no such layer directory",
+            "{}: no such image in {} and no such layer directory",
+            spec.to_string_lossy(),
             root.display()
         )));
     };
-    let img = Store::at(root).run_image(&rec)?;
-    apply_run_image(&img, args);
-    Ok(true)
+    Store::at(root).run_image(&rec).map(Some)
 }
 
-/// The override rules, separate from the store so they can be unit-tested.
-pub fn apply_run_image(img: &RunImage, args: &mut crate::runtime::RunArgs) {
-    let escaped: Vec<String> = img
-        .lowers
-        .iter()
-        .map(|p| {
-            p.to_string_lossy()
-                .replace('\\', "\\\\")
-                .replace(':', "\\:")
-        })
-        .collect();
-    args.layers = escaped.join(":");
-    let entrypoint: Vec<OsString> = match &args.entrypoint {
-        Some(e) if e.is_empty() => vec![],
+/// Fill a run request from an image, as docker does: the layers become the image's, and its
+/// config fills what the flags leave open: `-e` overrides the image's Env, `-w` its
+/// WorkingDir, `-u` its User; a CMD after `--` replaces the image's Cmd, `--entrypoint` its
+/// Entrypoint (and then its Cmd too). Separate from the store so it can be unit-tested.
+pub fn apply_run_image(img: &RunImage, entrypoint: Option<&str>, req: &mut RunRequest) {
+    req.lowers = img.lowers.clone();
+    let ep: Vec<OsString> = match entrypoint {
+        Some("") => vec![],
         Some(e) => vec![e.into()],
         None => img.entrypoint.iter().map(Into::into).collect(),
     };
     // docker: --entrypoint resets the image's Cmd; a CMD given replaces it.
-    let cmd: Vec<OsString> = if !args.cmd.is_empty() || args.entrypoint.is_some() {
-        std::mem::take(&mut args.cmd)
+    let cmd: Vec<OsString> = if !req.cmd.is_empty() || entrypoint.is_some() {
+        std::mem::take(&mut req.cmd)
     } else {
         img.cmd.iter().map(Into::into).collect()
     };
-    args.cmd = entrypoint.into_iter().chain(cmd).collect();
-    let user_env = std::mem::take(&mut args.env);
-    args.env = img.env.iter().map(Into::into).chain(user_env).collect();
-    if args.workdir.is_none() {
-        args.workdir = img
+    req.cmd = ep.into_iter().chain(cmd).collect();
+    let user_env = std::mem::take(&mut req.env);
+    req.env = img.env.iter().map(Into::into).chain(user_env).collect();
+    if req.workdir.is_none() {
+        req.workdir = img
             .workdir
             .as_ref()
             .filter(|w| !w.is_empty())
             .map(PathBuf::from);
     }
-    if args.user.is_none() {
-        args.user = img.user.clone().filter(|u| !u.is_empty());
+    if req.user.is_none() {
+        req.user = img.user.clone().filter(|u| !u.is_empty());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::RunArgs;
 
     #[test]
     fn names_are_normalized() {
@@ -197,12 +193,12 @@ mod tests {
 
     #[test]
     fn image_config_fills_what_flags_leave_open() {
-        let mut a = RunArgs::default();
-        apply_run_image(&image(), &mut a);
-        assert_eq!(a.layers, "/s/l/b:/s/l/a\\:x");
+        let mut a = RunRequest::default();
+        apply_run_image(&image(), None, &mut a);
         assert_eq!(
-            crate::cli::split_layers(&a.layers)[1],
-            Path::new("/s/l/a:x")
+            a.lowers,
+            image().lowers,
+            "store paths kept as paths, ':' and all"
         );
         assert_eq!(a.cmd, ["/ep", "-x", "default"]);
         assert_eq!(a.env, ["PATH=/img", "A=img"]);
@@ -212,32 +208,28 @@ mod tests {
 
     #[test]
     fn flags_override_the_image_config() {
-        let mut a = RunArgs {
+        let mut a = RunRequest {
             cmd: vec!["echo".into(), "hi".into()],
             env: vec!["A=flag".into()],
             workdir: Some("/w".into()),
             user: Some("0".into()),
             ..Default::default()
         };
-        apply_run_image(&image(), &mut a);
+        apply_run_image(&image(), None, &mut a);
         assert_eq!(a.cmd, ["/ep", "-x", "echo", "hi"]);
         // Later wins in RunPlan::environment: the flag's A after the image's.
         assert_eq!(a.env, ["PATH=/img", "A=img", "A=flag"]);
         assert_eq!(a.workdir.as_deref(), Some(Path::new("/w")));
         assert_eq!(a.user.as_deref(), Some("0"));
 
-        let mut a = RunArgs {
-            entrypoint: Some("/bin/sh".into()),
-            ..Default::default()
-        };
-        apply_run_image(&image(), &mut a);
+        let mut a = RunRequest::default();
+        apply_run_image(&image(), Some("/bin/sh"), &mut a);
         assert_eq!(a.cmd, ["/bin/sh"], "--entrypoint drops the image's Cmd");
-        let mut a = RunArgs {
-            entrypoint: Some(String::new()),
+        let mut a = RunRequest {
             cmd: vec!["ls".into()],
             ..Default::default()
         };
-        apply_run_image(&image(), &mut a);
+        apply_run_image(&image(), Some(""), &mut a);
         assert_eq!(a.cmd, ["ls"], "an empty --entrypoint clears it");
     }
 }

@@ -1,11 +1,9 @@
 //! User namespace id maps for rootless runs: the caller becomes root in the container, and with
 //! /etc/subuid + /etc/subgid ranges (through the setuid newuidmap/newgidmap) the ids 1..N map to
-//! the caller's subordinate range so `chown` and package managers work.
+//! the caller's subordinate range so `chown` and package managers work. The maps as data;
+//! writing them (unshare, the helpers) is `sys::enter_userns`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use super::sys::{self, Fork, RunError, RunResult};
+use std::path::PathBuf;
 
 /// One line of a uid_map/gid_map: `inside outside count`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,80 +129,13 @@ pub fn for_caller(uid: u32, gid: u32) -> IdMap {
     }
 }
 
-fn helper_args(pid: i32, r: &[Range]) -> Vec<String> {
+/// newuidmap/newgidmap's arguments: the pid, then `inside outside count` triples.
+pub fn helper_args(pid: i32, r: &[Range]) -> Vec<String> {
     let mut a = vec![pid.to_string()];
     for r in r {
         a.extend([r.inside, r.outside, r.count].map(|x| x.to_string()));
     }
     a
-}
-
-/// unshare(CLONE_NEWUSER | extra) and write the maps. With the helpers, a process forked
-/// *before* the unshare (so it stays in the host namespace, where the setuid bit counts) runs
-/// newuidmap/newgidmap on us once we have unshared.
-pub fn enter(extra: i32, map: &IdMap) -> RunResult<()> {
-    let flags = libc::CLONE_NEWUSER | extra;
-    if !map.helper {
-        sys::unshare(flags)?;
-        let write = |p: &str, s: &str| {
-            std::fs::write(p, s).map_err(|e| RunError::io(format!("write {p} ({})", s.trim()), &e))
-        };
-        if write("/proc/self/setgroups", "deny").is_err() {
-            // Kernels without the file (< 3.19) allow gid_map without it.
-        }
-        write("/proc/self/uid_map", &map.uid_map_text())?;
-        write("/proc/self/gid_map", &map.gid_map_text())?;
-        return Ok(());
-    }
-    let me = sys::getpid();
-    let (rd, wr) = sys::pipe()?;
-    match sys::fork("the id map helper")? {
-        Fork::Child => {
-            drop(wr);
-            if sys::read_byte(&rd).is_none() {
-                sys::exit_now(1);
-            }
-            for (prog, r) in [("newuidmap", &map.uids), ("newgidmap", &map.gids)] {
-                match Command::new(prog).args(helper_args(me, r)).status() {
-                    Ok(s) if s.success() => {}
-                    Ok(s) => {
-                        eprintln!("unionfuse: {prog} {me} failed: {s}");
-                        sys::exit_now(1);
-                    }
-                    Err(e) => {
-                        eprintln!("unionfuse: run {prog}: {e}");
-                        sys::exit_now(1);
-                    }
-                }
-            }
-            sys::exit_now(0);
-        }
-        Fork::Parent(helper) => {
-            drop(rd);
-            let unshared = sys::unshare(flags);
-            if unshared.is_ok() {
-                sys::write_all(std::os::fd::AsRawFd::as_raw_fd(&wr), b"g");
-            }
-            drop(wr);
-            let status = sys::waitpid(helper, false).map(|(_, s)| s).unwrap_or(1);
-            unshared?;
-            if sys::exit_code(status) != 0 {
-                return Err(RunError::new(format!(
-                    "map ids through newuidmap/newgidmap (uid [{}] gid [{}]): helper failed",
-                    map.uid_map_text().trim().replace('\n', ", "),
-                    map.gid_map_text().trim().replace('\n', ", ")
-                )));
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Is this process in a user namespace other than the initial one?
-pub fn in_child_userns() -> bool {
-    std::fs::read_to_string(Path::new("/proc/self/uid_map"))
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

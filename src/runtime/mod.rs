@@ -5,18 +5,19 @@
 //! pid 1 exits. See docs/runtime.md for the sequence and the reasons. Knows nothing of FUSE
 //! internals: it mounts through `config::MountConfig` and `mount::mount`.
 
-pub mod args;
 pub mod idmap;
 pub mod init;
 pub mod plan;
+pub mod request;
 pub mod rootfs;
+#[allow(unsafe_code)]
 pub mod sys;
 
 use std::path::{Path, PathBuf};
 
-pub use args::{NetMode, RunArgs};
 use idmap::IdMap;
 use plan::RunPlan;
+pub use request::{NetMode, RunRequest};
 use sys::{Fork, LinuxSys, RunError, RunResult};
 
 use crate::config::{MountConfig, MountOpts};
@@ -68,18 +69,12 @@ impl Drop for RunDir {
     }
 }
 
-/// Run the container; returns the exit code for the process.
-pub fn run(args: &RunArgs) -> i32 {
-    match supervise(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("unionfuse run: {e}");
-            init::EXIT_SETUP
-        }
-    }
+/// Run the container; returns its exit code (pid 1's status, as a shell reports it).
+pub fn run(req: &RunRequest) -> RunResult<i32> {
+    supervise(req)
 }
 
-fn supervise(args: &RunArgs) -> RunResult<i32> {
+fn supervise(args: &RunRequest) -> RunResult<i32> {
     let plan = RunPlan::new(args, sys::geteuid())?;
     if let Some(u) = &plan.upper {
         std::fs::create_dir_all(u)

@@ -6,8 +6,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::args::{NetMode, RunArgs};
 use super::idmap::IdMap;
+use super::request::{NetMode, RunRequest};
 use super::sys::{self, RunError, RunResult, Sys};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -182,9 +182,9 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 impl RunPlan {
-    /// Validate the flags. `euid` decides rootless mode (with `--rootless` forcing it).
-    pub fn new(args: &RunArgs, euid: u32) -> RunResult<RunPlan> {
-        let lowers = crate::cli::split_layers(&args.layers);
+    /// Validate the request. `euid` decides rootless mode (with `--rootless` forcing it).
+    pub fn new(args: &RunRequest, euid: u32) -> RunResult<RunPlan> {
+        let lowers = args.lowers.clone();
         if lowers.is_empty() {
             return Err(RunError::new("LAYERS: at least one lower layer is needed"));
         }
@@ -516,9 +516,9 @@ mod tests {
     use super::*;
     use crate::runtime::sys::RecordingSys;
 
-    fn args(extra: impl FnOnce(&mut RunArgs)) -> RunArgs {
-        let mut a = RunArgs {
-            layers: "/".into(),
+    fn args(extra: impl FnOnce(&mut RunRequest)) -> RunRequest {
+        let mut a = RunRequest {
+            lowers: vec!["/".into()],
             cmd: vec!["sh".into()],
             hostname: Some("box".into()),
             ..Default::default()

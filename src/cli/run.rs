@@ -1,15 +1,30 @@
-//! `unionfuse run`'s flags as clap parses them. Raw: validation happens in `plan::RunPlan`.
+//! `unionfuse run`'s flags as clap parses them, turned into a plain `runtime::RunRequest`
+//! (LAYERS split by `config::lowers`, or an image's layers and config from the store).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::config::lowers;
+use crate::image;
+use crate::runtime::{NetMode, RunRequest};
+
+/// `--net`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum NetMode {
+pub enum NetArg {
     /// Share the host's network namespace.
     #[default]
     Host,
     /// A new network namespace with only the loopback interface, up.
     None,
+}
+
+impl From<NetArg> for NetMode {
+    fn from(n: NetArg) -> NetMode {
+        match n {
+            NetArg::Host => NetMode::Host,
+            NetArg::None => NetMode::None,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -33,8 +48,8 @@ pub struct RunArgs {
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volumes: Vec<String>,
     /// Network: share the host's (host) or only a loopback interface (none).
-    #[arg(long, value_enum, default_value_t = NetMode::Host)]
-    pub net: NetMode,
+    #[arg(long, value_enum, default_value_t = NetArg::Host)]
+    pub net: NetArg,
     /// Mount the container's root read-only (/dev, /proc, /tmp mounts and -v binds stay as given).
     #[arg(long)]
     pub read_only: bool,
@@ -52,7 +67,7 @@ pub struct RunArgs {
     pub entrypoint: Option<String>,
     /// Lower layers, top-first, separated by ':', or an image name from the store (src/image/).
     #[arg(value_name = "LAYERS|IMAGE")]
-    pub layers: String,
+    pub layers: OsString,
     /// The command and its arguments (after `--`); with an IMAGE, its Cmd by default.
     #[arg(
         value_name = "CMD",
@@ -60,4 +75,35 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub cmd: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// The request to run. LAYERS may name an image in the store at `root`: its layers and
+    /// config then fill the request (`image::apply_run_image`). The error is for the user.
+    pub fn into_request(self, root: &Path) -> Result<RunRequest, String> {
+        let found = image::find_run_image(root, &self.layers).map_err(|e| e.to_string())?;
+        let mut req = RunRequest {
+            lowers: vec![],
+            upper: self.upper,
+            hostname: self.hostname,
+            env: self.env,
+            workdir: self.workdir,
+            user: self.user,
+            volumes: self.volumes,
+            net: self.net.into(),
+            read_only: self.read_only,
+            tty: self.tty,
+            rootless: self.rootless,
+            verbose: self.verbose,
+            cmd: self.cmd,
+        };
+        match found {
+            Some(img) => image::apply_run_image(&img, self.entrypoint.as_deref(), &mut req),
+            None => {
+                req.lowers = lowers::parse(&self.layers)
+                    .map_err(|why| format!("LAYERS {}: {why}", self.layers.to_string_lossy()))?;
+            }
+        }
+        Ok(req)
+    }
 }

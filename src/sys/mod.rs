@@ -1,6 +1,9 @@
-//! Thin safe wrappers over the `*at` syscalls the union needs. The only module with `unsafe`.
+//! Thin safe wrappers over the `*at` syscalls the union needs; `process` has the daemon's
+//! fork, signal and stdio calls. With `runtime::sys`, the only modules with `unsafe`.
 //! Every call here is relative to a directory fd and never follows a symlink in the last
 //! component unless the name says so (`reopen` goes through /proc on purpose, see there).
+
+pub mod process;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;

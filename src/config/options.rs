@@ -1,86 +1,13 @@
-//! A validated mount configuration. Everything a user can get wrong is checked here, before
-//! anything is mounted, and reported with the path and the reason.
+//! The raw `-o` option parser: tokenizing an option list (commas, kernel-style backslash
+//! escapes and double quotes), and each option's value (paths, ids, id maps, numbers). Pure:
+//! no filesystem access; `validate` checks the result against the system.
 
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{IdRange, lowers};
 use crate::error::{Error, Result};
-
-#[derive(Clone, Debug)]
-pub struct MountConfig {
-    /// Lower layers, top-first, canonical.
-    pub lowers: Vec<PathBuf>,
-    pub upper: Option<PathBuf>,
-    pub workdir: Option<PathBuf>,
-    pub mountpoint: PathBuf,
-    pub read_only: bool,
-    pub allow_other: bool,
-    pub default_permissions: bool,
-    /// fsync copied-up files before linking them in (kernel overlay's default; `volatile` off).
-    pub fsync: bool,
-    /// Overlay metadata in `user.overlay.*` instead of `trusted.overlay.*`.
-    pub userxattr: bool,
-    pub threads: usize,
-    /// Kernel entry/attribute cache lifetime.
-    pub ttl: Duration,
-    /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
-    pub passthrough: bool,
-    /// Fault injection for tests: a lookup of this name panics inside the request handler.
-    pub panic_on: Option<String>,
-    /// Read `.wh.` whiteout files as whiteouts (fuse-overlayfs compatibility).
-    pub aufs_whiteouts: bool,
-    /// Keep owner and mode changes in the upper in this xattr (`xattr_permissions=`).
-    pub override_stat: Option<String>,
-    /// `uidmapping=`: owners as seen through the mount (container ids) <-> owners in the layers
-    /// (host ids). Empty: ids pass through unchanged. Validated: no overlap on either side.
-    pub uid_map: Vec<IdRange>,
-    /// `gidmapping=`, as `uid_map`.
-    pub gid_map: Vec<IdRange>,
-    /// `squash_to_uid=` (or 0 from `squash_to_root`): every object appears owned by this uid,
-    /// and chown requests succeed without changing the layers (fuse-overlayfs's rule).
-    pub squash_uid: Option<u32>,
-    /// `squash_to_gid=` (or 0 from `squash_to_root`), as `squash_uid`.
-    pub squash_gid: Option<u32>,
-    /// `static_nlink`: directories report st_nlink 1 instead of a counted value.
-    pub static_nlink: bool,
-    /// POSIX ACL support was not disabled with `noacl`.
-    pub acl: bool,
-    /// The mount's source name in /proc/mounts (`fsname=`; "unionfuse" by default).
-    pub fsname: String,
-    /// Honour setuid bits / device nodes / exec on the mount (mount(8)'s suid, dev, exec).
-    pub suid: bool,
-    pub dev: bool,
-    pub exec: bool,
-    /// Options accepted for compatibility that change nothing here, for a debug log line.
-    pub ignored: Vec<String>,
-}
-
-/// One range of an id mapping: `count` ids from `container` (as seen through the mount) are
-/// the ids from `host` in the layers. fuse-overlayfs's and containers-storage's
-/// `container:host:count` triple; the same shape as a line of /proc/PID/uid_map.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdRange {
-    pub container: u32,
-    pub host: u32,
-    pub count: u32,
-}
-
-/// The container id of a layer's `host` id, if the mapping covers it.
-pub fn map_to_container(map: &[IdRange], host: u32) -> Option<u32> {
-    map.iter()
-        .find(|r| host >= r.host && u64::from(host) < u64::from(r.host) + u64::from(r.count))
-        .map(|r| host - r.host + r.container)
-}
-
-/// The layer (host) id of a `container` id, if the mapping covers it.
-pub fn map_to_host(map: &[IdRange], container: u32) -> Option<u32> {
-    map.iter()
-        .find(|r| {
-            container >= r.container
-                && u64::from(container) < u64::from(r.container) + u64::from(r.count)
-        })
-        .map(|r| container - r.container + r.host)
-}
 
 /// Options given with `-o`, before validation. Later occurrences of an option override
 /// earlier ones, as with fuse-overlayfs and mount(8).
@@ -191,8 +118,15 @@ impl MountOpts {
             ("noexec", None) => self.exec = Some(false),
             ("debug", None) => self.debug = true,
             // Testing hook (tests/mount_basic.rs): proves a panicking handler answers EIO and
-            // leaves the mount serving.
+            // leaves the mount serving. Only in test builds: a user must not crash a daemon.
+            #[cfg(feature = "fault-injection")]
             ("debug_panic_on", Some(v)) => self.panic_on = Some(v.to_string()),
+            #[cfg(not(feature = "fault-injection"))]
+            ("debug_panic_on", _) => {
+                return Err(bad(
+                    "a test hook, not built into this binary (cargo feature fault-injection)",
+                ));
+            }
             // Inode numbers are always derived xino-style (docs/architecture.md), which is what
             // every value asks for where the layers allow it.
             ("xino", Some("on" | "off" | "auto")) => self.ignored.push(opt.to_string()),
@@ -298,38 +232,20 @@ fn path_value(v: &str) -> std::result::Result<PathBuf, String> {
     Ok(PathBuf::from(p))
 }
 
-/// `lowerdir=L1:L2:...`, top-first, `\:` a literal colon. Empty entries are refused: kernel
-/// overlay gives `::` a meaning (data-only lower layers) that unionfuse does not implement.
-/// fuse-overlayfs's `//plugin/data/path` layers are refused too.
+/// `lowerdir=L1:L2:...`: the lower layer list (`lowers::parse`), minus fuse-overlayfs's
+/// `//plugin/data/path` layers, which are refused.
 pub fn split_lowerdir(v: &str) -> std::result::Result<Vec<PathBuf>, String> {
-    if v.is_empty() {
-        return Err("lowerdir is empty".into());
+    let layers = lowers::parse(std::ffi::OsStr::new(v))?;
+    if let Some(p) = layers
+        .iter()
+        .find(|p| p.as_os_str().as_bytes().starts_with(b"//"))
+    {
+        return Err(format!(
+            "{}: fuse-overlayfs plugin layers (//plugin/data/path) are not supported",
+            p.display()
+        ));
     }
-    let mut entries = vec![String::new()];
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ':' => entries.push(String::new()),
-            '\\' => entries
-                .last_mut()
-                .expect("never empty")
-                .extend(chars.next()),
-            c => entries.last_mut().expect("never empty").push(c),
-        }
-    }
-    for e in &entries {
-        if e.is_empty() {
-            return Err(
-                "empty entry in lowerdir (data-only lower layers, `::`, are not supported)".into(),
-            );
-        }
-        if e.starts_with("//") {
-            return Err(format!(
-                "{e}: fuse-overlayfs plugin layers (//plugin/data/path) are not supported"
-            ));
-        }
-    }
-    Ok(entries.into_iter().map(PathBuf::from).collect())
+    Ok(layers)
 }
 
 /// A uid or gid in decimal. 4294967295 is (uid_t)-1, "no change" to chown(2), never an owner.
@@ -395,198 +311,6 @@ pub fn parse_id_map(v: &str) -> std::result::Result<Vec<IdRange>, String> {
     Ok(map)
 }
 
-fn canonical(path: &Path, what: &str) -> Result<PathBuf> {
-    let p = std::fs::canonicalize(path).map_err(|e| {
-        let reason = match e.raw_os_error() {
-            Some(libc::ENOENT) => format!("{what} does not exist"),
-            _ => format!("cannot resolve {what}: {e}"),
-        };
-        Error::config(path, reason)
-    })?;
-    let md = std::fs::metadata(&p).map_err(|e| Error::config(path, e.to_string()))?;
-    if !md.is_dir() {
-        return Err(Error::config(path, format!("{what} is not a directory")));
-    }
-    Ok(p)
-}
-
-/// Is `a` inside `b` (or the same)?
-fn within(a: &Path, b: &Path) -> bool {
-    a.starts_with(b)
-}
-
-impl MountConfig {
-    pub fn new(
-        lowers: &[PathBuf],
-        upper: Option<&Path>,
-        workdir: Option<&Path>,
-        mountpoint: &Path,
-        opts: MountOpts,
-    ) -> Result<MountConfig> {
-        if opts.lowerdir.is_some() || opts.upperdir.is_some() || opts.workdir.is_some() {
-            return Err(Error::config(
-                "-o",
-                "lowerdir=, upperdir= and workdir= belong to the fuse-overlayfs form \
-                 (unionfuse -o lowerdir=L1:L2,upperdir=U,workdir=W MNT); \
-                 `unionfuse mount` takes the layers as arguments",
-            ));
-        }
-        if lowers.is_empty() {
-            return Err(Error::config("", "at least one lower layer is needed"));
-        }
-        let lowers: Vec<PathBuf> = lowers
-            .iter()
-            .map(|l| canonical(l, "lower layer"))
-            .collect::<Result<_>>()?;
-        let upper = upper.map(|u| canonical(u, "upper layer")).transpose()?;
-        let mountpoint = canonical(mountpoint, "mountpoint")?;
-        for l in &lowers {
-            if let Some(u) = &upper
-                && (within(u, l) || within(l, u))
-            {
-                return Err(Error::config(
-                    u,
-                    format!("upper layer overlaps lower layer {}", l.display()),
-                ));
-            }
-        }
-        // The daemon must never touch its own mountpoint: a layer below it would deadlock.
-        for layer in lowers.iter().chain(upper.iter()) {
-            if within(&mountpoint, layer) || within(layer, &mountpoint) {
-                return Err(Error::config(
-                    &mountpoint,
-                    format!("mountpoint overlaps layer {}", layer.display()),
-                ));
-            }
-        }
-        if is_mountpoint(&mountpoint)? {
-            return Err(Error::config(
-                &mountpoint,
-                "mountpoint is already a mount (in use)",
-            ));
-        }
-        let workdir = match &upper {
-            None => None,
-            Some(u) => {
-                let w = match workdir {
-                    Some(w) => w.to_path_buf(),
-                    None => default_workdir(u),
-                };
-                std::fs::create_dir_all(&w)
-                    .map_err(|e| Error::config(&w, format!("cannot create work dir: {e}")))?;
-                let w = canonical(&w, "work dir")?;
-                for layer in lowers.iter().chain(std::iter::once(u)).chain([&mountpoint]) {
-                    if within(&w, layer) || within(layer, &w) {
-                        return Err(Error::config(
-                            &w,
-                            format!("work dir overlaps {}", layer.display()),
-                        ));
-                    }
-                }
-                Some(w)
-            }
-        };
-        let privileged = initial_ns_root();
-        let read_only = opts.read_only || upper.is_none();
-        let root = crate::sys::geteuid() == 0;
-        // squash_to_uid/gid win over squash_to_root, as in fuse-overlayfs.
-        let squash_root = opts.squash_to_root.then_some(0);
-        Ok(MountConfig {
-            lowers,
-            upper,
-            workdir,
-            mountpoint,
-            read_only,
-            allow_other: opts.allow_other,
-            default_permissions: !opts.no_default_permissions,
-            fsync: !opts.volatile,
-            userxattr: opts.userxattr.unwrap_or(!privileged),
-            threads: opts.threads.unwrap_or_else(default_threads),
-            ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
-            passthrough: !opts.no_passthrough,
-            panic_on: opts.panic_on.clone(),
-            aufs_whiteouts: opts.aufs_whiteouts,
-            override_stat: opts.override_stat.clone(),
-            uid_map: opts.uid_map.unwrap_or_default(),
-            gid_map: opts.gid_map.unwrap_or_default(),
-            squash_uid: opts.squash_uid.or(squash_root),
-            squash_gid: opts.squash_gid.or(squash_root),
-            static_nlink: opts.static_nlink,
-            acl: !opts.noacl,
-            fsname: opts.fsname.unwrap_or_else(|| "unionfuse".into()),
-            // A container root needs device nodes and setuid binaries, as on kernel overlay;
-            // only root may ask for them.
-            suid: opts.suid.unwrap_or(root),
-            dev: opts.dev.unwrap_or(root),
-            exec: opts.exec.unwrap_or(true),
-            ignored: opts.ignored,
-        })
-    }
-}
-
-/// `UPPER/../.<name>.unionfuse-work`: on the upper's filesystem in the common case, and outside
-/// the merged view.
-pub fn default_workdir(upper: &Path) -> PathBuf {
-    let name = upper
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    upper
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(format!(".{name}.unionfuse-work"))
-}
-
-/// Overlay's metadata goes in trusted.* when we are root in the initial user namespace (the
-/// only place trusted.* is writable), else in user.* as kernel overlay's `userxattr` does.
-pub fn initial_ns_root() -> bool {
-    if crate::sys::geteuid() != 0 {
-        return false;
-    }
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(m) => m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"],
-        Err(_) => true,
-    }
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8)
-}
-
-/// Is `path` the mount point of some mount? (`/proc/self/mountinfo`, octal escapes decoded.)
-pub fn is_mountpoint(path: &Path) -> Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::config("/proc/self/mountinfo", e.to_string()))?;
-    let want = path.as_os_str().as_encoded_bytes();
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape_mount(m) == want))
-}
-
-fn unescape_mount(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,47 +329,5 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         assert!(MountOpts::default().parse_into("threads=0").is_err());
         assert!(MountOpts::default().parse_into("timeout=x").is_err());
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mount("/a\\040b"), b"/a b");
-        assert_eq!(unescape_mount("/plain"), b"/plain");
-    }
-
-    #[test]
-    fn overlapping_layers_are_refused_with_the_path() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let lower = t.path().join("lower");
-        let mnt = t.path().join("mnt");
-        std::fs::create_dir_all(lower.join("up")).expect("mkdir");
-        std::fs::create_dir_all(&mnt).expect("mkdir");
-        let err = MountConfig::new(
-            std::slice::from_ref(&lower),
-            Some(&lower.join("up")),
-            None,
-            &mnt,
-            MountOpts::default(),
-        )
-        .expect_err("upper inside lower");
-        assert!(err.to_string().contains("overlaps"), "{err}");
-        let err = MountConfig::new(
-            &[t.path().join("missing")],
-            None,
-            None,
-            &mnt,
-            MountOpts::default(),
-        )
-        .expect_err("missing lower");
-        assert!(err.to_string().contains("missing") && err.to_string().contains("does not exist"));
-        let err = MountConfig::new(
-            std::slice::from_ref(&lower),
-            None,
-            None,
-            &lower.join("up"),
-            MountOpts::default(),
-        )
-        .expect_err("mountpoint inside a layer");
-        assert!(err.to_string().contains("overlaps"), "{err}");
     }
 }

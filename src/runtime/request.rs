@@ -1,0 +1,40 @@
+//! What `unionfuse run` is asked to do, as plain values: the command line (`cli::run`) or a
+//! test builds it; `plan::RunPlan::new` validates it. No clap type reaches the runtime.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The container's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NetMode {
+    /// Share the host's network namespace.
+    #[default]
+    Host,
+    /// A new network namespace with only the loopback interface, up.
+    None,
+}
+
+/// A run as requested, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Lower layers, top-first (already split, or an image's layers).
+    pub lowers: Vec<PathBuf>,
+    /// Keep the container layer here; None: a temporary one, deleted at exit.
+    pub upper: Option<PathBuf>,
+    pub hostname: Option<String>,
+    /// `KEY=VAL`, or `KEY` alone to copy the caller's value; later entries win.
+    pub env: Vec<OsString>,
+    pub workdir: Option<PathBuf>,
+    /// `UID[:GID]` or `NAME[:GROUP]`.
+    pub user: Option<String>,
+    /// `HOST:CTR[:ro]`.
+    pub volumes: Vec<String>,
+    pub net: NetMode,
+    pub read_only: bool,
+    pub tty: bool,
+    /// Use a user namespace even as root.
+    pub rootless: bool,
+    pub verbose: u8,
+    /// The command and its arguments.
+    pub cmd: Vec<OsString>,
+}
