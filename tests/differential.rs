@@ -1469,10 +1469,6 @@ fn run_generated(spec: &StackSpec, ops: &[Op], swap: bool) -> Result<(), String>
     differential_on(&ustack, &kstack, ops, swap)
 }
 
-fn env_num(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn diff_generated_sequences() {
     if !require_fuse() {
@@ -1480,8 +1476,8 @@ fn diff_generated_sequences() {
     }
     QUIET.store(true, Ordering::Relaxed);
     let long = std::env::var("UNIONFUSE_DIFF_LONG").as_deref() == Ok("1");
-    let cases = env_num("UNIONFUSE_DIFF_CASES").unwrap_or(if long { 3000 } else { 300 });
-    let seed = env_num("UNIONFUSE_DIFF_SEED").unwrap_or(0x0075_6e69_6f6e);
+    let cases = env_num("UNIONFUSE_DIFF_CASES", if long { 3000 } else { 300 });
+    let seed = env_num("UNIONFUSE_DIFF_SEED", 0x0075_6e69_6f6e);
     let config = Config {
         cases: cases as u32,
         failure_persistence: None,

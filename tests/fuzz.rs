@@ -16,18 +16,15 @@
 //!   devices, truncated and bit-flipped archives): never panics, never writes outside the
 //!   target directory (a canary next to it is unchanged).
 
-mod support;
-
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Rng, env_num};
+use common::{Rng, env_num};
 use unionfuse::config::{self, MountOpts};
 use unionfuse::whiteout::Format;
 
-/// Needed by `support` (it refers to `crate::common`).
 mod common;
 
 fn budget() -> Duration {
@@ -454,7 +451,7 @@ fn import_layer(layer: &[u8], store: &Path, n: u64) -> bool {
 
 fn snapshot(p: &Path) -> Vec<(std::path::PathBuf, u64, u32)> {
     use std::os::unix::fs::MetadataExt;
-    support::list_rel(p)
+    common::list_rel(p)
         .into_iter()
         .map(|rel| {
             let m = std::fs::symlink_metadata(p.join(&rel)).unwrap();
@@ -465,7 +462,7 @@ fn snapshot(p: &Path) -> Vec<(std::path::PathBuf, u64, u32)> {
 
 #[test]
 fn fuzz_tar_import() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !common::sys::is_root() {
         eprintln!("skipping: tar import fuzzing runs privileged (devices, trusted xattrs)");
         return;
     }

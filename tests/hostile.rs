@@ -8,7 +8,6 @@
 //! of the same layers. Needs root and /dev/fuse (and kernel overlayfs for the comparisons).
 
 mod common;
-mod support;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -19,8 +18,8 @@ use std::time::Duration;
 
 use common::{
     KernelOverlay, SnapOpts, Stack, Tree, UnionMount, assert_trees_eq, content_hash, require_fuse,
+    within,
 };
-use support::within;
 
 const CANARY: &[u8] = b"CANARY: the daemon must never read this file";
 
@@ -222,7 +221,7 @@ fn lower_directory_swapped_for_a_symlink_while_mounted() {
     common::symlink(canary.join("dir"), &l0.join("d"));
     fs::rename(l0.join("e"), stack.base.path().join("e.old")).unwrap();
     common::symlink("../canary/dir", &l0.join("e"));
-    support::drop_caches();
+    common::drop_caches();
     let mnt2 = mnt.clone();
     let canary2 = canary.clone();
     within(

@@ -6,7 +6,6 @@
 //! user never sees a wider mode or another owner. Needs root, /dev/fuse, setpriv and overlay.
 
 mod common;
-mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::{Daemon, as_nobody, within};
 use common::{KernelOverlay, Stack, UnionMount, require_fuse};
-use support::{Daemon, as_nobody, within};
 
 fn overlay_available() -> bool {
     fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
@@ -220,7 +219,7 @@ fn copy_up_never_widens_permissions_even_for_a_moment() {
     for i in 0..files {
         common::write_file_owned(
             &stack.lower(0).join(format!("w/p{i}")),
-            &support::pattern(8 << 20, i),
+            &common::pattern(8 << 20, i),
             0o600,
             1000,
             1000,

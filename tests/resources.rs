@@ -8,7 +8,6 @@
 //! with `--nocapture`); docs/testing.md records them. Needs root and /dev/fuse.
 
 mod common;
-mod support;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -17,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Stack, UnionMount, require_fuse};
-use support::{drop_caches, env_num, fd_count, rss_kib, within};
+use common::{drop_caches, env_num, fd_count, rss_kib, within};
 
 /// RSS may grow by this much over a cycle run (allocator caches, thread stacks touched).
 const RSS_SLACK_KIB: u64 = 16 * 1024;
