@@ -577,10 +577,6 @@ fn log_warnings(m: &UnionMount) -> String {
     lines.join("\n")
 }
 
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
-
 #[test]
 fn mixed_operations_from_many_threads() {
     if !require_fuse() {
@@ -627,7 +623,7 @@ fn mixed_operations_from_many_threads() {
         let m = UnionMount::new(&stack);
         check_view(m.mnt(), &results, "after remount");
     }
-    if overlay_available() && !common::kernel_backend() {
+    if common::overlay_available() && !common::kernel_backend() {
         let k = common::KernelOverlay::new(&stack);
         check_view(k.mnt(), &results, "kernel overlay on the same layers");
     }

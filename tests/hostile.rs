@@ -23,10 +23,6 @@ use common::{
 
 const CANARY: &[u8] = b"CANARY: the daemon must never read this file";
 
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
-
 /// A canary dir next to the layers: a secret file and a directory with one entry.
 fn make_canary(stack: &Stack) -> PathBuf {
     let c = stack.base.path().join("canary");
@@ -164,7 +160,7 @@ fn symlinks_out_of_layers_are_never_followed_by_the_daemon() {
         fs::read_link(stack.upper().join("cu/link")).unwrap(),
         Path::new("../../canary/secret")
     );
-    if overlay_available() {
+    if common::overlay_available() {
         let kview = {
             let k = KernelOverlay::new(&kstack);
             let mnt = k.mnt().to_path_buf();
@@ -329,7 +325,7 @@ fn names_with_every_byte_and_255_bytes_match_the_kernel() {
         within(Duration::from_secs(60), "odd names", move || ops(&mnt))
     };
     assert!(u.get(OsStr::from_bytes(&[b'n', 0x01])).is_some());
-    if overlay_available() {
+    if common::overlay_available() {
         let k = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())
@@ -534,7 +530,7 @@ fn malformed_overlay_xattrs_match_the_kernel() {
         );
     }
     assert!(unames.contains(&"user.overlay.opaque".to_string()));
-    if overlay_available() {
+    if common::overlay_available() {
         let (k, knames) = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())
@@ -635,7 +631,7 @@ fn devices_fifos_and_non_whiteout_char_devices_match_the_kernel() {
         "fifo copied up as a fifo"
     );
     assert_eq!(up.mode() & 0o777, 0o600);
-    if overlay_available() {
+    if common::overlay_available() {
         let (k, kerr) = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())

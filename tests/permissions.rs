@@ -17,10 +17,6 @@ use std::time::Duration;
 use common::{Daemon, as_nobody, within};
 use common::{KernelOverlay, Stack, UnionMount, require_fuse};
 
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
-
 fn setpriv_available() -> bool {
     std::process::Command::new("setpriv")
         .arg("--version")
@@ -114,7 +110,7 @@ fn open_up(stack: &Stack) {
 
 #[test]
 fn unprivileged_user_gets_what_kernel_overlay_allows() {
-    if !require_fuse() || !setpriv_available() || !overlay_available() {
+    if !require_fuse() || !setpriv_available() || !common::overlay_available() {
         return;
     }
     let stack = Stack::new(1);

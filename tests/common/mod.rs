@@ -13,11 +13,13 @@ pub mod rng;
 pub mod rootless;
 pub mod sys;
 pub mod tree;
+pub mod view;
 
 pub use daemon::Daemon;
 pub use layers::*;
 pub use mount::{
-    KernelOverlay, Stack, UnionMount, kernel_backend, mounted, require_fuse, skip_or_fail_in_ci,
+    KernelOverlay, Stack, UnionMount, kernel_backend, mounted, overlay_available, require_fuse,
+    skip_or_fail_in_ci,
 };
 pub use process::{as_nobody, drop_caches, fd_count, rss_kib, within};
 pub use rng::{Rng, pattern};

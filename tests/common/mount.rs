@@ -44,6 +44,11 @@ pub fn skip_or_fail_in_ci(reason: &str) -> bool {
     false
 }
 
+/// True when this kernel has overlayfs (for the tests that compare with it).
+pub fn overlay_available() -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
+}
+
 /// True when `UNIONFUSE_TEST_BACKEND=kernel`: the "unionfuse" mounts are kernel overlayfs.
 pub fn kernel_backend() -> bool {
     std::env::var("UNIONFUSE_TEST_BACKEND").as_deref() == Ok("kernel")
