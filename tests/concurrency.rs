@@ -203,7 +203,7 @@ fn racing_first_writes_copy_up_once() {
 }
 
 #[test]
-fn racing_first_writes_twenty_files_in_a_lower_tree() {
+fn racing_first_writes_to_twenty_lower_files_copy_each_up_once() {
     let names: Vec<String> = (0..20).map(|i| format!("d/e/f{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     racing_writers(&refs);
@@ -578,7 +578,7 @@ fn log_warnings(m: &UnionMount) -> String {
 }
 
 #[test]
-fn mixed_operations_from_many_threads() {
+fn mixed_operations_from_many_threads_match_each_threads_model() {
     if !require_fuse() {
         return;
     }

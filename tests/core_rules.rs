@@ -619,7 +619,7 @@ fn unlink_upper_only_file_leaves_nothing() {
 }
 
 #[test]
-fn rmdir_of_dir_empty_only_in_merged_view() {
+fn rmdir_of_dir_empty_only_in_merged_view_leaves_whiteout() {
     let fx = Fx::new(2);
     // Emptied through the API.
     put_file(&fx.l(0, "d/x"), b"x");
@@ -842,7 +842,7 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
 }
 
 #[test]
-fn copy_up_by_metadata_change_and_special_files() {
+fn metadata_changes_copy_up_files_fifos_and_symlinks_keeping_data_and_times() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "f"), b"data");
     set_times(&fx.l(0, "f"), 1_100_000_000, 0);
@@ -1052,7 +1052,7 @@ fn copy_up_keeps_parent_chain_mtimes() {
 // ===== rename ===============================================================================================
 
 #[test]
-fn rename_file_over_existing_noreplace_and_exchange() {
+fn rename_file_replaces_target_noreplace_gives_eexist_exchange_swaps() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "src"), b"S");
     put_file(&fx.l(0, "dst"), b"D");
@@ -1194,7 +1194,7 @@ fn rename_upper_dir_over_merged_empty_dir_makes_it_opaque() {
 }
 
 #[test]
-fn rename_dir_over_non_empty_or_file_fails() {
+fn rename_dir_over_non_empty_dir_or_file_gives_enotempty_enotdir_eisdir() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "full/x"), b"x");
     put_file(&fx.l(0, "file"), b"f");
@@ -1341,7 +1341,7 @@ fn no_upper_means_erofs() {
 /// before the mode, which a non-root owner may not do (user.* needs write permission): EACCES.
 /// Kernel overlay in `userxattr` mode (mounted in a user namespace) copies such files up.
 #[test]
-fn copy_up_as_unprivileged_owner() {
+fn copy_up_as_unprivileged_owner_succeeds() {
     if sys::is_root() {
         eprintln!("skipping: run as an ordinary user to test unprivileged copy-up");
         return;

@@ -1,4 +1,4 @@
-//! Hostile layers (issue 7): layers built by someone who wants the daemon to read or write
+//! Hostile layers: layers built by someone who wants the daemon to read or write
 //! outside them, or to hang or panic. Symlinks pointing out of the layer (absolute, relative
 //! with `..`, chains), a lower directory shadowed by a symlink, a lower directory swapped for a
 //! symlink while mounted, names with every byte 0x01-0xff, 255-byte names, trees deeper than
@@ -192,7 +192,7 @@ fn symlinks_out_of_layers_are_never_followed_by_the_daemon() {
 }
 
 #[test]
-fn lower_directory_swapped_for_a_symlink_while_mounted() {
+fn lower_directory_swapped_for_a_symlink_while_mounted_never_escapes() {
     if !require_fuse() {
         return;
     }
@@ -381,7 +381,7 @@ fn read_at(dir: &std::os::fd::OwnedFd, name: &str) -> Result<Vec<u8>, i32> {
 }
 
 #[test]
-fn trees_deeper_than_path_max() {
+fn trees_deeper_than_path_max_work_and_match_the_kernel() {
     if !require_fuse() {
         return;
     }

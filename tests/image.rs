@@ -897,7 +897,7 @@ fn sh(cmd: &mut Command) {
 }
 
 #[test]
-fn images_made_by_umoci_and_converted_by_skopeo() {
+fn images_made_by_umoci_and_converted_by_skopeo_import_in_overlay_format() {
     if !tool("umoci") || !tool("skopeo") {
         skip_or_fail_in_ci("umoci or skopeo missing (apt-get install umoci skopeo)");
         return;

@@ -1182,7 +1182,7 @@ fn run_case(case: &Case) -> std::result::Result<usize, String> {
 }
 
 #[test]
-fn model_random_sequences() {
+fn random_sequences_match_the_reference_model() {
     // The reference records modes as given: no umask in this process.
     sys::umask(0);
     let cases = env_num("UNIONFUSE_MODEL_CASES", 200);

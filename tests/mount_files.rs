@@ -95,7 +95,7 @@ fn fallocate_and_seek_data_hole_work() {
 }
 
 #[test]
-fn copy_file_range_from_lower_file_to_new_file() {
+fn copy_file_range_from_lower_file_copies_the_data() {
     if !require_fuse() {
         return;
     }

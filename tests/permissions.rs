@@ -1,4 +1,4 @@
-//! Permissions (issue 7): with `allow_other`, an unprivileged user (uid/gid 65534 via
+//! Permissions: with `allow_other`, an unprivileged user (uid/gid 65534 via
 //! `setpriv`) can read, write, chmod, chown, unlink, link and set xattrs exactly where kernel
 //! overlay lets them, on a copy of the same layers; setuid/setgid bits are dropped on write by
 //! a non-owner as on ext4; and copy-up never widens permissions, not even for a moment: a

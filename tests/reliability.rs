@@ -1,4 +1,4 @@
-//! Faults and load (issue 7): the daemon SIGKILLed in the middle of copy-up, rename, unlink and
+//! Faults and load: the daemon SIGKILLed in the middle of copy-up, rename, unlink and
 //! create (then remounted: no partial file, no lost file, lowers untouched, work dir emptied);
 //! a full upper (ENOSPC, never EIO, no partial copy, recovery once space is freed; the same for
 //! xattr space); mixed load from more threads than cores (cross-directory renames, readdir
@@ -128,7 +128,7 @@ fn clear_dir(p: &Path) {
 }
 
 #[test]
-fn crash_during_copy_up_of_a_large_file() {
+fn crash_during_copy_up_of_a_large_file_leaves_no_partial_copy() {
     if !require_fuse() {
         return;
     }
@@ -193,7 +193,7 @@ fn rename_file_body(j: usize) -> Vec<u8> {
 }
 
 #[test]
-fn crash_during_directory_renames() {
+fn crash_during_directory_renames_loses_no_file() {
     if !require_fuse() {
         return;
     }
@@ -285,7 +285,7 @@ fn unlink_body(j: usize) -> Vec<u8> {
 }
 
 #[test]
-fn crash_during_unlink_over_lower_files() {
+fn crash_during_unlink_over_lower_files_resurrects_and_loses_nothing() {
     if !require_fuse() {
         return;
     }
@@ -374,7 +374,7 @@ fn crash_during_unlink_over_lower_files() {
 }
 
 #[test]
-fn crash_during_creates() {
+fn crash_during_creates_leaves_no_torn_file() {
     if !require_fuse() {
         return;
     }

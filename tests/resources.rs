@@ -1,4 +1,4 @@
-//! Bounded resources (issue 7): the daemon's open fds (/proc/PID/fd) and RSS (VmRSS) stay flat
+//! Bounded resources: the daemon's open fds (/proc/PID/fd) and RSS (VmRSS) stay flat
 //! over many create/unlink and open/close cycles, and come back down after `find` over many
 //! lower files followed by `echo 2 > /proc/sys/vm/drop_caches` (the kernel forgets its nodes;
 //! the daemon must forget them too and close their cached directory fds).

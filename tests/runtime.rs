@@ -515,7 +515,7 @@ fn net_none_has_only_loopback_and_it_is_up() {
 }
 
 #[test]
-fn user_env_workdir_and_read_only() {
+fn user_env_workdir_and_read_only_flags_take_effect() {
     let w = world!();
     let o = w.run(
         &[
@@ -626,7 +626,7 @@ impl Drop for FuseMode {
 }
 
 #[test]
-fn rootless_as_an_unprivileged_user() {
+fn rootless_run_works_as_an_unprivileged_user() {
     let w = world!();
     if Command::new("setpriv").arg("--version").output().is_err() {
         skip_or_fail_in_ci("setpriv (util-linux) is not installed");
