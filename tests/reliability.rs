@@ -628,6 +628,7 @@ fn full_xattr_space_gives_enospc_like_the_kernel() {
                 &log,
             ))
         };
+        let _kernel_mount = kernel.then(|| common::mount::UnmountOnDrop(stack.mnt.clone()));
         let m = &stack.mnt;
         let mut out = Vec::new();
         // Copy-up of a file whose xattrs don't fit.

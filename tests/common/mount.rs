@@ -115,6 +115,18 @@ pub fn force_unmount(p: &Path) -> bool {
     !is_mounted(p)
 }
 
+/// Unmounts a path on drop: the guard for a mount made by hand (`mount -t overlay` on a layout
+/// that is not a `Stack`), so a failing test does not leave it behind.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if !force_unmount(&self.0) {
+            eprintln!("warning: could not unmount {}", self.0.display());
+        }
+    }
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A layer stack in one temp dir: `lower0` (topmost) .. `lowerN`, optional `upper`, `mnt`, and a
