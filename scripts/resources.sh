@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded resources at the size issue 7 asks for: the daemon's open fds (/proc/PID/fd) and RSS
+# Bounded resources at a million-object scale: the daemon's open fds (/proc/PID/fd) and RSS
 # (VmRSS) over RES_CYCLES create/write/unlink cycles and RES_CYCLES open/close cycles (a lower
 # file read-only, a copied-up file read-write, an opendir), then over `find` + lstat of
 # RES_FILES lower files (1000 per directory) followed by `echo 2 > /proc/sys/vm/drop_caches`,

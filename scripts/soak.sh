@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (issue 7): the mixed load of tests/reliability.rs (8 threads: racing copy-ups of
+# Soak test: the mixed load of tests/reliability.rs (8 threads: racing copy-ups of
 # shared lower files, cross-directory renames, readdir while others unlink, private data and
 # metadata churn) for SOAK_SECS (default 600), then the resource checks at soak size
 # (scripts/resources.sh: 1M create/unlink + open/close cycles, find over 1M lower files +

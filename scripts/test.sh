@@ -169,10 +169,10 @@ step "tests" run_tests "$@"
 if [[ $# -eq 0 ]]; then
     step "tests (nopassthrough)" env UNIONFUSE_TEST_OPTS=nopassthrough \
         timeout --kill-after=30s "$TEST_TIMEOUT" \
-        cargo test --features fault-injection --test mount_basic --test concurrency \
+        cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2
 fi
-# Conformance (issue 3): the external suites against live mounts, compared with kernel overlayfs.
+# Conformance: the external suites against live mounts, compared with kernel overlayfs.
 # They run the whole suite; a name filter given to this script applies to the tests above only.
 if [[ $# -eq 0 ]]; then
     step "pjdfstest" conformance scripts/conformance/pjdfstest.sh

@@ -101,7 +101,7 @@ fn lowerdir_is_top_first_with_colon_escapes() {
 }
 
 #[test]
-fn lowerdir_bad_values() {
+fn bad_lowerdir_values_are_refused() {
     for bad in [
         "lowerdir=",
         "lowerdir",
@@ -138,7 +138,7 @@ fn later_options_override_earlier_ones() {
 // ---- each option ----------------------------------------------------------------------------
 
 #[test]
-fn flags_and_values() {
+fn flags_and_values_set_their_options() {
     let o = opts(
         "ro,allow_other,default_permissions,noacl,static_nlink,squash_to_root,\
          timeout=0,threaded=0,userxattr,nosuid,nodev,noexec,fsname=myfs",
@@ -164,7 +164,7 @@ fn flags_and_values() {
 }
 
 #[test]
-fn volatile_and_fsync() {
+fn volatile_or_fsync_0_turn_fsync_off_and_bad_fsync_is_refused() {
     assert!(opts("volatile").volatile);
     assert!(opts("fsync=0").volatile);
     assert!(!opts("volatile,fsync=1").volatile);
@@ -173,7 +173,7 @@ fn volatile_and_fsync() {
 }
 
 #[test]
-fn timeout_threaded_and_xino_values() {
+fn bad_timeout_threaded_xino_are_refused_and_valid_xino_is_ignored() {
     for bad in [
         "timeout=x",
         "timeout=-1",
@@ -256,7 +256,7 @@ fn uid_and_gid_mappings_parse_as_triples() {
 }
 
 #[test]
-fn id_mapping_bad_values() {
+fn bad_id_mappings_are_refused_naming_the_problem() {
     for (bad, word) in [
         ("uidmapping=", "uidmapping"),
         ("uidmapping", "uidmapping"),
@@ -281,7 +281,7 @@ fn id_mapping_bad_values() {
 }
 
 #[test]
-fn id_mapping_lookup_both_ways() {
+fn id_mappings_translate_both_ways_and_unmapped_ids_give_none() {
     let map = parse_id_map("0:1000:1:1:100000:65536").unwrap();
     assert_eq!(map_to_host(&map, 0), Some(1000));
     assert_eq!(map_to_host(&map, 1), Some(100000));
@@ -297,7 +297,7 @@ fn id_mapping_lookup_both_ways() {
 }
 
 #[test]
-fn squash_values() {
+fn squash_ids_parse_and_bad_values_are_refused() {
     let o = opts("squash_to_uid=1000,squash_to_gid=100");
     assert_eq!((o.squash_uid, o.squash_gid), (Some(1000), Some(100)));
     for bad in [
@@ -387,8 +387,7 @@ fn fuse_overlayfs_argv_builds_the_config() {
     assert_eq!(c.fsname, "unionfuse");
     // fuse-overlayfs as root: allow_other by default, so container users other than the
     // caller can use the mount.
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    assert_eq!(c.allow_other, unsafe { libc::geteuid() } == 0);
+    assert_eq!(c.allow_other, common::sys::is_root());
 
     // Joined `-oOPTS`, options after the mountpoint, no -f: background.
     let m = mount_cmd(&[d.p("m"), format!("-o{o}"), "-osquash_to_root".into()]);
@@ -439,7 +438,7 @@ fn without_upper_the_mount_is_read_only() {
 }
 
 #[test]
-fn argv_errors() {
+fn bad_argv_is_refused_naming_what_is_wrong() {
     let d = Dirs::new();
     let lo = format!("lowerdir={}", d.p("l1"));
     let e = parse_err(&[format!("-o{lo},upperdir={}", d.p("u")), d.p("m")]);
@@ -504,7 +503,7 @@ fn layer_options_are_refused_by_unionfuse_mount() {
 }
 
 #[test]
-fn dispatch_between_subcommands_and_the_fuse_overlayfs_form() {
+fn only_fuse_overlayfs_style_argv_takes_the_compat_path() {
     let subs = ["mount", "help"];
     let yes = |a: &[&str]| compat::is_compat_invocation(&os(a), &subs);
     assert!(yes(&["/usr/bin/fuse-overlayfs", "mount"]));
@@ -590,7 +589,7 @@ fn run(cmd: &mut Command) -> std::process::Output {
 }
 
 #[test]
-fn mounted_through_a_fuse_overlayfs_link() {
+fn mount_through_a_fuse_overlayfs_link_shows_the_merged_view() {
     if !common::require_fuse() {
         return;
     }

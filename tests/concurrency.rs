@@ -14,45 +14,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Stack, UnionMount, require_fuse};
+use common::sys::{errno_name, io_errno};
+use common::{Rng, Stack, UnionMount, pattern, require_fuse};
 
 /// The whole test must finish within this, or it is declared hung.
 const GLOBAL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Deterministic bytes for file `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::ENOENT => "ENOENT",
-        libc::EEXIST => "EEXIST",
-        libc::EIO => "EIO",
-        libc::ENOTEMPTY => "ENOTEMPTY",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EXDEV => "EXDEV",
-        libc::ESTALE => "ESTALE",
-        libc::EBADF => "EBADF",
-        libc::EINVAL => "EINVAL",
-        libc::ENOTCONN => "ENOTCONN",
-        libc::EBUSY => "EBUSY",
-        _ => "E?",
-    }
-}
 
 /// Every work dir of the stack (one per mount, `base/work*`) holds nothing but empty dirs.
 #[track_caller]
@@ -237,7 +203,7 @@ fn racing_first_writes_copy_up_once() {
 }
 
 #[test]
-fn racing_first_writes_twenty_files_in_a_lower_tree() {
+fn racing_first_writes_to_twenty_lower_files_copy_each_up_once() {
     let names: Vec<String> = (0..20).map(|i| format!("d/e/f{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     racing_writers(&refs);
@@ -251,21 +217,6 @@ const PRIVATE_FILES: u64 = 8;
 const PRIVATE_DIRS: u64 = 4;
 const SHARED_FILES: u64 = 10;
 const SHARED_DIRS: u64 = 4;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A self-describing payload: `<writer:iteration:len>` then bytes derived from both, so a
 /// file's content can be checked without knowing who wrote it last.
@@ -334,7 +285,7 @@ fn build_mixed_lower(lower: &Path) -> Vec<Model> {
 /// (checked against `model`) and the dir `shared` all threads race in. Returns the final model,
 /// the unexpected outcomes and the number of operations.
 fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Vec<String>, u64) {
-    let mut rng = Rng(0x1234_5678_9abc_def1 ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9));
+    let mut rng = Rng::new(0x1234_5678_9abc_def1 ^ (t as u64 + 1));
     let mine = mnt.join(format!("p{t}"));
     let shared = mnt.join("shared");
     let mut bad: Vec<String> = Vec::new();
@@ -348,7 +299,7 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
                 bad.push(format!(
                     "t{t} {}: {} ({e})",
                     $what,
-                    errno_name(errno_of(&e))
+                    errno_name(io_errno(&e))
                 ));
             }
         };
@@ -358,11 +309,11 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
         ($what:expr, $e:expr) => {
             match $e {
                 Ok(_) => {}
-                Err(e) if matches!(errno_of(&e), libc::EEXIST | libc::ENOENT) => {}
+                Err(e) if matches!(io_errno(&e), libc::EEXIST | libc::ENOENT) => {}
                 Err(e) => bad.push(format!(
                     "t{t} {}: {} ({e})",
                     $what,
-                    errno_name(errno_of(&e))
+                    errno_name(io_errno(&e))
                 )),
             }
         };
@@ -437,7 +388,7 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
                     private!(format!("unlink p{t}/{name}"), r);
                 } else {
                     match r {
-                        Err(e) if errno_of(&e) == libc::ENOENT => {}
+                        Err(e) if io_errno(&e) == libc::ENOENT => {}
                         other => bad.push(format!("t{t} unlink of missing p{t}/{name}: {other:?}")),
                     }
                 }
@@ -449,7 +400,7 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
                     private!(format!("mkdir p{t}/{name}"), r);
                 } else {
                     match r {
-                        Err(e) if errno_of(&e) == libc::EEXIST => {}
+                        Err(e) if io_errno(&e) == libc::EEXIST => {}
                         other => bad.push(format!("t{t} mkdir of existing p{t}/{name}: {other:?}")),
                     }
                 }
@@ -461,7 +412,7 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
                     private!(format!("rmdir p{t}/{name}"), r);
                 } else {
                     match r {
-                        Err(e) if errno_of(&e) == libc::ENOENT => {}
+                        Err(e) if io_errno(&e) == libc::ENOENT => {}
                         other => bad.push(format!("t{t} rmdir of missing p{t}/{name}: {other:?}")),
                     }
                 }
@@ -514,11 +465,11 @@ fn worker(t: usize, mnt: PathBuf, mut model: Model, stop: Instant) -> (Model, Ve
                     .open(&p);
                 match f {
                     Ok(mut f) => private!(format!("write new {}", p.display()), f.write_all(&data)),
-                    Err(e) if matches!(errno_of(&e), libc::EEXIST | libc::ENOENT) => {}
+                    Err(e) if matches!(io_errno(&e), libc::EEXIST | libc::ENOENT) => {}
                     Err(e) => bad.push(format!(
                         "t{t} create {}: {} ({e})",
                         p.display(),
-                        errno_name(errno_of(&e))
+                        errno_name(io_errno(&e))
                     )),
                 }
             }
@@ -626,12 +577,8 @@ fn log_warnings(m: &UnionMount) -> String {
     lines.join("\n")
 }
 
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
-
 #[test]
-fn mixed_operations_from_many_threads() {
+fn mixed_operations_from_many_threads_match_each_threads_model() {
     if !require_fuse() {
         return;
     }
@@ -676,7 +623,7 @@ fn mixed_operations_from_many_threads() {
         let m = UnionMount::new(&stack);
         check_view(m.mnt(), &results, "after remount");
     }
-    if overlay_available() && !common::kernel_backend() {
+    if common::overlay_available() && !common::kernel_backend() {
         let k = common::KernelOverlay::new(&stack);
         check_view(k.mnt(), &results, "kernel overlay on the same layers");
     }

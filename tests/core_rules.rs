@@ -7,10 +7,11 @@
 //! The tests run as root (overlay metadata in `trusted.overlay.*`) and as an ordinary user
 //! (`userxattr`: `user.overlay.*`); the parts that need privilege (chown) only run as root.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,149 +23,23 @@ use unionfuse::layer::LayerStack;
 use unionfuse::sys::Time;
 use unionfuse::union::{Creds, Options, SetAttr, Union};
 
+use common::sys;
+use common::{
+    chmod, chown, content_hash, make_whiteout, mkfifo, opaque_name, set_times, set_xattr,
+};
+
 const ROOT: u64 = 1;
 
-// ----- small libc helpers ----------------------------------------------------------------------
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn me() -> Creds {
-    // SAFETY: as above.
-    unsafe {
-        Creds {
-            uid: libc::geteuid(),
-            gid: libc::getegid(),
-        }
+    Creds {
+        uid: sys::euid(),
+        gid: sys::egid(),
     }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// The opaque xattr this stack writes and reads (kernel overlay's `userxattr` when not root).
-fn opaque_name() -> &'static str {
-    if is_root() {
-        "trusted.overlay.opaque"
-    } else {
-        "user.overlay.opaque"
-    }
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    // SAFETY: valid NUL-terminated strings and a valid buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "lsetxattr {name} on {}: errno {}",
-        p.display(),
-        last_errno()
-    );
-}
-
-fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: valid strings; buf is writable for its length.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        let e = last_errno();
-        assert_eq!(e, libc::ENODATA, "lgetxattr {name} on {}", p.display());
-        return None;
-    }
-    buf.truncate(r as usize);
-    Some(buf)
 }
 
 fn list_xattrs(p: &Path) -> Vec<String> {
-    let c = cpath(p);
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: valid string; buf is writable for its length.
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(r >= 0, "llistxattr {}: errno {}", p.display(), last_errno());
-    buf.truncate(r as usize);
-    let mut v: Vec<String> = buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn lstat(p: &Path) -> Option<libc::stat> {
-    let c = cpath(p);
-    // SAFETY: zeroed stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out pointer.
-    if unsafe { libc::lstat(c.as_ptr(), &mut st) } < 0 {
-        assert_eq!(last_errno(), libc::ENOENT, "lstat {}", p.display());
-        return None;
-    }
-    Some(st)
-}
-
-fn utimes(p: &Path, sec: i64, nsec: i64) {
-    let c = cpath(p);
-    let ts = [
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-    ];
-    // SAFETY: valid path and two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "utimensat {}", p.display());
-}
-
-fn chmod(p: &Path, mode: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    assert_eq!(
-        unsafe { libc::chmod(c.as_ptr(), mode) },
-        0,
-        "chmod {}",
-        p.display()
-    );
-}
-
-fn chown(p: &Path, uid: u32, gid: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    assert_eq!(
-        unsafe { libc::lchown(c.as_ptr(), uid, gid) },
-        0,
-        "chown {}",
-        p.display()
-    );
+    sys::llistxattr(p)
+        .unwrap_or_else(|e| panic!("llistxattr {}: {}", p.display(), sys::errno_name(e)))
 }
 
 // ----- layer builders ----------------------------------------------------------------------------
@@ -180,16 +55,9 @@ fn put_dir(p: &Path) {
 
 /// A kernel-overlay whiteout: char device 0/0 (unprivileged since Linux 5.8).
 fn put_whiteout(p: &Path) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let c = cpath(p);
-    // SAFETY: valid path.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
-    assert_eq!(
-        r,
-        0,
-        "mknod whiteout {}: errno {}",
-        p.display(),
-        last_errno()
+    make_whiteout(
+        p.parent().expect("whiteout has a parent"),
+        p.file_name().expect("a name"),
     );
 }
 
@@ -198,15 +66,16 @@ fn put_opaque(p: &Path) {
 }
 
 fn is_whiteout(p: &Path) -> bool {
-    lstat(p).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0)
+    sys::lstat_opt(p)
+        .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0)
 }
 
 fn is_opaque(p: &Path) -> bool {
-    get_xattr(p, opaque_name()).as_deref() == Some(b"y")
+    sys::lgetxattr_opt(p, opaque_name()).as_deref() == Some(b"y")
 }
 
 fn kind(p: &Path) -> Option<u32> {
-    lstat(p).map(|st| st.st_mode & libc::S_IFMT)
+    sys::lstat_opt(p).map(|st| st.st_mode & libc::S_IFMT)
 }
 
 fn names_on_disk(p: &Path) -> Vec<String> {
@@ -228,7 +97,7 @@ fn digest(root: &Path) -> BTreeMap<PathBuf, String> {
 
 fn digest_walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
     let p = root.join(rel);
-    let st = lstat(&p).expect("digest: object vanished");
+    let st = sys::lstat_opt(&p).expect("digest: object vanished");
     let kind = st.st_mode & libc::S_IFMT;
     let mut d = format!(
         "mode={:o} uid={} gid={} size={} nlink={} rdev={} mtime={}.{} ctime={}.{} ino={}",
@@ -245,12 +114,12 @@ fn digest_walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
         st.st_ino
     );
     for x in list_xattrs(&p) {
-        d += &format!(" xattr {x}={:?}", get_xattr(&p, &x));
+        d += &format!(" xattr {x}={:?}", sys::lgetxattr_opt(&p, &x));
     }
     match kind {
         libc::S_IFREG => {
             let data = fs::read(&p).unwrap();
-            d += &format!(" content={:016x}", fnv(&data));
+            d += &format!(" content={:016x}", content_hash(&data));
         }
         libc::S_IFLNK => d += &format!(" target={:?}", fs::read_link(&p).unwrap()),
         _ => {}
@@ -261,15 +130,6 @@ fn digest_walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
             digest_walk(root, &rel.join(name), out);
         }
     }
-}
-
-fn fnv(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 // ----- fixture -------------------------------------------------------------------------------------
@@ -328,7 +188,7 @@ impl Fx {
             stack,
             Options {
                 fsync: false,
-                userxattr: !is_root(),
+                userxattr: !sys::is_root(),
                 ..Default::default()
             },
             1024,
@@ -748,18 +608,18 @@ fn unlink_upper_only_file_leaves_nothing() {
     u.unlink(ROOT, os("new")).unwrap();
     fx.work_empty();
     assert_eq!(
-        lstat(&fx.up("u")).map(|s| s.st_mode),
+        sys::lstat_opt(&fx.up("u")).map(|s| s.st_mode),
         None,
         "upper-only unlink left something"
     );
-    assert_eq!(lstat(&fx.up("new")).map(|s| s.st_mode), None);
+    assert_eq!(sys::lstat_opt(&fx.up("new")).map(|s| s.st_mode), None);
     assert_eq!(names_on_disk(&fx.upper), Vec::<String>::new());
     assert_eq!(ls(&u, ""), strs(&["other"]));
     fx.finish();
 }
 
 #[test]
-fn rmdir_of_dir_empty_only_in_merged_view() {
+fn rmdir_of_dir_empty_only_in_merged_view_leaves_whiteout() {
     let fx = Fx::new(2);
     // Emptied through the API.
     put_file(&fx.l(0, "d/x"), b"x");
@@ -892,7 +752,7 @@ fn create_over_whiteout_is_a_new_file() {
     );
     u.write(fh, 0, b"new", false).unwrap();
     u.release(fh);
-    let ust = lstat(&fx.up("f")).unwrap();
+    let ust = sys::lstat_opt(&fx.up("f")).unwrap();
     assert_eq!(ust.st_mode & libc::S_IFMT, libc::S_IFREG);
     assert_eq!(fs::read(fx.up("f")).unwrap(), b"new");
     assert_eq!(cat(&u, "f"), b"new");
@@ -923,19 +783,19 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
     let f = fx.l(0, "f");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     put_file(&f, &data);
-    if is_root() {
+    if sys::is_root() {
         chown(&f, 1234, 5678);
     }
     chmod(&f, 0o4751);
     set_xattr(&f, "user.test", b"value");
     set_xattr(&f, "user.empty", b"");
-    utimes(&f, 1_000_000_000, 123_456_789);
-    let lst = lstat(&f).unwrap();
+    set_times(&f, 1_000_000_000, 123_456_789);
+    let lst = sys::lstat_opt(&f).unwrap();
     let u = fx.open();
 
     touch_open(&u, "f");
     fx.work_empty();
-    let ust = lstat(&fx.up("f")).expect("f was not copied up");
+    let ust = sys::lstat_opt(&fx.up("f")).expect("f was not copied up");
     assert_eq!(fs::read(fx.up("f")).unwrap(), data);
     assert_eq!(ust.st_mode, lst.st_mode, "mode");
     assert_eq!((ust.st_uid, ust.st_gid), (lst.st_uid, lst.st_gid), "owner");
@@ -945,11 +805,11 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
         "mtime"
     );
     assert_eq!(
-        get_xattr(&fx.up("f"), "user.test").as_deref(),
+        sys::lgetxattr_opt(&fx.up("f"), "user.test").as_deref(),
         Some(&b"value"[..])
     );
     assert_eq!(
-        get_xattr(&fx.up("f"), "user.empty").as_deref(),
+        sys::lgetxattr_opt(&fx.up("f"), "user.empty").as_deref(),
         Some(&b""[..])
     );
 
@@ -970,7 +830,7 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
         .collect();
     assert!(names.contains(&"user.test".to_string()), "{names:?}");
     assert!(
-        !names.iter().any(|x| x.starts_with(if is_root() {
+        !names.iter().any(|x| x.starts_with(if sys::is_root() {
             "trusted.overlay."
         } else {
             "user.overlay."
@@ -982,16 +842,13 @@ fn copy_up_preserves_data_mode_owner_times_xattrs() {
 }
 
 #[test]
-fn copy_up_by_metadata_change_and_special_files() {
+fn metadata_changes_copy_up_files_fifos_and_symlinks_keeping_data_and_times() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "f"), b"data");
-    utimes(&fx.l(0, "f"), 1_100_000_000, 0);
+    set_times(&fx.l(0, "f"), 1_100_000_000, 0);
     std::os::unix::fs::symlink("some/target", fx.l(0, "link")).unwrap();
-    let c = cpath(&fx.l(0, "fifo"));
-    // SAFETY: valid path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o640) }, 0);
-    chmod(&fx.l(0, "fifo"), 0o640);
-    utimes(&fx.l(0, "fifo"), 1_200_000_000, 5);
+    mkfifo(&fx.l(0, "fifo"), 0o640);
+    set_times(&fx.l(0, "fifo"), 1_200_000_000, 5);
     let u = fx.open();
 
     // chmod copies up; data and mtime come along.
@@ -1006,7 +863,7 @@ fn copy_up_by_metadata_change_and_special_files() {
     )
     .unwrap();
     fx.work_empty();
-    let ust = lstat(&fx.up("f")).unwrap();
+    let ust = sys::lstat_opt(&fx.up("f")).unwrap();
     assert_eq!(ust.st_mode & 0o7777, 0o600);
     assert_eq!(ust.st_mtime, 1_100_000_000);
     assert_eq!(fs::read(fx.up("f")).unwrap(), b"data");
@@ -1023,7 +880,7 @@ fn copy_up_by_metadata_change_and_special_files() {
     )
     .unwrap();
     fx.work_empty();
-    let ust = lstat(&fx.up("fifo")).unwrap();
+    let ust = sys::lstat_opt(&fx.up("fifo")).unwrap();
     assert_eq!(ust.st_mode, libc::S_IFIFO | 0o640);
     assert_eq!((ust.st_mtime, ust.st_mtime_nsec), (1_200_000_000, 5));
 
@@ -1043,7 +900,10 @@ fn copy_up_by_metadata_change_and_special_files() {
         fs::read_link(fx.up("link")).unwrap(),
         Path::new("some/target")
     );
-    assert_eq!(lstat(&fx.up("link")).unwrap().st_mtime, 1_300_000_000);
+    assert_eq!(
+        sys::lstat_opt(&fx.up("link")).unwrap().st_mtime,
+        1_300_000_000
+    );
     assert_eq!(u.readlink(link).unwrap(), b"some/target");
     fx.finish();
 }
@@ -1060,7 +920,7 @@ fn copy_up_keeps_holes() {
         file.write_all_at(&[b'B'; 4096], 32 << 20).unwrap();
         file.write_all_at(&[b'C'; 100], SIZE - 100).unwrap();
     }
-    let lower_blocks = lstat(&f).unwrap().st_blocks;
+    let lower_blocks = sys::lstat_opt(&f).unwrap().st_blocks;
     assert!(
         lower_blocks * 512 < 1 << 20,
         "the temp fs does not make sparse files"
@@ -1069,7 +929,7 @@ fn copy_up_keeps_holes() {
 
     write_at(&u, "sparse", 8 << 20, b"written");
     fx.work_empty();
-    let ust = lstat(&fx.up("sparse")).unwrap();
+    let ust = sys::lstat_opt(&fx.up("sparse")).unwrap();
     assert_eq!(ust.st_size as u64, SIZE);
     assert!(
         ust.st_blocks * 512 < 1 << 20,
@@ -1096,19 +956,19 @@ fn deep_chain() -> (Fx, [(&'static str, u32); 3]) {
     put_file(&fx.l(0, "a/b/sibling"), b"s");
     set_xattr(&fx.l(0, "a/b"), "user.dir", b"b");
     let modes = [("a", 0o750), ("a/b", 0o711), ("a/b/c", 0o2755)];
-    if is_root() {
+    if sys::is_root() {
         chown(&fx.l(0, "a"), 1001, 1002);
         chown(&fx.l(0, "a/b/c"), 1003, 1004);
     }
     for (i, (rel, mode)) in modes.iter().enumerate().rev() {
         chmod(&fx.l(0, rel), *mode);
-        utimes(
+        set_times(
             &fx.l(0, rel),
             1_000_000_000 + i as i64 * 1000,
             1000 + i as i64,
         );
     }
-    utimes(&fx.l(0, "a/b/c/f"), 900_000_000, 7);
+    set_times(&fx.l(0, "a/b/c/f"), 900_000_000, 7);
     (fx, modes)
 }
 
@@ -1120,7 +980,10 @@ fn copy_up_creates_parent_chain_with_same_attributes() {
     touch_open(&u, "a/b/c/f");
     fx.work_empty();
     for (rel, _) in modes {
-        let (l, up) = (lstat(&fx.l(0, rel)).unwrap(), lstat(&fx.up(rel)));
+        let (l, up) = (
+            sys::lstat_opt(&fx.l(0, rel)).unwrap(),
+            sys::lstat_opt(&fx.up(rel)),
+        );
         let up = up.unwrap_or_else(|| panic!("{rel} not copied up"));
         assert_eq!(up.st_mode, l.st_mode, "mode of {rel}");
         assert_eq!(
@@ -1130,10 +993,10 @@ fn copy_up_creates_parent_chain_with_same_attributes() {
         );
     }
     assert_eq!(
-        get_xattr(&fx.up("a/b"), "user.dir").as_deref(),
+        sys::lgetxattr_opt(&fx.up("a/b"), "user.dir").as_deref(),
         Some(&b"b"[..])
     );
-    let fst = lstat(&fx.up("a/b/c/f")).unwrap();
+    let fst = sys::lstat_opt(&fx.up("a/b/c/f")).unwrap();
     assert_eq!((fst.st_mtime, fst.st_mtime_nsec), (900_000_000, 7));
     assert_eq!(fs::read(fx.up("a/b/c/f")).unwrap(), b"deep");
     assert_eq!(
@@ -1154,14 +1017,17 @@ fn copy_up_keeps_parent_chain_mtimes() {
     let (fx, modes) = deep_chain();
     put_file(&fx.l(0, "e/g"), b"g");
     put_dir(&fx.up("e"));
-    utimes(&fx.up("e"), 1_100_000_000, 11);
+    set_times(&fx.up("e"), 1_100_000_000, 11);
     let u = fx.open();
 
     touch_open(&u, "a/b/c/f");
     touch_open(&u, "e/g");
     fx.work_empty();
     for (rel, _) in modes {
-        let (l, up) = (lstat(&fx.l(0, rel)).unwrap(), lstat(&fx.up(rel)).unwrap());
+        let (l, up) = (
+            sys::lstat_opt(&fx.l(0, rel)).unwrap(),
+            sys::lstat_opt(&fx.up(rel)).unwrap(),
+        );
         assert_eq!(
             (up.st_mtime, up.st_mtime_nsec),
             (l.st_mtime, l.st_mtime_nsec),
@@ -1174,7 +1040,7 @@ fn copy_up_keeps_parent_chain_mtimes() {
             "merged mtime of {rel}"
         );
     }
-    let e = lstat(&fx.up("e")).unwrap();
+    let e = sys::lstat_opt(&fx.up("e")).unwrap();
     assert_eq!(
         (e.st_mtime, e.st_mtime_nsec),
         (1_100_000_000, 11),
@@ -1186,7 +1052,7 @@ fn copy_up_keeps_parent_chain_mtimes() {
 // ===== rename ===============================================================================================
 
 #[test]
-fn rename_file_over_existing_noreplace_and_exchange() {
+fn rename_file_replaces_target_noreplace_gives_eexist_exchange_swaps() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "src"), b"S");
     put_file(&fx.l(0, "dst"), b"D");
@@ -1328,7 +1194,7 @@ fn rename_upper_dir_over_merged_empty_dir_makes_it_opaque() {
 }
 
 #[test]
-fn rename_dir_over_non_empty_or_file_fails() {
+fn rename_dir_over_non_empty_dir_or_file_gives_enotempty_enotdir_eisdir() {
     let fx = Fx::new(1);
     put_file(&fx.l(0, "full/x"), b"x");
     put_file(&fx.l(0, "file"), b"f");
@@ -1365,7 +1231,10 @@ fn link_of_lower_file_copies_up_once() {
     let (g, gst) = u.link(f.ino, ROOT, os("g")).unwrap();
     fx.work_empty();
     assert_eq!(gst.st_nlink, 2);
-    let (fst_up, gst_up) = (lstat(&fx.up("f")).unwrap(), lstat(&fx.up("g")).unwrap());
+    let (fst_up, gst_up) = (
+        sys::lstat_opt(&fx.up("f")).unwrap(),
+        sys::lstat_opt(&fx.up("g")).unwrap(),
+    );
     assert_eq!(
         fst_up.st_ino, gst_up.st_ino,
         "f and g are one inode in the upper"
@@ -1376,7 +1245,7 @@ fn link_of_lower_file_copies_up_once() {
     let d = ino(&u, "d");
     let (h, _) = u.link(g.ino, d, os("h")).unwrap();
     assert_eq!(h.ino, f.ino);
-    assert_eq!(lstat(&fx.up("f")).unwrap().st_nlink, 3);
+    assert_eq!(sys::lstat_opt(&fx.up("f")).unwrap().st_nlink, 3);
     fx.work_empty();
 
     write_at(&u, "g", 0, b"SHARED");
@@ -1411,7 +1280,7 @@ fn no_upper_means_erofs() {
         stack,
         Options {
             fsync: false,
-            userxattr: !is_root(),
+            userxattr: !sys::is_root(),
             ..Default::default()
         },
         64,
@@ -1472,8 +1341,8 @@ fn no_upper_means_erofs() {
 /// before the mode, which a non-root owner may not do (user.* needs write permission): EACCES.
 /// Kernel overlay in `userxattr` mode (mounted in a user namespace) copies such files up.
 #[test]
-fn copy_up_as_unprivileged_owner() {
-    if is_root() {
+fn copy_up_as_unprivileged_owner_succeeds() {
+    if sys::is_root() {
         eprintln!("skipping: run as an ordinary user to test unprivileged copy-up");
         return;
     }
@@ -1485,6 +1354,9 @@ fn copy_up_as_unprivileged_owner() {
     write_at(&u, "f", 4, b"+more");
     assert_eq!(fs::read(fx.up("f")).unwrap(), b"data+more");
     touch_open(&u, "d/g");
-    assert_eq!(get_xattr(&fx.up("d"), "user.x").as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        sys::lgetxattr_opt(&fx.up("d"), "user.x").as_deref(),
+        Some(&b"1"[..])
+    );
     fx.finish();
 }

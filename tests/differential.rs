@@ -565,7 +565,7 @@ fn harness_compares_mtimes_only_where_set_explicitly() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn diff_write_into_lower_file_then_read() {
+fn write_into_lower_file_then_read_matches_the_kernel() {
     check(vec![
         Write {
             path: b("f_all"),
@@ -585,7 +585,7 @@ fn diff_write_into_lower_file_then_read() {
 }
 
 #[test]
-fn diff_append_and_truncate_lower_files() {
+fn append_and_truncate_lower_files_matches_the_kernel() {
     check(vec![
         Append {
             path: b("d/sub/deep"),
@@ -608,7 +608,7 @@ fn diff_append_and_truncate_lower_files() {
 }
 
 #[test]
-fn diff_unlink_lower_file_then_recreate() {
+fn unlink_lower_file_then_recreate_matches_the_kernel() {
     check(vec![
         Unlink { path: b("d/a") },
         Read { path: b("d/a") },
@@ -627,7 +627,7 @@ fn diff_unlink_lower_file_then_recreate() {
 }
 
 #[test]
-fn diff_rmdir_merged_dir_then_mkdir_is_opaque() {
+fn rmdir_merged_dir_then_mkdir_is_opaque_matches_the_kernel() {
     check(vec![
         Rmdir { path: b("d") },
         Unlink { path: b("d/a") },
@@ -654,7 +654,7 @@ fn diff_rmdir_merged_dir_then_mkdir_is_opaque() {
 }
 
 #[test]
-fn diff_create_over_lower_whiteouts() {
+fn create_over_lower_whiteouts_matches_the_kernel() {
     check(vec![
         Read { path: b("gone") },
         Mkdir {
@@ -679,7 +679,7 @@ fn diff_create_over_lower_whiteouts() {
 }
 
 #[test]
-fn diff_rename_file_over_lower_file() {
+fn rename_file_over_lower_file_matches_the_kernel() {
     check(vec![
         Rename {
             from: b("d/a"),
@@ -702,7 +702,7 @@ fn diff_rename_file_over_lower_file() {
 }
 
 #[test]
-fn diff_rename_dirs_exdev_for_lower_content() {
+fn rename_dirs_exdev_for_lower_content_matches_the_kernel() {
     check(vec![
         Rename {
             from: b("d"),
@@ -742,7 +742,7 @@ fn diff_rename_dirs_exdev_for_lower_content() {
 }
 
 #[test]
-fn diff_rename_noreplace_and_exchange() {
+fn rename_noreplace_and_exchange_matches_the_kernel() {
     check(vec![
         Rename {
             from: b("f_all"),
@@ -780,7 +780,7 @@ fn diff_rename_noreplace_and_exchange() {
 }
 
 #[test]
-fn diff_rename_type_mismatch_errors() {
+fn rename_type_mismatch_errors_matches_the_kernel() {
     check(vec![
         Rename {
             from: b("f_all"),
@@ -806,7 +806,7 @@ fn diff_rename_type_mismatch_errors() {
 }
 
 #[test]
-fn diff_write_to_one_lower_hard_link() {
+fn write_to_one_lower_hard_link_matches_the_kernel() {
     check(vec![
         Write {
             path: b("hl1"),
@@ -823,7 +823,7 @@ fn diff_write_to_one_lower_hard_link() {
 }
 
 #[test]
-fn diff_link_then_unlink_original() {
+fn link_then_unlink_original_matches_the_kernel() {
     check(vec![
         Link {
             from: b("f_all"),
@@ -853,7 +853,7 @@ fn diff_link_then_unlink_original() {
 }
 
 #[test]
-fn diff_symlinks_create_chown_and_follow() {
+fn symlinks_create_chown_and_follow_matches_the_kernel() {
     check(vec![
         Symlink {
             target: b("d"),
@@ -880,7 +880,7 @@ fn diff_symlinks_create_chown_and_follow() {
 }
 
 #[test]
-fn diff_chmod_chown_utimes_of_lower_objects() {
+fn chmod_chown_utimes_of_lower_objects_matches_the_kernel() {
     check(vec![
         Chmod {
             path: b("ro_file"),
@@ -920,7 +920,7 @@ fn diff_chmod_chown_utimes_of_lower_objects() {
 }
 
 #[test]
-fn diff_chown_clears_setuid() {
+fn chown_clears_setuid_matches_the_kernel() {
     check(vec![
         Write {
             path: b("suid"),
@@ -945,7 +945,7 @@ fn diff_chown_clears_setuid() {
 }
 
 #[test]
-fn diff_xattrs_set_remove_and_copy_up() {
+fn xattrs_set_remove_and_copy_up_matches_the_kernel() {
     check(vec![
         SetXattr {
             path: b("xf"),
@@ -982,7 +982,7 @@ fn diff_xattrs_set_remove_and_copy_up() {
 }
 
 #[test]
-fn diff_mkfifo_and_fifo_copy_up() {
+fn mkfifo_and_fifo_copy_up_matches_the_kernel() {
     check(vec![
         MkFifo {
             path: b("d/fifo2"),
@@ -1004,7 +1004,7 @@ fn diff_mkfifo_and_fifo_copy_up() {
 }
 
 #[test]
-fn diff_open_ro_then_write_other_sees_copy_up() {
+fn open_ro_then_write_other_sees_copy_up_matches_the_kernel() {
     check(vec![
         OpenRoThenWriteOther {
             path: b("f_all"),
@@ -1022,7 +1022,7 @@ fn diff_open_ro_then_write_other_sees_copy_up() {
 }
 
 #[test]
-fn diff_file_over_dir_and_dir_over_file() {
+fn file_over_dir_and_dir_over_file_matches_the_kernel() {
     check(vec![
         ReadDir {
             path: b("typeflip"),
@@ -1044,7 +1044,7 @@ fn diff_file_over_dir_and_dir_over_file() {
 }
 
 #[test]
-fn diff_opaque_dirs_in_lower_and_upper() {
+fn opaque_dirs_in_lower_and_upper_matches_the_kernel() {
     check(vec![
         ReadDir { path: b("opq") },
         Create {
@@ -1067,7 +1067,7 @@ fn diff_opaque_dirs_in_lower_and_upper() {
 }
 
 #[test]
-fn diff_non_utf8_names() {
+fn non_utf8_names_matches_the_kernel() {
     let mut other = WEIRD.to_vec();
     other.extend_from_slice(b"-\x80");
     check(vec![
@@ -1095,7 +1095,7 @@ fn diff_non_utf8_names() {
 }
 
 #[test]
-fn diff_deep_copy_up_of_parent_chain() {
+fn deep_copy_up_of_parent_chain_matches_the_kernel() {
     check(vec![
         Create {
             path: b("d/sub/deep2"),
@@ -1122,7 +1122,7 @@ fn diff_deep_copy_up_of_parent_chain() {
 }
 
 #[test]
-fn diff_error_cases() {
+fn error_cases_matches_the_kernel() {
     check(vec![
         Unlink { path: b("missing") },
         Unlink { path: b("d") },
@@ -1170,7 +1170,7 @@ fn diff_error_cases() {
 }
 
 #[test]
-fn diff_remove_and_recreate_in_upper_only_dir() {
+fn remove_and_recreate_in_upper_only_dir_matches_the_kernel() {
     check(vec![
         Unlink { path: b("uonly/f") },
         Rmdir { path: b("uonly") },
@@ -1188,7 +1188,7 @@ fn diff_remove_and_recreate_in_upper_only_dir() {
 }
 
 #[test]
-fn diff_whiteout_then_rename_onto_it() {
+fn whiteout_then_rename_onto_it_matches_the_kernel() {
     check(vec![
         Unlink { path: b("d/b") },
         Rename {
@@ -1469,19 +1469,15 @@ fn run_generated(spec: &StackSpec, ops: &[Op], swap: bool) -> Result<(), String>
     differential_on(&ustack, &kstack, ops, swap)
 }
 
-fn env_num(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
-fn diff_generated_sequences() {
+fn generated_sequences_match_the_kernel() {
     if !require_fuse() {
         return;
     }
     QUIET.store(true, Ordering::Relaxed);
     let long = std::env::var("UNIONFUSE_DIFF_LONG").as_deref() == Ok("1");
-    let cases = env_num("UNIONFUSE_DIFF_CASES").unwrap_or(if long { 3000 } else { 300 });
-    let seed = env_num("UNIONFUSE_DIFF_SEED").unwrap_or(0x0075_6e69_6f6e);
+    let cases = env_num("UNIONFUSE_DIFF_CASES", if long { 3000 } else { 300 });
+    let seed = env_num("UNIONFUSE_DIFF_SEED", 0x0075_6e69_6f6e);
     let config = Config {
         cases: cases as u32,
         failure_persistence: None,

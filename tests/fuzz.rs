@@ -1,4 +1,4 @@
-//! Randomised (fuzz) property tests without FUSE (issue 7), time-bounded: each target runs for
+//! Randomised (fuzz) property tests without FUSE, time-bounded: each target runs for
 //! `UNIONFUSE_FUZZ_SECS` seconds (default 10; scripts/fuzz.sh runs longer) with a seed printed
 //! at the start (`UNIONFUSE_SEED=N` replays it). Inputs are random bytes plus random mixes of
 //! the tokens each parser cares about, so both garbage and near-valid input are covered.
@@ -16,18 +16,15 @@
 //!   devices, truncated and bit-flipped archives): never panics, never writes outside the
 //!   target directory (a canary next to it is unchanged).
 
-mod support;
-
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Rng, env_num};
+use common::{Rng, env_num};
 use unionfuse::config::{self, MountOpts};
 use unionfuse::whiteout::Format;
 
-/// Needed by `support` (it refers to `crate::common`).
 mod common;
 
 fn budget() -> Duration {
@@ -129,7 +126,7 @@ fn opt_string(r: &mut Rng) -> String {
 }
 
 #[test]
-fn fuzz_mount_option_parser() {
+fn mount_option_parser_never_panics_and_is_deterministic() {
     fuzz("parse_into", |r| {
         let s = opt_string(r);
         let mut a = MountOpts::default();
@@ -169,7 +166,7 @@ fn check_bijection(map: &[config::IdRange], input: &str) {
 }
 
 #[test]
-fn fuzz_id_maps() {
+fn accepted_random_id_maps_are_bijections() {
     fuzz("parse_id_map", |r| {
         let mut s = String::new();
         for i in 0..r.below(6) {
@@ -191,7 +188,7 @@ fn fuzz_id_maps() {
 }
 
 #[test]
-fn fuzz_compat_argv() {
+fn compat_argv_parser_never_panics_on_random_input() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
     fuzz("compat::parse", |r| {
@@ -231,7 +228,7 @@ fn fuzz_compat_argv() {
 }
 
 #[test]
-fn fuzz_whiteout_xattr_escaping() {
+fn xattr_name_escaping_round_trips_and_never_yields_private_names() {
     for userxattr in [false, true] {
         let f = Format::new(userxattr, false);
         let prefixes: &[&[u8]] = &[
@@ -454,7 +451,7 @@ fn import_layer(layer: &[u8], store: &Path, n: u64) -> bool {
 
 fn snapshot(p: &Path) -> Vec<(std::path::PathBuf, u64, u32)> {
     use std::os::unix::fs::MetadataExt;
-    support::list_rel(p)
+    common::list_rel(p)
         .into_iter()
         .map(|rel| {
             let m = std::fs::symlink_metadata(p.join(&rel)).unwrap();
@@ -464,8 +461,8 @@ fn snapshot(p: &Path) -> Vec<(std::path::PathBuf, u64, u32)> {
 }
 
 #[test]
-fn fuzz_tar_import() {
-    if unsafe { libc::geteuid() } != 0 {
+fn tar_import_never_panics_or_writes_outside_the_target() {
+    if !common::sys::is_root() {
         eprintln!("skipping: tar import fuzzing runs privileged (devices, trusted xattrs)");
         return;
     }

@@ -1,4 +1,4 @@
-//! Hostile layers (issue 7): layers built by someone who wants the daemon to read or write
+//! Hostile layers: layers built by someone who wants the daemon to read or write
 //! outside them, or to hang or panic. Symlinks pointing out of the layer (absolute, relative
 //! with `..`, chains), a lower directory shadowed by a symlink, a lower directory swapped for a
 //! symlink while mounted, names with every byte 0x01-0xff, 255-byte names, trees deeper than
@@ -8,7 +8,6 @@
 //! of the same layers. Needs root and /dev/fuse (and kernel overlayfs for the comparisons).
 
 mod common;
-mod support;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -19,14 +18,10 @@ use std::time::Duration;
 
 use common::{
     KernelOverlay, SnapOpts, Stack, Tree, UnionMount, assert_trees_eq, content_hash, require_fuse,
+    within,
 };
-use support::within;
 
 const CANARY: &[u8] = b"CANARY: the daemon must never read this file";
-
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
 
 /// A canary dir next to the layers: a secret file and a directory with one entry.
 fn make_canary(stack: &Stack) -> PathBuf {
@@ -165,7 +160,7 @@ fn symlinks_out_of_layers_are_never_followed_by_the_daemon() {
         fs::read_link(stack.upper().join("cu/link")).unwrap(),
         Path::new("../../canary/secret")
     );
-    if overlay_available() {
+    if common::overlay_available() {
         let kview = {
             let k = KernelOverlay::new(&kstack);
             let mnt = k.mnt().to_path_buf();
@@ -197,7 +192,7 @@ fn symlinks_out_of_layers_are_never_followed_by_the_daemon() {
 }
 
 #[test]
-fn lower_directory_swapped_for_a_symlink_while_mounted() {
+fn lower_directory_swapped_for_a_symlink_while_mounted_never_escapes() {
     if !require_fuse() {
         return;
     }
@@ -222,7 +217,7 @@ fn lower_directory_swapped_for_a_symlink_while_mounted() {
     common::symlink(canary.join("dir"), &l0.join("d"));
     fs::rename(l0.join("e"), stack.base.path().join("e.old")).unwrap();
     common::symlink("../canary/dir", &l0.join("e"));
-    support::drop_caches();
+    common::drop_caches();
     let mnt2 = mnt.clone();
     let canary2 = canary.clone();
     within(
@@ -330,7 +325,7 @@ fn names_with_every_byte_and_255_bytes_match_the_kernel() {
         within(Duration::from_secs(60), "odd names", move || ops(&mnt))
     };
     assert!(u.get(OsStr::from_bytes(&[b'n', 0x01])).is_some());
-    if overlay_available() {
+    if common::overlay_available() {
         let k = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())
@@ -386,7 +381,7 @@ fn read_at(dir: &std::os::fd::OwnedFd, name: &str) -> Result<Vec<u8>, i32> {
 }
 
 #[test]
-fn trees_deeper_than_path_max() {
+fn trees_deeper_than_path_max_work_and_match_the_kernel() {
     if !require_fuse() {
         return;
     }
@@ -535,7 +530,7 @@ fn malformed_overlay_xattrs_match_the_kernel() {
         );
     }
     assert!(unames.contains(&"user.overlay.opaque".to_string()));
-    if overlay_available() {
+    if common::overlay_available() {
         let (k, knames) = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())
@@ -636,7 +631,7 @@ fn devices_fifos_and_non_whiteout_char_devices_match_the_kernel() {
         "fifo copied up as a fifo"
     );
     assert_eq!(up.mode() & 0o777, 0o600);
-    if overlay_available() {
+    if common::overlay_available() {
         let (k, kerr) = {
             let k = KernelOverlay::new(&kstack);
             ops(k.mnt())

@@ -6,6 +6,8 @@
 //! images made by umoci and skopeo. Mounted tests need root and /dev/fuse: under CI=true their
 //! absence is a failure, elsewhere a skip.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -15,20 +17,10 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use common::skip_or_fail_in_ci;
+use common::sys::is_root;
+
 const BIN: &str = env!("CARGO_BIN_EXE_unionfuse");
-
-fn geteuid() -> u32 {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() }
-}
-
-fn skip_or_panic(reason: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("image test cannot run under CI: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-    false
-}
 
 fn hex(b: &[u8]) -> String {
     Sha256::digest(b)
@@ -408,7 +400,7 @@ fn opaque_name() -> &'static str {
     let initial = std::fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
         .unwrap_or(true);
-    if geteuid() == 0 && initial {
+    if is_root() && initial {
         "trusted.overlay.opaque"
     } else {
         "user.overlay.opaque"
@@ -490,7 +482,7 @@ fn docker_archive_lands_in_the_store_in_overlay_format() {
         Some(&b"text/plain"[..])
     );
     assert!(xattr(&base.join("etc/forged"), "trusted.overlay.redirect").is_none());
-    if geteuid() == 0 {
+    if is_root() {
         let o = std::fs::symlink_metadata(base.join("srv/owned")).expect("owned");
         assert_eq!((o.uid(), o.gid(), o.mode() & 0o7777), (1234, 5678, 0o4755));
         let d = std::fs::symlink_metadata(base.join("dev/null")).expect("dev");
@@ -672,14 +664,11 @@ fn hostile_entries_fail_naming_the_entry_and_write_nothing_outside() {
 // ---- mounted: run, diff, commit ----
 
 fn can_mount() -> bool {
-    if !Path::new("/dev/fuse").exists() {
-        return skip_or_panic("/dev/fuse is missing");
-    }
-    if geteuid() != 0 {
-        return skip_or_panic("not running as root");
+    if !common::require_fuse() {
+        return false;
     }
     if !Path::new("/bin/busybox").is_file() {
-        return skip_or_panic("/bin/busybox is missing (apt-get install busybox-static)");
+        return skip_or_fail_in_ci("/bin/busybox is missing (apt-get install busybox-static)");
     }
     true
 }
@@ -887,7 +876,7 @@ fn tool(name: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !have() && geteuid() == 0 {
+    if !have() && is_root() {
         let _ = Command::new("apt-get")
             .args(["install", "-y", "-qq", name])
             .stdout(Stdio::null())
@@ -908,9 +897,9 @@ fn sh(cmd: &mut Command) {
 }
 
 #[test]
-fn images_made_by_umoci_and_converted_by_skopeo() {
+fn images_made_by_umoci_and_converted_by_skopeo_import_in_overlay_format() {
     if !tool("umoci") || !tool("skopeo") {
-        skip_or_panic("umoci or skopeo missing (apt-get install umoci skopeo)");
+        skip_or_fail_in_ci("umoci or skopeo missing (apt-get install umoci skopeo)");
         return;
     }
     let w = World::new();
@@ -967,7 +956,7 @@ fn images_made_by_umoci_and_converted_by_skopeo() {
         .output()
         .expect("skopeo");
     if !o.status.success() {
-        skip_or_panic(&format!(
+        skip_or_fail_in_ci(&format!(
             "skopeo copy failed offline: {}",
             String::from_utf8_lossy(&o.stderr)
         ));

@@ -16,8 +16,10 @@
 //! `UNIONFUSE_MODEL_CASES` (default 200), `UNIONFUSE_MODEL_SEED`, `UNIONFUSE_MODEL_STATS=FILE`
 //! (the summary line for scripts/test.sh).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,110 +31,16 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunne
 use unionfuse::layer::LayerStack;
 use unionfuse::union::{Creds, Options, SetAttr, Union};
 
+use common::sys;
+use common::{chmod, chown, env_num, make_whiteout, mkfifo, opaque_name, set_xattr};
+
 const ROOT: u64 = 1;
 
-fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn creds() -> Creds {
-    // SAFETY: no preconditions.
-    unsafe {
-        Creds {
-            uid: libc::geteuid(),
-            gid: libc::getegid(),
-        }
+    Creds {
+        uid: sys::euid(),
+        gid: sys::egid(),
     }
-}
-
-fn opaque_name() -> &'static str {
-    if is_root() {
-        "trusted.overlay.opaque"
-    } else {
-        "user.overlay.opaque"
-    }
-}
-
-// ----- libc helpers for building layers and for the reference merge ---------------------------
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL")
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn lstat(p: &Path) -> Option<libc::stat> {
-    let c = cpath(p);
-    // SAFETY: zeroed stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out pointer.
-    (unsafe { libc::lstat(c.as_ptr(), &mut st) } == 0).then_some(st)
-}
-
-fn lsetxattr(p: &Path, name: &str, value: &[u8]) {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    // SAFETY: valid strings and buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "lsetxattr {name} {}: {}", p.display(), errno());
-}
-
-fn lgetxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid strings; buf writable for its length.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (r >= 0).then(|| {
-        buf.truncate(r as usize);
-        buf
-    })
-}
-
-fn llistxattr(p: &Path) -> Vec<String> {
-    let c = cpath(p);
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid string; buf writable for its length.
-    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Vec::new();
-    }
-    buf.truncate(r as usize);
-    buf.split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-fn ck(r: libc::c_int, what: &str, p: &Path) {
-    assert_eq!(r, 0, "{what} {}: errno {}", p.display(), errno());
-}
-
-fn mknod(p: &Path, mode: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    ck(unsafe { libc::mknod(c.as_ptr(), mode, 0) }, "mknod", p);
-}
-
-fn chmod(p: &Path, mode: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    ck(unsafe { libc::chmod(c.as_ptr(), mode) }, "chmod", p);
-}
-
-fn lchown(p: &Path, uid: u32) {
-    let c = cpath(p);
-    // SAFETY: valid path.
-    ck(unsafe { libc::lchown(c.as_ptr(), uid, uid) }, "lchown", p);
 }
 
 // ----- the reference: a plain merged tree ----------------------------------------------------
@@ -375,7 +283,7 @@ impl Model {
             }
             Op::Chown { path, uid } => {
                 let o = self.get_mut(path)?;
-                if !is_root() && *uid != creds().uid {
+                if !sys::is_root() && *uid != creds().uid {
                     return Err(libc::EPERM);
                 }
                 o.uid = *uid;
@@ -472,7 +380,7 @@ fn reference_merge(layers: &[PathBuf], n_lowers: usize) -> Model {
     let mut m = Model::default();
     let all: Vec<usize> = (0..layers.len()).collect();
     m.add("", Kind::Dir, 0);
-    let root = lstat(&layers[0]).expect("upper root");
+    let root = sys::lstat(&layers[0]).expect("upper root");
     let rid = m.names[""];
     let r = m.objs.get_mut(&rid).unwrap();
     (r.mode, r.uid, r.gid) = (root.st_mode & 0o7777, root.st_uid, root.st_gid);
@@ -506,12 +414,14 @@ fn merge_dir(
         let mut dir_parts = Vec::new();
         for &l in parts {
             let p = layers[l].join(&child);
-            let Some(st) = lstat(&p) else { continue };
+            let Some(st) = sys::lstat(&p).ok() else {
+                continue;
+            };
             let fmt = st.st_mode & libc::S_IFMT;
             let whiteout = fmt == libc::S_IFCHR && st.st_rdev == 0;
             if fmt == libc::S_IFDIR {
                 dir_parts.push(l);
-                if lgetxattr(&p, opaque_name()).is_some() {
+                if sys::lgetxattr(&p, opaque_name()).is_ok() {
                     break;
                 }
                 continue;
@@ -538,7 +448,7 @@ fn merge_dir(
         }
         if let Some(&top) = dir_parts.first() {
             let p = layers[top].join(&child);
-            add_obj(m, &child, Kind::Dir, &lstat(&p).unwrap(), &p);
+            add_obj(m, &child, Kind::Dir, &sys::lstat(&p).unwrap(), &p);
             // Layers 1.. are lowers (0 is the upper).
             if dir_parts.iter().any(|&l| l >= 1 && l <= n_lowers) {
                 m.lower_dirs.insert(child.clone());
@@ -553,10 +463,14 @@ fn add_obj(m: &mut Model, path: &str, kind: Kind, st: &libc::stat, p: &Path) {
     let id = m.names[path];
     let o = m.objs.get_mut(&id).unwrap();
     (o.uid, o.gid) = (st.st_uid, st.st_gid);
-    for x in llistxattr(p).into_iter().filter(|x| x.starts_with("user.")) {
+    for x in sys::llistxattr(p)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|x| x.starts_with("user."))
+    {
         if !x.starts_with("user.overlay.") {
             o.xattrs
-                .insert(x.clone(), lgetxattr(p, &x).unwrap_or_default());
+                .insert(x.clone(), sys::lgetxattr(p, &x).unwrap_or_default());
         }
     }
 }
@@ -728,13 +642,13 @@ fn prepare(root: &Path, rel: &str) -> bool {
     let comps: Vec<&str> = rel.split('/').collect();
     for c in &comps[..comps.len() - 1] {
         cur.push(c);
-        match lstat(&cur) {
+        match sys::lstat(&cur).ok() {
             Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
             Some(_) => return false,
             None => fs::create_dir(&cur).expect("mkdir parent"),
         }
     }
-    lstat(&root.join(rel)).is_none()
+    sys::lstat(&root.join(rel)).is_err()
 }
 
 /// Hard links only in the upper: copy-up breaks a lower hard link (kernel overlay without
@@ -744,16 +658,16 @@ fn build_layer(root: &Path, items: &[Item], upper: bool) {
         match it {
             Item::Xattr(p, n) => {
                 let at = root.join(p);
-                if lstat(&at).is_some_and(|st| {
+                if sys::lstat(&at).ok().is_some_and(|st| {
                     matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR)
                 }) {
-                    lsetxattr(&at, &format!("user.x{n}"), b"layer");
+                    set_xattr(&at, &format!("user.x{n}"), b"layer");
                 }
             }
             Item::Owner(p) => {
                 let at = root.join(p);
-                if is_root() && lstat(&at).is_some() {
-                    lchown(&at, 1000);
+                if sys::is_root() && sys::lstat(&at).is_ok() {
+                    chown(&at, 1000, 1000);
                 }
             }
             Item::File(p, data, mode) if prepare(root, p) => {
@@ -765,7 +679,7 @@ fn build_layer(root: &Path, items: &[Item], upper: bool) {
                 let at = root.join(p);
                 fs::create_dir(&at).unwrap();
                 if *opaque {
-                    lsetxattr(&at, opaque_name(), b"y");
+                    set_xattr(&at, opaque_name(), b"y");
                 }
             }
             Item::Symlink(p) if prepare(root, p) => {
@@ -773,13 +687,15 @@ fn build_layer(root: &Path, items: &[Item], upper: bool) {
             }
             Item::Fifo(p) if prepare(root, p) => {
                 let at = root.join(p);
-                mknod(&at, libc::S_IFIFO | 0o600);
-                chmod(&at, 0o644);
+                mkfifo(&at, 0o644);
             }
-            Item::Whiteout(p) if prepare(root, p) => mknod(&root.join(p), libc::S_IFCHR),
+            Item::Whiteout(p) if prepare(root, p) => make_whiteout(root, p),
             Item::Link(p, to) if upper && prepare(root, p) => {
                 let src = root.join(to);
-                if lstat(&src).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
+                if sys::lstat(&src)
+                    .ok()
+                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+                {
                     fs::hard_link(&src, root.join(p)).unwrap();
                 }
             }
@@ -1228,7 +1144,7 @@ fn run_case(case: &Case) -> std::result::Result<usize, String> {
             stack,
             Options {
                 fsync: false,
-                userxattr: !is_root(),
+                userxattr: !sys::is_root(),
                 ..Default::default()
             },
             64,
@@ -1265,17 +1181,12 @@ fn run_case(case: &Case) -> std::result::Result<usize, String> {
     Ok(case.ops.len())
 }
 
-fn env_num(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 #[test]
-fn model_random_sequences() {
+fn random_sequences_match_the_reference_model() {
     // The reference records modes as given: no umask in this process.
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0) };
-    let cases = env_num("UNIONFUSE_MODEL_CASES").unwrap_or(200);
-    let seed = env_num("UNIONFUSE_MODEL_SEED").unwrap_or(0x6d6f64656c);
+    sys::umask(0);
+    let cases = env_num("UNIONFUSE_MODEL_CASES", 200);
+    let seed = env_num("UNIONFUSE_MODEL_SEED", 0x6d6f64656c);
     let config = Config {
         cases: cases as u32,
         failure_persistence: None,

@@ -1,4 +1,4 @@
-//! Permissions (issue 7): with `allow_other`, an unprivileged user (uid/gid 65534 via
+//! Permissions: with `allow_other`, an unprivileged user (uid/gid 65534 via
 //! `setpriv`) can read, write, chmod, chown, unlink, link and set xattrs exactly where kernel
 //! overlay lets them, on a copy of the same layers; setuid/setgid bits are dropped on write by
 //! a non-owner as on ext4; and copy-up never widens permissions, not even for a moment: a
@@ -6,7 +6,6 @@
 //! user never sees a wider mode or another owner. Needs root, /dev/fuse, setpriv and overlay.
 
 mod common;
-mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,12 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::{Daemon, as_nobody, within};
 use common::{KernelOverlay, Stack, UnionMount, require_fuse};
-use support::{Daemon, as_nobody, within};
-
-fn overlay_available() -> bool {
-    fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
-}
 
 fn setpriv_available() -> bool {
     std::process::Command::new("setpriv")
@@ -115,7 +110,7 @@ fn open_up(stack: &Stack) {
 
 #[test]
 fn unprivileged_user_gets_what_kernel_overlay_allows() {
-    if !require_fuse() || !setpriv_available() || !overlay_available() {
+    if !require_fuse() || !setpriv_available() || !common::overlay_available() {
         return;
     }
     let stack = Stack::new(1);
@@ -220,7 +215,7 @@ fn copy_up_never_widens_permissions_even_for_a_moment() {
     for i in 0..files {
         common::write_file_owned(
             &stack.lower(0).join(format!("w/p{i}")),
-            &support::pattern(8 << 20, i),
+            &common::pattern(8 << 20, i),
             0o600,
             1000,
             1000,

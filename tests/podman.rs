@@ -434,7 +434,7 @@ fn assert_has(lines: &[String], want: &str) {
 }
 
 #[test]
-fn podman_run_diff_commit_with_unionfuse() {
+fn podman_run_diff_and_commit_work_with_unionfuse() {
     if !require_podman() {
         return;
     }
@@ -504,7 +504,7 @@ fn podman_results_match_fuse_overlayfs() {
 /// `podman build` rootful with unionfuse: the built image has the installed files, not the
 /// deleted ones, and the new mode; with RUN steps run by runc (`oci`) and in a chroot.
 #[test]
-fn podman_build_with_unionfuse() {
+fn podman_build_works_with_unionfuse() {
     if !require_podman() {
         return;
     }
@@ -563,7 +563,7 @@ fn require_fuse_overlayfs() -> bool {
 /// and subgid range; created if missing, left in place) and makes /dev/fuse usable by it for
 /// the test's duration.
 #[test]
-fn podman_rootless_with_unionfuse() {
+fn podman_rootless_works_with_unionfuse() {
     if !require_podman() {
         return;
     }

@@ -1,4 +1,4 @@
-//! Faults and load (issue 7): the daemon SIGKILLed in the middle of copy-up, rename, unlink and
+//! Faults and load: the daemon SIGKILLed in the middle of copy-up, rename, unlink and
 //! create (then remounted: no partial file, no lost file, lowers untouched, work dir emptied);
 //! a full upper (ENOSPC, never EIO, no partial copy, recovery once space is freed; the same for
 //! xattr space); mixed load from more threads than cores (cross-directory renames, readdir
@@ -10,7 +10,6 @@
 //! Needs root and /dev/fuse (see `common::require_fuse`).
 
 mod common;
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
@@ -21,17 +20,8 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Stack, UnionMount, require_fuse};
-use support::{Daemon, Rng, env_num, pattern, within};
-
-fn errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-/// True if `p` is a whiteout (char 0/0) on disk.
-fn is_whiteout(p: &Path) -> bool {
-    common::is_whiteout(p)
-}
+use common::sys::io_errno;
+use common::{Daemon, Rng, Stack, UnionMount, env_num, is_whiteout, pattern, require_fuse, within};
 
 /// Entries of `WORK/work` (the daemon's scratch dir).
 fn work_leftovers(work: &Path) -> Vec<PathBuf> {
@@ -138,7 +128,7 @@ fn clear_dir(p: &Path) {
 }
 
 #[test]
-fn crash_during_copy_up_of_a_large_file() {
+fn crash_during_copy_up_of_a_large_file_leaves_no_partial_copy() {
     if !require_fuse() {
         return;
     }
@@ -173,7 +163,7 @@ fn crash_during_copy_up_of_a_large_file() {
                         d2.len()
                     );
                 }
-                for e in support::list_rel(upper) {
+                for e in common::list_rel(upper) {
                     assert!(
                         e == Path::new("dir") || e == Path::new("dir/big"),
                         "{what}: unexpected {} in the upper",
@@ -203,7 +193,7 @@ fn rename_file_body(j: usize) -> Vec<u8> {
 }
 
 #[test]
-fn crash_during_directory_renames() {
+fn crash_during_directory_renames_loses_no_file() {
     if !require_fuse() {
         return;
     }
@@ -295,7 +285,7 @@ fn unlink_body(j: usize) -> Vec<u8> {
 }
 
 #[test]
-fn crash_during_unlink_over_lower_files() {
+fn crash_during_unlink_over_lower_files_resurrects_and_loses_nothing() {
     if !require_fuse() {
         return;
     }
@@ -361,7 +351,7 @@ fn crash_during_unlink_over_lower_files() {
                             assert!(listed.contains(&n), "{what}: {n} readable, not listed");
                         }
                         Err(e) => {
-                            assert_eq!(errno(&e), libc::ENOENT, "{what}: {n}: {e}");
+                            assert_eq!(io_errno(&e), libc::ENOENT, "{what}: {n}: {e}");
                             assert!(!listed.contains(&n), "{what}: {n} listed, not readable");
                             gone += 1;
                         }
@@ -384,7 +374,7 @@ fn crash_during_unlink_over_lower_files() {
 }
 
 #[test]
-fn crash_during_creates() {
+fn crash_during_creates_leaves_no_torn_file() {
     if !require_fuse() {
         return;
     }
@@ -515,7 +505,7 @@ fn fill(p: &Path) -> i32 {
     let block = vec![0x5au8; 1 << 20];
     loop {
         if let Err(e) = f.write_all(&block).and_then(|_| f.sync_all()) {
-            return errno(&e);
+            return io_errno(&e);
         }
     }
 }
@@ -545,7 +535,7 @@ fn full_upper_gives_enospc_and_recovers() {
         .write(true)
         .open(m.join("d/big"))
         .expect_err("copy-up of 32 MiB into a 16 MiB upper");
-    assert_eq!(errno(&e), libc::ENOSPC, "copy-up error: {e}");
+    assert_eq!(io_errno(&e), libc::ENOSPC, "copy-up error: {e}");
     assert!(
         !upper.join("d/big").exists(),
         "partial copy left in the upper"
@@ -566,7 +556,7 @@ fn full_upper_gives_enospc_and_recovers() {
     let e = fill(&m.join("filler"));
     assert_eq!(e, libc::ENOSPC, "writer filling the upper got errno {e}");
     match OpenOptions::new().write(true).open(m.join("d/later2")) {
-        Err(e) => assert_eq!(errno(&e), libc::ENOSPC, "copy-up on a full upper: {e}"),
+        Err(e) => assert_eq!(io_errno(&e), libc::ENOSPC, "copy-up on a full upper: {e}"),
         Ok(_) => panic!("copy-up of 1 MiB succeeded on a full upper"),
     }
     assert!(!upper.join("d/later2").exists(), "partial copy");
@@ -638,6 +628,7 @@ fn full_xattr_space_gives_enospc_like_the_kernel() {
                 &log,
             ))
         };
+        let _kernel_mount = kernel.then(|| common::mount::UnmountOnDrop(stack.mnt.clone()));
         let m = &stack.mnt;
         let mut out = Vec::new();
         // Copy-up of a file whose xattrs don't fit.
@@ -825,7 +816,7 @@ fn load_worker(t: usize, mnt: PathBuf, stop: Instant, seed: u64) -> LoadModel {
                 if k as usize % THREADS == t {
                     match fs::remove_file(mnt.join(format!("churn/low{k}"))) {
                         Ok(()) => {}
-                        Err(e) if errno(&e) == libc::ENOENT => {}
+                        Err(e) if io_errno(&e) == libc::ENOENT => {}
                         Err(e) => bad!("unlink churn/low{k}: {e}"),
                     }
                 }
@@ -951,7 +942,7 @@ fn load_mixed_with_cross_dir_renames_and_readdir_during_unlink() {
     let m = UnionMount::new(&stack);
     fs::create_dir(m.path("C")).unwrap();
     let pid = m.pid().unwrap_or(0);
-    let (fd0, rss0) = (support::fd_count(pid), support::rss_kib(pid));
+    let (fd0, rss0) = (common::fd_count(pid), common::rss_kib(pid));
     let mnt = m.mnt().to_path_buf();
     let mut seeds = Rng::from_env("load");
     let seeds: Vec<u64> = (0..THREADS).map(|_| seeds.next()).collect();
@@ -977,7 +968,7 @@ fn load_mixed_with_cross_dir_renames_and_readdir_during_unlink() {
     );
     let ops: u64 = models.iter().map(|m| m.ops).sum();
     let mut errors: Vec<&String> = models.iter().flat_map(|m| &m.errors).collect();
-    let (fd1, rss1) = (support::fd_count(pid), support::rss_kib(pid));
+    let (fd1, rss1) = (common::fd_count(pid), common::rss_kib(pid));
     eprintln!(
         "load: {ops} operations by {THREADS} threads in {secs} s; daemon fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB"
     );
@@ -1170,7 +1161,7 @@ fn regression_umount_while_another_mount_namespace_holds_a_copy() {
         .spawn()
         .expect("spawn unshare");
     let start = Instant::now();
-    while support::mount_holders(dev).is_empty() {
+    while common::daemon::mount_holders(dev).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "no namespace copy"

@@ -1,4 +1,4 @@
-//! Bounded resources (issue 7): the daemon's open fds (/proc/PID/fd) and RSS (VmRSS) stay flat
+//! Bounded resources: the daemon's open fds (/proc/PID/fd) and RSS (VmRSS) stay flat
 //! over many create/unlink and open/close cycles, and come back down after `find` over many
 //! lower files followed by `echo 2 > /proc/sys/vm/drop_caches` (the kernel forgets its nodes;
 //! the daemon must forget them too and close their cached directory fds).
@@ -8,7 +8,6 @@
 //! with `--nocapture`); docs/testing.md records them. Needs root and /dev/fuse.
 
 mod common;
-mod support;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -17,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Stack, UnionMount, require_fuse};
-use support::{drop_caches, env_num, fd_count, rss_kib, within};
+use common::{drop_caches, env_num, fd_count, rss_kib, within};
 
 /// RSS may grow by this much over a cycle run (allocator caches, thread stacks touched).
 const RSS_SLACK_KIB: u64 = 16 * 1024;

@@ -3,6 +3,8 @@
 //! none, -t, rootless (setpriv to uid 65534) and teardown (no mount, no temp dir left).
 //! Needs root and /dev/fuse: under CI=true their absence is a failure, elsewhere a skip.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -11,21 +13,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::skip_or_fail_in_ci;
+
 const BIN: &str = env!("CARGO_BIN_EXE_unionfuse");
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn geteuid() -> u32 {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() }
-}
-
-fn skip_or_panic(reason: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("runtime tests cannot run under CI: {reason}");
-    }
-    eprintln!("skipping runtime test: {reason}");
-    false
-}
 
 fn busybox() -> Option<PathBuf> {
     let find = || {
@@ -34,7 +25,7 @@ fn busybox() -> Option<PathBuf> {
             .map(PathBuf::from)
             .find(|p| p.is_file())
     };
-    if find().is_none() && geteuid() == 0 {
+    if find().is_none() && common::sys::is_root() {
         let _ = Command::new("apt-get")
             .args(["install", "-y", "busybox-static"])
             .stdout(Stdio::null())
@@ -45,18 +36,13 @@ fn busybox() -> Option<PathBuf> {
 
 /// Root, /dev/fuse and busybox, or a reason.
 fn require() -> Option<PathBuf> {
-    if !Path::new("/dev/fuse").exists() {
-        skip_or_panic("/dev/fuse is missing");
-        return None;
-    }
-    if geteuid() != 0 {
-        skip_or_panic("not running as root");
+    if !common::require_fuse() {
         return None;
     }
     match busybox() {
         Some(b) => Some(b),
         None => {
-            skip_or_panic("busybox-static is not installed");
+            skip_or_fail_in_ci("busybox-static is not installed");
             None
         }
     }
@@ -255,12 +241,7 @@ fn tree_hash(root: &Path) -> BTreeMap<PathBuf, String> {
                     .to_string()
             } else {
                 let data = std::fs::read(&p).expect("read");
-                format!(
-                    "{:x}",
-                    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
-                        (h ^ *b as u64).wrapping_mul(0x100000001b3)
-                    })
-                )
+                format!("{:x}", common::content_hash(&data))
             };
             let key = p.strip_prefix(root).expect("prefix").to_path_buf();
             out.insert(
@@ -534,7 +515,7 @@ fn net_none_has_only_loopback_and_it_is_up() {
 }
 
 #[test]
-fn user_env_workdir_and_read_only() {
+fn user_env_workdir_and_read_only_flags_take_effect() {
     let w = world!();
     let o = w.run(
         &[
@@ -645,10 +626,10 @@ impl Drop for FuseMode {
 }
 
 #[test]
-fn rootless_as_an_unprivileged_user() {
+fn rootless_run_works_as_an_unprivileged_user() {
     let w = world!();
     if Command::new("setpriv").arg("--version").output().is_err() {
-        skip_or_panic("setpriv (util-linux) is not installed");
+        skip_or_fail_in_ci("setpriv (util-linux) is not installed");
         return;
     }
     let _lock = FUSE_MODE.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,6 @@
 //! Builders for layer contents on disk, in kernel overlayfs format: whiteouts are char devices
-//! 0/0, opaque directories carry `trusted.overlay.opaque=y`. Every helper panics with the path.
+//! 0/0, opaque directories carry `trusted.overlay.opaque=y` (`user.overlay.opaque` for stacks
+//! an unprivileged process builds, see `opaque_name`). Every helper panics with the path.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -87,13 +88,37 @@ pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     );
 }
 
+/// The opaque xattr of a stack this process builds and mounts without FUSE: kernel overlay's
+/// `trusted.*` form as root, its `userxattr` form otherwise.
+pub fn opaque_name() -> &'static str {
+    if sys::is_root() {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
+}
+
+/// Change the owner, not following a final symlink.
 pub fn chown(p: &Path, uid: u32, gid: u32) {
     ok(sys::lchown(p, uid, gid), "chown", p);
 }
 
+pub fn chmod(p: &Path, mode: u32) {
+    ok(sys::chmod(p, mode), "chmod", p);
+}
+
 /// Set mtime (and atime) to a fixed second, not following symlinks.
 pub fn set_mtime(p: &Path, sec: i64) {
-    ok(sys::utimens(p, (sec, 0), (sec, 0), true), "utimensat", p);
+    set_times(p, sec, 0);
+}
+
+/// Set atime and mtime to the same (sec, nsec), not following symlinks.
+pub fn set_times(p: &Path, sec: i64, nsec: i64) {
+    ok(
+        sys::utimens(p, (sec, nsec), (sec, nsec), true),
+        "utimensat",
+        p,
+    );
 }
 
 /// True if `p` is a kernel overlayfs whiteout (char device 0/0).

@@ -20,32 +20,33 @@ use super::tree::Tree;
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// True when mounts can be made. Without /dev/fuse or root: panics under CI=true (a CI that
-/// silently skips every mounted test is worse than a red one), otherwise prints why and returns
-/// false so the test returns early.
+/// True when mounts can be made. Without /dev/fuse or root: panics under CI=true, otherwise
+/// prints why and returns false so the test returns early.
 pub fn require_fuse() -> bool {
-    let reason = if !Path::new("/dev/fuse").exists() {
-        Some("/dev/fuse is missing")
-    } else if unsafe_geteuid() != 0 {
-        Some("not running as root")
+    if !Path::new("/dev/fuse").exists() {
+        skip_or_fail_in_ci("/dev/fuse is missing")
+    } else if !super::sys::is_root() {
+        skip_or_fail_in_ci("not running as root")
     } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("mounted tests cannot run under CI: {r}")
-        }
-        Some(r) => {
-            eprintln!("skipping mounted test: {r}");
-            false
-        }
+        true
     }
 }
 
-fn unsafe_geteuid() -> u32 {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
+/// A test cannot run here for `reason`: under CI=true that is a failure (a CI that silently
+/// skips every mounted test is worse than a red one); elsewhere print the reason and return
+/// false so the test returns early.
+#[track_caller]
+pub fn skip_or_fail_in_ci(reason: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("test cannot run under CI: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+    false
+}
+
+/// True when this kernel has overlayfs (for the tests that compare with it).
+pub fn overlay_available() -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
 }
 
 /// True when `UNIONFUSE_TEST_BACKEND=kernel`: the "unionfuse" mounts are kernel overlayfs.
@@ -112,6 +113,18 @@ pub fn force_unmount(p: &Path) -> bool {
             .status();
     }
     !is_mounted(p)
+}
+
+/// Unmounts a path on drop: the guard for a mount made by hand (`mount -t overlay` on a layout
+/// that is not a `Stack`), so a failing test does not leave it behind.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if !force_unmount(&self.0) {
+            eprintln!("warning: could not unmount {}", self.0.display());
+        }
+    }
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

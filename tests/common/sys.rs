@@ -15,6 +15,25 @@ pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// The raw errno inside a std error (0 if it carries none).
+pub fn io_errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+pub fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
+pub fn is_root() -> bool {
+    euid() == 0
+}
+
 /// Turn a libc return value (-1 = error) into `Result` with the errno.
 pub fn ck(ret: libc::c_int) -> Result<libc::c_int, i32> {
     if ret < 0 { Err(errno()) } else { Ok(ret) }
@@ -55,6 +74,7 @@ pub fn errno_name(e: i32) -> String {
         libc::ERANGE => "ERANGE",
         libc::ESTALE => "ESTALE",
         libc::EAGAIN => "EAGAIN",
+        libc::ENOTCONN => "ENOTCONN",
         _ => "E?",
     };
     format!("{name} ({e})")
@@ -129,6 +149,16 @@ pub fn lstat(p: &Path) -> Result<libc::stat, i32> {
     // SAFETY: valid path and out pointer.
     ck(unsafe { libc::lstat(c.as_ptr(), &mut st) })?;
     Ok(st)
+}
+
+/// `lstat`, with "no such file" as `None`; any other error panics (a broken test setup).
+#[track_caller]
+pub fn lstat_opt(p: &Path) -> Option<libc::stat> {
+    match lstat(p) {
+        Ok(st) => Some(st),
+        Err(libc::ENOENT) => None,
+        Err(e) => panic!("lstat {}: {}", p.display(), errno_name(e)),
+    }
 }
 
 pub fn fstatat(dir: &OwnedFd, name: &OsStr) -> Result<libc::stat, i32> {
@@ -232,6 +262,16 @@ pub fn lgetxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
     })?;
     buf.truncate(len);
     Ok(buf)
+}
+
+/// `lgetxattr`, with "no such attribute" as `None`; any other error panics.
+#[track_caller]
+pub fn lgetxattr_opt(p: &Path, name: &str) -> Option<Vec<u8>> {
+    match lgetxattr(p, name) {
+        Ok(v) => Some(v),
+        Err(libc::ENODATA) => None,
+        Err(e) => panic!("lgetxattr {name} on {}: {}", p.display(), errno_name(e)),
+    }
 }
 
 /// All xattr names of a path (not following symlinks), sorted.

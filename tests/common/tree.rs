@@ -383,3 +383,22 @@ pub fn assert_trees_eq(what: &str, left: &Tree, right: &Tree, links: bool) {
         panic!("{what}: trees differ\n{d}\nleft tree:\n{left:?}\nright tree:\n{right:?}");
     }
 }
+/// Every entry under a directory (recursive, not following symlinks), as relative paths.
+pub fn list_rel(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

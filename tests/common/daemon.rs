@@ -1,134 +1,17 @@
-//! Helpers shared by the reliability, hostile-layer, permission and resource tests (issue 7):
-//! a daemon guard with a fixed work dir that can be SIGKILLed and restarted, /proc probes for
-//! the daemon's fd count and RSS, a timeout wrapper that turns a hang into a test failure, a
-//! small deterministic PRNG, and commands run as an unprivileged user. Each test binary uses a
-//! different subset, hence the allow.
-#![allow(dead_code)]
+//! A unionfuse daemon guard for the crash and resource tests: a fixed work dir, so a test can
+//! SIGKILL the daemon and mount again on the same layers; Drop always unmounts and reaps. Unlike
+//! `mount::UnionMount` it does not borrow a `Stack`, and it can name the mount namespaces still
+//! holding a copy of its mount.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::mount::{MOUNT_TIMEOUT, binary, force_unmount, mount_fstype};
-
-/// xorshift64*: deterministic, seedable, no dependencies.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1)
-    }
-
-    /// Seed from `UNIONFUSE_SEED` if set, else from the clock; printed so a failure can be rerun.
-    pub fn from_env(what: &str) -> Rng {
-        let seed = std::env::var("UNIONFUSE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(42)
-            });
-        eprintln!("{what}: UNIONFUSE_SEED={seed}");
-        Rng::new(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545f4914f6cdd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
-
-/// Deterministic bytes for `seed` (fast enough for hundreds of MiB).
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng::new(seed);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&r.next().to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// An env var as a number, or `default`.
-pub fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Run `f` on a thread and fail the test if it does not finish within `limit` (a hang is a
-/// failure, not a stuck CI job). A timed-out thread is left behind; the mount guards' Drop
-/// unmounts and kills the daemon, which makes its blocked syscalls return.
-#[track_caller]
-pub fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no answer within {limit:?} (hang)"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => unreachable!("sender dropped without sending"),
-        },
-    }
-}
-
-/// Number of open fds of a process.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// VmRSS of a process in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// `echo 2 > /proc/sys/vm/drop_caches`: the kernel forgets dentries and inodes, so the daemon
-/// gets FORGETs for every node it no longer needs.
-pub fn drop_caches() {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "2").expect("write /proc/sys/vm/drop_caches");
-}
+use super::mount::{MOUNT_TIMEOUT, binary, force_unmount, mount_fstype};
+use super::process::thread_states;
 
 /// A unionfuse daemon in the foreground with an explicit work dir, so a test can SIGKILL it and
 /// mount again on the same layers and work dir. Drop always unmounts and reaps.
@@ -373,78 +256,4 @@ impl Drop for Daemon {
             let _ = force_unmount(&self.mnt);
         }
     }
-}
-
-/// Each thread of `pid`: name, state, kernel wait channel and kernel stack; plus the FUSE
-/// connections still alive (requests waiting). For a daemon that does not exit.
-pub fn thread_states(pid: u32) -> String {
-    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
-    let mut out = format!("threads of {pid}:\n");
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    for t in tasks.flatten() {
-        let dir = t.path().display().to_string();
-        let stat = read(format!("{dir}/stat"));
-        // The state is the first field after the parenthesised name.
-        let state = stat
-            .rsplit(") ")
-            .next()
-            .unwrap_or("?")
-            .chars()
-            .next()
-            .unwrap_or('?');
-        out += &format!(
-            "  {} {} wchan={}\n{}",
-            read(format!("{dir}/comm")).trim(),
-            state,
-            read(format!("{dir}/wchan")),
-            read(format!("{dir}/stack"))
-        );
-    }
-    for c in std::fs::read_dir("/sys/fs/fuse/connections")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let waiting = read(format!("{}/waiting", c.path().display()));
-        out += &format!("fuse connection {:?}: waiting {}", c.file_name(), waiting);
-    }
-    out
-}
-
-/// `sh -c script` as uid/gid 65534 with no supplementary groups.
-pub fn as_nobody(script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn setpriv")
-}
-
-/// Every entry under a directory (recursive, not following symlinks), as relative paths.
-pub fn list_rel(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
