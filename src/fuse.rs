@@ -205,7 +205,7 @@ impl Fs {
 fn guard<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         tracing::error!("a request handler panicked; answered EIO");
-        Err(Error::Sys(libc::EIO))
+        Err(Error::Internal)
     })
 }
 

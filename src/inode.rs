@@ -108,7 +108,7 @@ impl Node {
             .aliases
             .first()
             .cloned()
-            .ok_or(Error::Sys(libc::ENOENT))
+            .ok_or(Error::NotFound)
     }
 
     pub fn add_alias(&self, parent: u64, name: &CString) {

@@ -21,7 +21,7 @@ impl Union {
         not_dir(&parent)?;
         let name = sys::cname(name)?;
         let Hit::Found(found) = self.resolve(&parent, &name)? else {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         };
         let parent_fd = self.dir_fd(&parent, found.top())?;
         let id = self.id_of(&parent, parent_fd.as_fd(), &name, &found);
@@ -61,7 +61,7 @@ impl Union {
         let (fd, name) = self.at(&node)?;
         if let Some(size) = set.size {
             if node.is_dir {
-                return Err(Error::Sys(libc::EISDIR));
+                return Err(Error::IsDir);
             }
             let handle = fh.map(|fh| self.handles.file(fh)).transpose()?;
             let f = match handle.as_deref().map(Handle::as_file).transpose()? {
@@ -82,11 +82,11 @@ impl Union {
         let mut set = SetAttr {
             uid: set
                 .uid
-                .map(|u| ids.store_uid(u).ok_or(Error::Sys(libc::EINVAL)))
+                .map(|u| ids.store_uid(u).ok_or(Error::Invalid))
                 .transpose()?,
             gid: set
                 .gid
-                .map(|g| ids.store_gid(g).ok_or(Error::Sys(libc::EINVAL)))
+                .map(|g| ids.store_gid(g).ok_or(Error::Invalid))
                 .transpose()?,
             ..set
         };

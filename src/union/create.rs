@@ -43,7 +43,7 @@ impl Union {
         self.copy_up(&parent)?;
         let _names = parent.dir_lock.lock();
         let over_whiteout = match self.resolve(&parent, &name)? {
-            Hit::Found(_) => return Err(Error::Sys(libc::EEXIST)),
+            Hit::Found(_) => return Err(Error::Exists),
             Hit::Absent { whiteout_layer } => whiteout_layer == Some(layer::UPPER),
         };
         let pfd = self.dir_fd(&parent, layer::UPPER)?;
@@ -207,7 +207,7 @@ impl Union {
     ) -> Result<(Arc<Node>, Stat)> {
         // A char device 0/0 would be a whiteout in the upper: refused, as by kernel overlay.
         if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
-            return Err(Error::Sys(libc::EPERM));
+            return Err(Error::NotPermitted);
         }
         if mode & libc::S_IFMT == libc::S_IFREG {
             let (node, st, _) = self.create_entry(
@@ -260,7 +260,7 @@ impl Union {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<(Arc<Node>, Stat)> {
         let node = self.nodes.get(ino)?;
         if node.is_dir {
-            return Err(Error::Sys(libc::EPERM));
+            return Err(Error::NotPermitted);
         }
         self.copy_up(&node)?;
         let (dir, name) = self.at(&node)?;
@@ -283,7 +283,7 @@ impl Union {
     ) -> Result<(Arc<Node>, Stat, u64)> {
         let (node, st, fd) =
             self.create_entry(parent, name, creds, NewObject::File { mode, flags })?;
-        let fd = Arc::new(fd.ok_or(Error::Sys(libc::EIO))?);
+        let fd = Arc::new(fd.ok_or(Error::Internal)?);
         *node.open_fd.lock() = Arc::downgrade(&fd);
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let fh = self.handles.insert(Handle::File(FileHandle {

@@ -48,7 +48,7 @@ impl Union {
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
         let node = self.nodes.get(ino)?;
         if node.is_dir {
-            return Err(Error::Sys(libc::EISDIR));
+            return Err(Error::IsDir);
         }
         if open_writes(flags) {
             self.copy_up(&node)?;

@@ -91,7 +91,7 @@ fn not_dir(node: &Node) -> Result<()> {
     if node.is_dir {
         Ok(())
     } else {
-        Err(Error::Sys(libc::ENOTDIR))
+        Err(Error::NotDir)
     }
 }
 
@@ -140,7 +140,7 @@ impl Union {
     }
 
     fn upper(&self) -> Result<LayerIdx> {
-        self.stack.upper_idx().ok_or(Error::Sys(libc::EROFS))
+        self.stack.upper_idx().ok_or(Error::ReadOnly)
     }
 
     fn work(&self) -> Result<BorrowedFd<'_>> {
@@ -148,7 +148,7 @@ impl Union {
             .work
             .as_ref()
             .map(|w| w.as_fd())
-            .ok_or(Error::Sys(libc::EROFS))
+            .ok_or(Error::ReadOnly)
     }
 
     fn tmp_name(&self) -> CString {
@@ -351,7 +351,7 @@ impl Union {
         // not see the node change type (it would mark the inode bad, EIO). The type is the
         // shown one: a device standing in as a regular file keeps its device type.
         if st.st_mode & libc::S_IFMT != node.ftype {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         }
         Ok(st)
     }

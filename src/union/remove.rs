@@ -35,11 +35,11 @@ impl Union {
         self.copy_up(&parent)?;
         let _names = parent.dir_lock.lock();
         let Hit::Found(found) = self.resolve(&parent, &name)? else {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         };
         match (dir, found.is_dir) {
-            (false, true) => return Err(Error::Sys(libc::EISDIR)),
-            (true, false) => return Err(Error::Sys(libc::ENOTDIR)),
+            (false, true) => return Err(Error::IsDir),
+            (true, false) => return Err(Error::NotDir),
             _ => {}
         }
         let child = self.child_node(&parent, &name, &found);
@@ -130,7 +130,7 @@ impl Union {
         if readdir::list(&self.fmt, layers, child_fd)?.is_empty() {
             Ok(())
         } else {
-            Err(Error::Sys(libc::ENOTEMPTY))
+            Err(Error::NotEmpty)
         }
     }
 }

@@ -49,11 +49,11 @@ impl Union {
         let name = sys::cname(name)?;
         let newname = sys::cname(newname)?;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
-            return Err(Error::Sys(libc::EINVAL));
+            return Err(Error::Invalid);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if exchange && flags & libc::RENAME_NOREPLACE != 0 {
-            return Err(Error::Sys(libc::EINVAL));
+            return Err(Error::Invalid);
         }
         // Refuse what is bound to fail before copying anything up, as kernel overlay does: a
         // failed rename must not leave a copy-up behind (it would split a lower hard link).
@@ -62,11 +62,11 @@ impl Union {
         // and both parents.
         let src = self
             .prepare_rename_side(&parent, &name)?
-            .ok_or(Error::Sys(libc::ENOENT))?;
+            .ok_or(Error::NotFound)?;
         let dst = if exchange {
             Some(
                 self.prepare_rename_side(&newparent, &newname)?
-                    .ok_or(Error::Sys(libc::ENOENT))?,
+                    .ok_or(Error::NotFound)?,
             )
         } else {
             None
@@ -74,10 +74,10 @@ impl Union {
         self.copy_up(&newparent)?;
         let _locks = lock_two(&parent, &newparent);
         let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         };
         if !self.upper_only(&sfound) {
-            return Err(Error::Sys(libc::EXDEV));
+            return Err(Error::CrossLayerRename);
         }
         if parent_ino == newparent_ino && name == newname {
             return Ok(());
@@ -110,10 +110,10 @@ impl Union {
     /// has under it.
     fn exchange(&self, e: &Ends<'_>, src: &Node, dst: &Node) -> Result<()> {
         let Hit::Found(dfound) = &e.dst else {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         };
         if !self.upper_only(dfound) {
-            return Err(Error::Sys(libc::EXDEV));
+            return Err(Error::CrossLayerRename);
         }
         // A directory arriving where a lower has the name must not merge with it.
         if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
@@ -138,11 +138,11 @@ impl Union {
         match &e.dst {
             Hit::Found(d) => {
                 if noreplace {
-                    return Err(Error::Sys(libc::EEXIST));
+                    return Err(Error::Exists);
                 }
                 match (e.src.is_dir, d.is_dir) {
-                    (true, false) => return Err(Error::Sys(libc::ENOTDIR)),
-                    (false, true) => return Err(Error::Sys(libc::EISDIR)),
+                    (true, false) => return Err(Error::NotDir),
+                    (false, true) => return Err(Error::IsDir),
                     _ => {}
                 }
                 // A target only in lowers has nothing in the upper to replace: the moved
@@ -212,26 +212,26 @@ impl Union {
     ) -> Result<()> {
         let has_lower = |f: &lookup::Found| f.layers.iter().any(|l| !self.stack.is_upper(*l));
         let Hit::Found(src) = self.resolve(parent, name)? else {
-            return Err(Error::Sys(libc::ENOENT));
+            return Err(Error::NotFound);
         };
         if src.is_dir && has_lower(&src) {
-            return Err(Error::Sys(libc::EXDEV));
+            return Err(Error::CrossLayerRename);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         match self.resolve(newparent, newname)? {
-            Hit::Absent { .. } if exchange => Err(Error::Sys(libc::ENOENT)),
+            Hit::Absent { .. } if exchange => Err(Error::NotFound),
             Hit::Absent { .. } => Ok(()),
-            Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Sys(libc::EEXIST)),
+            Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Exists),
             Hit::Found(dst) if exchange => {
                 if dst.is_dir && has_lower(&dst) {
-                    Err(Error::Sys(libc::EXDEV))
+                    Err(Error::CrossLayerRename)
                 } else {
                     Ok(())
                 }
             }
             Hit::Found(dst) => match (src.is_dir, dst.is_dir) {
-                (true, false) => Err(Error::Sys(libc::ENOTDIR)),
-                (false, true) => Err(Error::Sys(libc::EISDIR)),
+                (true, false) => Err(Error::NotDir),
+                (false, true) => Err(Error::IsDir),
                 (true, true) => self.check_empty(newparent, newname, &dst.layers),
                 (false, false) => Ok(()),
             },
@@ -266,7 +266,7 @@ impl Union {
         node.add_alias(parent.ino, name);
         if found.is_dir {
             if found.layers.iter().any(|l| !self.stack.is_upper(*l)) {
-                return Err(Error::Sys(libc::EXDEV));
+                return Err(Error::CrossLayerRename);
             }
         } else {
             self.copy_up(&node)?;

@@ -28,19 +28,16 @@ impl Union {
         // Most asks are for names the object lacks (`security.selinux` of every file in
         // `ls -l`): answered from the name cache, without building a path.
         if is_override_xattr(&real) || !self.xattr_names(&node)?.contains(&real) {
-            return Err(Error::Sys(libc::ENODATA));
+            return Err(Error::NoXattr);
         }
         let (_fd, path) = self.xattr_path(&node)?;
-        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::Sys(libc::ENODATA))?;
+        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::NoXattr)?;
         if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
             return Ok(value);
         }
         // ACL entries name owners: show them as stat shows owners. A layer's ACL the kernel
         // could not parse either is an I/O error, not something to pass on untranslated.
-        self.opts
-            .ids
-            .show_acl(&value)
-            .map_err(|_| Error::Sys(libc::EIO))
+        self.opts.ids.show_acl(&value).map_err(|_| Error::Malformed)
     }
 
     /// The node's stored xattr names, listed once and then cached (see `NodeState`).
@@ -76,7 +73,7 @@ impl Union {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = sys::cname(name)?;
         if is_override_xattr(&name) {
-            return Err(Error::Sys(libc::EPERM));
+            return Err(Error::NotPermitted);
         }
         let real = self.fmt.escape(&name);
         // ACL entries name owners: store them as chown stores owners (EINVAL for an id the
@@ -85,7 +82,7 @@ impl Union {
         let value = if !self.opts.ids.is_identity() && idmap::is_acl_xattr(real.to_bytes()) {
             mapped = (self.opts.ids)
                 .store_acl(value)
-                .map_err(|_| Error::Sys(libc::EINVAL))?;
+                .map_err(|_| Error::Invalid)?;
             &mapped[..]
         } else {
             value
@@ -102,7 +99,7 @@ impl Union {
         let real = self.fmt.escape(&sys::cname(name)?);
         // Removing a name the object lacks changes nothing, so it needs no copy-up.
         if sys::lgetxattr_vec(&self.xattr_path(&node)?.1, &real)?.is_none() {
-            return Err(Error::Sys(libc::ENODATA));
+            return Err(Error::NoXattr);
         }
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
