@@ -113,36 +113,38 @@ impl Fs {
     /// copy-up would need to switch a live backing file to the copy, which the kernel can't,
     /// and kernel overlay's rule that read-only fds see later writes would break. A node
     /// already open in one mode stays in it until its last handle is released.
+    ///
+    /// The `io` lock is held only to read and update the maps: finding, opening and
+    /// registering a backing file happen outside it, and an open that loses the race to
+    /// settle the node's mode follows the winner and drops its own backing file.
     fn open_mode(
         &self,
         ino: u64,
         fh: u64,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> (FopenFlags, Option<Arc<BackingId>>) {
-        let mut io = self.io.lock();
-        let pinned = match io.nodes.get_mut(&ino) {
-            Some(IoMode::Cached(n)) if *n > 0 => {
-                *n += 1;
-                Some(None)
-            }
-            Some(IoMode::Passthrough(w)) => w.upgrade().map(Some),
-            _ => None,
-        };
-        let backing = match pinned {
+        let joined = self.io.lock().join(ino, fh);
+        let backing = match joined {
             Some(b) => b,
-            None => self.new_backing(ino, fh, register),
-        };
-        match &backing {
-            Some(b) => {
-                io.nodes.insert(ino, IoMode::Passthrough(Arc::downgrade(b)));
-            }
             None => {
-                if let IoMode::Cached(n) = io.nodes.entry(ino).or_insert(IoMode::Cached(0)) {
-                    *n = (*n).max(1);
+                let fresh = self.new_backing(ino, fh, register);
+                let mut io = self.io.lock();
+                match io.join(ino, fh) {
+                    // Another open settled the node first; `fresh` (if any) is unregistered
+                    // when dropped, after the lock is released.
+                    Some(b) => b,
+                    None => {
+                        let mode = match &fresh {
+                            Some(b) => IoMode::Passthrough(Arc::downgrade(b)),
+                            None => IoMode::Cached(1),
+                        };
+                        io.nodes.insert(ino, mode);
+                        io.handles.insert(fh, (ino, fresh.clone()));
+                        fresh
+                    }
                 }
             }
-        }
-        io.handles.insert(fh, (ino, backing.clone()));
+        };
         let flags = if backing.is_some() {
             FopenFlags::empty()
         } else {
@@ -181,24 +183,45 @@ impl Fs {
     }
 
     fn release_io(&self, fh: u64) {
-        let mut io = self.io.lock();
-        let Some((ino, backing)) = io.handles.remove(&fh) else {
-            return;
-        };
-        let last = match io.nodes.get_mut(&ino) {
-            Some(IoMode::Cached(n)) if backing.is_none() => {
-                *n = n.saturating_sub(1);
-                *n == 0
+        let backing = {
+            let mut io = self.io.lock();
+            let Some((ino, backing)) = io.handles.remove(&fh) else {
+                return;
+            };
+            let last = match io.nodes.get_mut(&ino) {
+                Some(IoMode::Cached(n)) if backing.is_none() => {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                }
+                // Ours is the only reference left: no open can take another once the entry
+                // is gone (they upgrade under this lock).
+                Some(IoMode::Passthrough(w)) => w.strong_count() <= usize::from(backing.is_some()),
+                _ => false,
+            };
+            if last {
+                io.nodes.remove(&ino);
             }
-            Some(IoMode::Passthrough(w)) => {
-                drop(backing);
-                w.strong_count() == 0
-            }
-            _ => false,
+            backing
         };
-        if last {
-            io.nodes.remove(&ino);
-        }
+        // The last reference unregisters the backing file (an ioctl): outside the lock.
+        drop(backing);
+    }
+}
+
+impl IoState {
+    /// Open `fh` in the mode `ino` already has, if it has one: `Some(backing)`, `Some(None)`
+    /// meaning cached. `None` when the node's mode is still to be chosen.
+    fn join(&mut self, ino: u64, fh: u64) -> Option<Option<Arc<BackingId>>> {
+        let backing = match self.nodes.get_mut(&ino) {
+            Some(IoMode::Cached(n)) if *n > 0 => {
+                *n += 1;
+                None
+            }
+            Some(IoMode::Passthrough(w)) => Some(w.upgrade()?),
+            _ => return None,
+        };
+        self.handles.insert(fh, (ino, backing.clone()));
+        Some(backing)
     }
 }
 

@@ -29,14 +29,16 @@ impl Union {
     pub fn dir_entries(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
         let h = self.handles.get(fh)?;
         let d = h.as_dir()?;
-        let mut snap = d.entries.lock();
         if offset != 0
-            && let Some(e) = &*snap
+            && let Some(e) = &*d.entries.lock()
         {
             return Ok(e.clone());
         }
+        // Listed without the snapshot's lock held (it walks every layer). The kernel reads one
+        // open directory from one thread at a time (f_pos_lock); were two listings to race,
+        // each is a whole snapshot and cookies are name hashes, so either may win.
         let entries = Arc::new(self.list_dir(&d.node)?);
-        *snap = Some(entries.clone());
+        *d.entries.lock() = Some(entries.clone());
         Ok(entries)
     }
 

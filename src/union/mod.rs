@@ -2,9 +2,10 @@
 //! names. It knows nothing of fuser's reply types; `fuse.rs` translates. The rules are kernel
 //! overlayfs's (Documentation/filesystems/overlayfs.rst); deviations are in docs/semantics.md.
 //!
-//! Lock order: a node's `copy_lock` before any `dir_lock`; two `dir_lock`s in node id order.
-//! Operations copy up what they need before taking a `dir_lock`, and every lock is released
-//! before anything could touch the mountpoint.
+//! Lock order: a node's `copy_lock`, then its parent's `dir_lock`; two `dir_lock`s in node id
+//! order. Operations copy up what they need before taking a `dir_lock`. Every other lock (the
+//! node table's, `Node::state`, handles) is a leaf, and every lock is released before anything
+//! could touch the mountpoint.
 //!
 //! This file holds the shared state and helpers; each family of operations is an `impl Union`
 //! block in its own file.
