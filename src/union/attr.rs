@@ -13,12 +13,12 @@ use crate::override_stat::{Override, read_override_at, store_override};
 use crate::sys::{self, Stat, Time};
 
 use super::data::kill_priv_at;
-use super::{SetAttr, Union, not_dir};
+use super::{SetAttr, Union, require_dir};
 
 impl Union {
     pub fn lookup(&self, parent_ino: u64, name: &OsStr) -> Result<(Arc<Node>, Stat)> {
         let parent = self.nodes.get(parent_ino)?;
-        not_dir(&parent)?;
+        require_dir(&parent)?;
         let name = sys::cname(name)?;
         let Hit::Found(found) = self.resolve(&parent, &name)? else {
             return Err(Error::NotFound);

@@ -15,7 +15,7 @@ use crate::lookup::{self, Hit};
 use crate::override_stat::{Override, store_override};
 use crate::sys::{self, Stat};
 
-use super::{Creds, Union, is_dir_mode, not_dir};
+use super::{Creds, Union, is_dir_mode, require_dir};
 
 /// What a create-like operation makes.
 enum NewObject<'a> {
@@ -38,7 +38,7 @@ impl Union {
     ) -> Result<(Arc<Node>, Stat, Option<OwnedFd>)> {
         self.upper()?;
         let parent = self.nodes.get(parent_ino)?;
-        not_dir(&parent)?;
+        require_dir(&parent)?;
         let name = sys::cname(name)?;
         self.copy_up(&parent)?;
         let _names = parent.dir_lock.lock();
@@ -209,27 +209,18 @@ impl Union {
         if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
             return Err(Error::NotPermitted);
         }
-        if mode & libc::S_IFMT == libc::S_IFREG {
-            let (node, st, _) = self.create_entry(
-                parent,
-                name,
-                creds,
-                NewObject::File {
-                    mode,
-                    flags: libc::O_RDONLY,
-                },
-            )?;
-            return Ok((node, st));
-        }
-        let (node, st, _) = self.create_entry(
-            parent,
-            name,
-            creds,
+        let what = if mode & libc::S_IFMT == libc::S_IFREG {
+            NewObject::File {
+                mode,
+                flags: libc::O_RDONLY,
+            }
+        } else {
             NewObject::Node {
                 mode,
                 rdev: rdev as u64,
-            },
-        )?;
+            }
+        };
+        let (node, st, _) = self.create_entry(parent, name, creds, what)?;
         Ok((node, st))
     }
 
@@ -264,9 +255,10 @@ impl Union {
         }
         self.copy_up(&node)?;
         let (dir, name) = self.at(&node)?;
+        // A link records no owner of its own: the daemon's ids stand in.
         let creds = Creds {
-            uid: sys::geteuid(),
-            gid: sys::getegid(),
+            uid: self.euid,
+            gid: self.egid,
         };
         let (new, st, _) =
             self.create_entry(newparent, newname, creds, NewObject::Link { dir, name })?;

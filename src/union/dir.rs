@@ -11,12 +11,12 @@ use crate::inode::{Node, ROOT};
 use crate::override_stat::read_override_at;
 use crate::readdir;
 
-use super::{Union, not_dir};
+use super::{Union, require_dir};
 
 impl Union {
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.nodes.get(ino)?;
-        not_dir(&node)?;
+        require_dir(&node)?;
         // The listing is built on the first readdir, not here: with a cached directory the
         // kernel opens and releases it without ever reading.
         Ok(self.handles.insert(Handle::Dir(DirHandle {

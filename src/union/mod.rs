@@ -88,7 +88,8 @@ pub struct Union {
     tmp_seq: AtomicU64,
 }
 
-fn not_dir(node: &Node) -> Result<()> {
+/// ENOTDIR unless `node` is a directory.
+fn require_dir(node: &Node) -> Result<()> {
     if node.is_dir {
         Ok(())
     } else {
@@ -369,9 +370,5 @@ impl Union {
     /// The top layer's filesystem: the upper's where new data goes, else the first lower's.
     pub fn statfs(&self) -> Result<libc::statvfs> {
         sys::fstatfs(self.stack.root(0))
-    }
-
-    pub fn open_handles(&self) -> usize {
-        self.handles.len()
     }
 }

@@ -14,7 +14,7 @@ use crate::readdir;
 use crate::sys;
 use crate::whiteout;
 
-use super::{Union, not_dir};
+use super::{Union, require_dir};
 
 impl Union {
     pub fn unlink(&self, parent_ino: u64, name: &OsStr) -> Result<()> {
@@ -30,7 +30,7 @@ impl Union {
     fn remove(&self, parent_ino: u64, name: &OsStr, dir: bool) -> Result<()> {
         self.upper()?;
         let parent = self.nodes.get(parent_ino)?;
-        not_dir(&parent)?;
+        require_dir(&parent)?;
         let name = sys::cname(name)?;
         self.copy_up(&parent)?;
         let _names = parent.dir_lock.lock();

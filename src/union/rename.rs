@@ -15,7 +15,7 @@ use crate::layer;
 use crate::lookup::{self, Hit};
 use crate::sys;
 
-use super::{Union, not_dir};
+use super::{Union, require_dir};
 
 /// Both ends of a rename, resolved under the two parents' `dir_lock`s.
 struct Ends<'a> {
@@ -44,8 +44,8 @@ impl Union {
         self.upper()?;
         let parent = self.nodes.get(parent_ino)?;
         let newparent = self.nodes.get(newparent_ino)?;
-        not_dir(&parent)?;
-        not_dir(&newparent)?;
+        require_dir(&parent)?;
+        require_dir(&newparent)?;
         let name = sys::cname(name)?;
         let newname = sys::cname(newname)?;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {

@@ -98,7 +98,11 @@ impl Union {
         let node = self.nodes.get(ino)?;
         let real = self.fmt.escape(&sys::cname(name)?);
         // Removing a name the object lacks changes nothing, so it needs no copy-up.
-        if sys::lgetxattr_vec(&self.xattr_path(&node)?.1, &real)?.is_none() {
+        let absent = {
+            let (_fd, path) = self.xattr_path(&node)?;
+            sys::lgetxattr_vec(&path, &real)?.is_none()
+        };
+        if absent {
             return Err(Error::NoXattr);
         }
         self.copy_up(&node)?;
