@@ -51,7 +51,7 @@ pub fn build_copy(
         }
         libc::S_IFLNK => {
             let target = sys::readlinkat(src_dir, name)?;
-            let target = std::ffi::CString::new(target).map_err(|_| Error::Sys(libc::EINVAL))?;
+            let target = std::ffi::CString::new(target).map_err(|_| Error::Invalid)?;
             sys::symlinkat(&target, work, tmp)?;
             None
         }

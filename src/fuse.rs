@@ -1,6 +1,7 @@
 //! The fuser adapter: each handler calls the core and replies. This is the only user of fuser's
-//! reply types and the only place an [`Error`] becomes an errno. No handler can panic on a
-//! request path: failures are replies.
+//! reply types and the only place an [`Error`] becomes an errno. Every handler answers through
+//! `answer`, which runs the core under the panic guard and logs and sends errors: a failure,
+//! even a bug, is a reply.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -18,6 +19,7 @@ use fuser::{
 };
 
 use crate::error::Error;
+use crate::handle::DirEntry;
 use crate::inode::Node;
 use crate::pool::Pool;
 use crate::sys::{Stat, Time};
@@ -112,36 +114,38 @@ impl Fs {
     /// copy-up would need to switch a live backing file to the copy, which the kernel can't,
     /// and kernel overlay's rule that read-only fds see later writes would break. A node
     /// already open in one mode stays in it until its last handle is released.
+    ///
+    /// The `io` lock is held only to read and update the maps: finding, opening and
+    /// registering a backing file happen outside it, and an open that loses the race to
+    /// settle the node's mode follows the winner and drops its own backing file.
     fn open_mode(
         &self,
         ino: u64,
         fh: u64,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> (FopenFlags, Option<Arc<BackingId>>) {
-        let mut io = self.io.lock();
-        let pinned = match io.nodes.get_mut(&ino) {
-            Some(IoMode::Cached(n)) if *n > 0 => {
-                *n += 1;
-                Some(None)
-            }
-            Some(IoMode::Passthrough(w)) => w.upgrade().map(Some),
-            _ => None,
-        };
-        let backing = match pinned {
+        let joined = self.io.lock().join(ino, fh);
+        let backing = match joined {
             Some(b) => b,
-            None => self.new_backing(ino, fh, register),
-        };
-        match &backing {
-            Some(b) => {
-                io.nodes.insert(ino, IoMode::Passthrough(Arc::downgrade(b)));
-            }
             None => {
-                if let IoMode::Cached(n) = io.nodes.entry(ino).or_insert(IoMode::Cached(0)) {
-                    *n = (*n).max(1);
+                let fresh = self.new_backing(ino, fh, register);
+                let mut io = self.io.lock();
+                match io.join(ino, fh) {
+                    // Another open settled the node first; `fresh` (if any) is unregistered
+                    // when dropped, after the lock is released.
+                    Some(b) => b,
+                    None => {
+                        let mode = match &fresh {
+                            Some(b) => IoMode::Passthrough(Arc::downgrade(b)),
+                            None => IoMode::Cached(1),
+                        };
+                        io.nodes.insert(ino, mode);
+                        io.handles.insert(fh, (ino, fresh.clone()));
+                        fresh
+                    }
                 }
             }
-        }
-        io.handles.insert(fh, (ino, backing.clone()));
+        };
         let flags = if backing.is_some() {
             FopenFlags::empty()
         } else {
@@ -180,24 +184,45 @@ impl Fs {
     }
 
     fn release_io(&self, fh: u64) {
-        let mut io = self.io.lock();
-        let Some((ino, backing)) = io.handles.remove(&fh) else {
-            return;
-        };
-        let last = match io.nodes.get_mut(&ino) {
-            Some(IoMode::Cached(n)) if backing.is_none() => {
-                *n = n.saturating_sub(1);
-                *n == 0
+        let backing = {
+            let mut io = self.io.lock();
+            let Some((ino, backing)) = io.handles.remove(&fh) else {
+                return;
+            };
+            let last = match io.nodes.get_mut(&ino) {
+                Some(IoMode::Cached(n)) if backing.is_none() => {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                }
+                // Ours is the only reference left: no open can take another once the entry
+                // is gone (they upgrade under this lock).
+                Some(IoMode::Passthrough(w)) => w.strong_count() <= usize::from(backing.is_some()),
+                _ => false,
+            };
+            if last {
+                io.nodes.remove(&ino);
             }
-            Some(IoMode::Passthrough(w)) => {
-                drop(backing);
-                w.strong_count() == 0
-            }
-            _ => false,
+            backing
         };
-        if last {
-            io.nodes.remove(&ino);
-        }
+        // The last reference unregisters the backing file (an ioctl): outside the lock.
+        drop(backing);
+    }
+}
+
+impl IoState {
+    /// Open `fh` in the mode `ino` already has, if it has one: `Some(backing)`, `Some(None)`
+    /// meaning cached. `None` when the node's mode is still to be chosen.
+    fn join(&mut self, ino: u64, fh: u64) -> Option<Option<Arc<BackingId>>> {
+        let backing = match self.nodes.get_mut(&ino) {
+            Some(IoMode::Cached(n)) if *n > 0 => {
+                *n += 1;
+                None
+            }
+            Some(IoMode::Passthrough(w)) => Some(w.upgrade()?),
+            _ => return None,
+        };
+        self.handles.insert(fh, (ino, backing.clone()));
+        Some(backing)
     }
 }
 
@@ -206,9 +231,58 @@ impl Fs {
 fn guard<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         tracing::error!("a request handler panicked; answered EIO");
-        Err(Error::Sys(libc::EIO))
+        Err(Error::Internal)
     })
 }
+
+/// The one way a handler answers: `run` (the core's part) under the panic guard; its value
+/// goes to `ok` with the reply, its error is logged by `log_err` and sent. A panic in `ok`
+/// drops the reply unsent, which fuser answers with EIO.
+fn answer<R: ReplyError, T>(
+    op: &'static str,
+    ino: u64,
+    reply: R,
+    run: impl FnOnce() -> crate::error::Result<T>,
+    ok: impl FnOnce(R, T),
+) {
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match guard(run) {
+        Ok(v) => ok(reply, v),
+        Err(e) => reply.error(log_err(op, ino, &e)),
+    }));
+    if sent.is_err() {
+        tracing::error!(op, ino, "a reply panicked; answered EIO");
+    }
+}
+
+/// A reply that can carry an errno: every fuser reply type, whose own trait is private.
+trait ReplyError {
+    fn error(self, e: Errno);
+}
+
+macro_rules! reply_error {
+    ($($t:ty),* $(,)?) => {
+        $(impl ReplyError for $t {
+            fn error(self, e: Errno) {
+                <$t>::error(self, e)
+            }
+        })*
+    };
+}
+
+reply_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr,
+);
 
 /// Attributes of "no such entry": node id 0 tells the kernel to cache a negative dentry.
 fn negative_attr() -> FileAttr {
@@ -341,6 +415,60 @@ impl Fs {
         a.ino = INodeNo(node.ino);
         (a, Duration::ZERO)
     }
+
+    /// The readdirplus listing after cookie `offset`: each entry looked up (a reference the
+    /// kernel keeps), or given back when the reply is full.
+    fn fill_plus(
+        &self,
+        mut reply: ReplyDirectoryPlus,
+        ino: u64,
+        entries: &[DirEntry],
+        offset: u64,
+    ) {
+        for e in after(entries, offset) {
+            let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
+            let off = e.off;
+            let full = if off <= 2 {
+                // "." and "..": the kernel takes no reference on them, so neither do we.
+                match guard(|| self.core.getattr(e.ino, None)) {
+                    Ok(st) => reply.add(
+                        INodeNo(e.ino),
+                        off,
+                        name,
+                        &self.ttl,
+                        &attr(&st),
+                        Generation(0),
+                    ),
+                    Err(_) => reply.add(
+                        INodeNo(0),
+                        off,
+                        name,
+                        &self.ttl,
+                        &negative_attr(),
+                        Generation(0),
+                    ),
+                }
+            } else {
+                match guard(|| self.core.lookup(ino, name)) {
+                    Ok((node, st)) => {
+                        let (a, ttl) = self.entry_attr(&node, &st);
+                        let full = reply.add(INodeNo(node.ino), off, name, &ttl, &a, Generation(0));
+                        if full {
+                            // Not sent: give back the reference the lookup took.
+                            self.core.forget(node.ino, 1);
+                        }
+                        full
+                    }
+                    // Gone since opendir: skip it.
+                    Err(_) => continue,
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
 }
 
 impl Filesystem for UnionFs {
@@ -378,14 +506,19 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match guard(|| {
+        let run = || {
             #[cfg(feature = "fault-injection")]
             if self.panic_on.as_deref() == Some(name) {
                 panic!("debug_panic_on: lookup of {name:?}");
             }
-            self.core.lookup(parent.0, name)
-        }) {
-            Ok((node, st)) => {
+            match self.core.lookup(parent.0, name) {
+                Ok(found) => Ok(Some(found)),
+                Err(e) if e.is(libc::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        answer("lookup", parent.0, reply, run, |reply, found| match found {
+            Some((node, st)) => {
                 tracing::trace!(
                     parent = parent.0,
                     ?name,
@@ -397,25 +530,29 @@ impl Filesystem for UnionFs {
             }
             // A negative entry the kernel may cache: names appear only through this daemon,
             // and the kernel replaces the negative dentry when one is created through it.
-            Err(e) if e.errno() == libc::ENOENT => {
-                reply.entry(&self.ttl, &negative_attr(), Generation(0))
-            }
-            Err(e) => reply.error(log_err("lookup", parent.0, &e)),
-        }
+            None => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        // No reply to send, but a panic must not take the thread down either.
+        let _ = guard(|| {
+            self.core.forget(ino.0, nlookup);
+            Ok(())
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match guard(|| self.core.getattr(ino.0, fh.map(|f| f.0))) {
-            Ok(st) => {
+        answer(
+            "getattr",
+            ino.0,
+            reply,
+            || self.core.getattr(ino.0, fh.map(|f| f.0)),
+            |reply, st| {
                 tracing::trace!(ino = ino.0, mode = st.st_mode, "getattr");
                 reply.attr(&self.ttl, &attr(&st))
-            }
-            Err(e) => reply.error(log_err("getattr", ino.0, &e)),
-        }
+            },
+        )
     }
 
     fn setattr(
@@ -456,18 +593,26 @@ impl Filesystem for UnionFs {
                     && mtime.is_none()
                     && ctime.is_none()),
         };
-        let work = move |fs: &Fs| match guard(|| fs.core.setattr(ino.0, fh.map(|f| f.0), set)) {
-            Ok(st) => reply.attr(&fs.ttl, &attr(&st)),
-            Err(e) => reply.error(log_err("setattr", ino.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "setattr",
+                ino.0,
+                reply,
+                || fs.core.setattr(ino.0, fh.map(|f| f.0), set),
+                |reply, st| reply.attr(&fs.ttl, &attr(&st)),
+            )
         };
         self.run(work, set.size.is_some() || self.core.copy_up_is_slow(ino.0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match guard(|| self.core.readlink(ino.0)) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(log_err("readlink", ino.0, &e)),
-        }
+        answer(
+            "readlink",
+            ino.0,
+            reply,
+            || self.core.readlink(ino.0),
+            |reply, t| reply.data(&t),
+        )
     }
 
     fn mknod(
@@ -480,10 +625,13 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match guard(|| self.core.mknod(parent.0, name, mode, rdev, creds(req))) {
-            Ok((node, st)) => self.entry(reply, &node, &st),
-            Err(e) => reply.error(log_err("mknod", parent.0, &e)),
-        }
+        answer(
+            "mknod",
+            parent.0,
+            reply,
+            || self.core.mknod(parent.0, name, mode, rdev, creds(req)),
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        )
     }
 
     fn mkdir(
@@ -495,24 +643,33 @@ impl Filesystem for UnionFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match guard(|| self.core.mkdir(parent.0, name, mode, creds(req))) {
-            Ok((node, st)) => self.entry(reply, &node, &st),
-            Err(e) => reply.error(log_err("mkdir", parent.0, &e)),
-        }
+        answer(
+            "mkdir",
+            parent.0,
+            reply,
+            || self.core.mkdir(parent.0, name, mode, creds(req)),
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match guard(|| self.core.unlink(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("unlink", parent.0, &e)),
-        }
+        answer(
+            "unlink",
+            parent.0,
+            reply,
+            || self.core.unlink(parent.0, name),
+            |reply, ()| reply.ok(),
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match guard(|| self.core.rmdir(parent.0, name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("rmdir", parent.0, &e)),
-        }
+        answer(
+            "rmdir",
+            parent.0,
+            reply,
+            || self.core.rmdir(parent.0, name),
+            |reply, ()| reply.ok(),
+        )
     }
 
     fn symlink(
@@ -523,13 +680,16 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self
-            .core
-            .symlink(parent.0, link_name, target.as_os_str(), creds(req))
-        {
-            Ok((node, st)) => self.entry(reply, &node, &st),
-            Err(e) => reply.error(log_err("symlink", parent.0, &e)),
-        }
+        answer(
+            "symlink",
+            parent.0,
+            reply,
+            || {
+                self.core
+                    .symlink(parent.0, link_name, target.as_os_str(), creds(req))
+            },
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        );
     }
 
     fn rename(
@@ -543,12 +703,17 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
-        let work = move |fs: &Fs| match guard(|| {
-            fs.core
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("rename", parent.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "rename",
+                parent.0,
+                reply,
+                || {
+                    fs.core
+                        .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                },
+                |reply, ()| reply.ok(),
+            )
         };
         // A lower file renamed is copied up first.
         self.run(work, self.core.dir_has_lowers(parent.0));
@@ -563,20 +728,30 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let newname = newname.to_os_string();
-        let work = move |fs: &Fs| match guard(|| fs.core.link(ino.0, newparent.0, &newname)) {
-            Ok((node, st)) => fs.entry(reply, &node, &st),
-            Err(e) => reply.error(log_err("link", ino.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "link",
+                ino.0,
+                reply,
+                || fs.core.link(ino.0, newparent.0, &newname),
+                |reply, (node, st)| fs.entry(reply, &node, &st),
+            )
         };
         self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let work = move |fs: &Fs| match guard(|| fs.core.open(ino.0, flags.0)) {
-            Ok(fh) => match fs.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
-                (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
-                (f, None) => reply.opened(FileHandle(fh), f),
-            },
-            Err(e) => reply.error(log_err("open", ino.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "open",
+                ino.0,
+                reply,
+                || fs.core.open(ino.0, flags.0),
+                |reply, fh| match fs.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
+                    (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
+                    (f, None) => reply.opened(FileHandle(fh), f),
+                },
+            )
         };
         let may_copy = crate::union::open_writes(flags.0) && self.core.copy_up_is_slow(ino.0);
         self.run(work, may_copy);
@@ -593,9 +768,14 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.offload(move |fs| match guard(|| fs.core.read(fh.0, offset, size)) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(log_err("read", ino.0, &e)),
+        self.offload(move |fs| {
+            answer(
+                "read",
+                ino.0,
+                reply,
+                || fs.core.read(fh.0, offset, size),
+                |reply, data| reply.data(&data),
+            )
         });
     }
 
@@ -613,12 +793,15 @@ impl Filesystem for UnionFs {
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let data = data.to_vec();
-        self.offload(
-            move |fs| match guard(|| fs.core.write(fh.0, offset, &data, kill)) {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(log_err("write", ino.0, &e)),
-            },
-        );
+        self.offload(move |fs| {
+            answer(
+                "write",
+                ino.0,
+                reply,
+                || fs.core.write(fh.0, offset, &data, kill),
+                |reply, n| reply.written(n as u32),
+            )
+        });
     }
 
     // No `flush`: there is nothing to write back at close (writes reach the upper file before
@@ -628,16 +811,19 @@ impl Filesystem for UnionFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
-        self.release_io(fh.0);
-        reply.ok();
+        let run = || {
+            self.core.release(fh.0);
+            self.release_io(fh.0);
+            Ok(())
+        };
+        answer("release", ino.0, reply, run, |reply, ()| reply.ok());
     }
 
     fn fsync(
@@ -648,22 +834,28 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.offload(move |fs| match guard(|| fs.core.fsync(fh.0, datasync)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("fsync", ino.0, &e)),
+        self.offload(move |fs| {
+            answer(
+                "fsync",
+                ino.0,
+                reply,
+                || fs.core.fsync(fh.0, datasync),
+                |reply, ()| reply.ok(),
+            )
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match guard(|| self.core.opendir(ino.0)) {
-            // The kernel may cache the listing: every change to a directory goes through this
-            // daemon, and the kernel drops its cache on each such change itself.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(log_err("opendir", ino.0, &e)),
-        }
+        // The kernel may cache the listing: every change to a directory goes through this
+        // daemon, and the kernel drops its cache on each such change itself.
+        let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+        answer(
+            "opendir",
+            ino.0,
+            reply,
+            || self.core.opendir(ino.0),
+            |reply, fh| reply.opened(FileHandle(fh), cache),
+        );
     }
 
     fn readdir(
@@ -672,19 +864,18 @@ impl Filesystem for UnionFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let entries = match guard(|| self.core.dir_entries(fh.0, offset)) {
-            Ok(e) => e,
-            Err(e) => return reply.error(log_err("readdir", ino.0, &e)),
-        };
-        for e in after(&entries, offset) {
-            let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
-            if reply.add(INodeNo(e.ino), e.off, dtype_file_type(e.dtype), name) {
-                break;
+        let run = || self.core.dir_entries(fh.0, offset);
+        answer("readdir", ino.0, reply, run, |mut reply, entries| {
+            for e in after(&entries, offset) {
+                let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
+                if reply.add(INodeNo(e.ino), e.off, dtype_file_type(e.dtype), name) {
+                    break;
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn readdirplus(
@@ -693,67 +884,26 @@ impl Filesystem for UnionFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let entries = match guard(|| self.core.dir_entries(fh.0, offset)) {
-            Ok(e) => e,
-            Err(e) => return reply.error(log_err("readdirplus", ino.0, &e)),
-        };
-        for e in after(&entries, offset) {
-            let name = <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(e.name.to_bytes());
-            let off = e.off;
-            let full = if off <= 2 {
-                // "." and "..": the kernel takes no reference on them, so neither do we.
-                match guard(|| self.core.getattr(e.ino, None)) {
-                    Ok(st) => reply.add(
-                        INodeNo(e.ino),
-                        off,
-                        name,
-                        &self.ttl,
-                        &attr(&st),
-                        Generation(0),
-                    ),
-                    Err(_) => reply.add(
-                        INodeNo(0),
-                        off,
-                        name,
-                        &self.ttl,
-                        &negative_attr(),
-                        Generation(0),
-                    ),
-                }
-            } else {
-                match guard(|| self.core.lookup(ino.0, name)) {
-                    Ok((node, st)) => {
-                        let (a, ttl) = self.entry_attr(&node, &st);
-                        let full = reply.add(INodeNo(node.ino), off, name, &ttl, &a, Generation(0));
-                        if full {
-                            // Not sent: give back the reference the lookup took.
-                            self.core.forget(node.ino, 1);
-                        }
-                        full
-                    }
-                    // Gone since opendir: skip it.
-                    Err(_) => continue,
-                }
-            };
-            if full {
-                break;
-            }
-        }
-        reply.ok();
+        let run = || self.core.dir_entries(fh.0, offset);
+        answer("readdirplus", ino.0, reply, run, |reply, entries| {
+            self.fill_plus(reply, ino.0, &entries, offset)
+        });
     }
-
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
-        reply.ok();
+        let run = || {
+            self.core.release(fh.0);
+            Ok(())
+        };
+        answer("releasedir", ino.0, reply, run, |reply, ()| reply.ok());
     }
 
     fn fsyncdir(
@@ -764,26 +914,36 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.offload(move |fs| match guard(|| fs.core.fsync(fh.0, datasync)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("fsyncdir", ino.0, &e)),
+        self.offload(move |fs| {
+            answer(
+                "fsyncdir",
+                ino.0,
+                reply,
+                || fs.core.fsync(fh.0, datasync),
+                |reply, ()| reply.ok(),
+            )
         });
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match guard(|| self.core.statfs()) {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(log_err("statfs", ino.0, &e)),
-        }
+        answer(
+            "statfs",
+            ino.0,
+            reply,
+            || self.core.statfs(),
+            |reply, s| {
+                reply.statfs(
+                    s.f_blocks,
+                    s.f_bfree,
+                    s.f_bavail,
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    s.f_namemax as u32,
+                    s.f_frsize as u32,
+                )
+            },
+        )
     }
 
     fn setxattr(
@@ -797,42 +957,61 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name.to_os_string(), value.to_vec());
-        let work = move |fs: &Fs| match guard(|| fs.core.setxattr(ino.0, &name, &value, flags)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("setxattr", ino.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "setxattr",
+                ino.0,
+                reply,
+                || fs.core.setxattr(ino.0, &name, &value, flags),
+                |reply, ()| reply.ok(),
+            )
         };
         self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match guard(|| self.core.getxattr(ino.0, name)) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(log_err("getxattr", ino.0, &e)),
-        }
+        answer(
+            "getxattr",
+            ino.0,
+            reply,
+            || self.core.getxattr(ino.0, name),
+            |reply, v| xattr_reply(reply, &v, size),
+        )
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match guard(|| self.core.listxattr(ino.0)) {
-            Ok(v) => xattr_reply(reply, &v, size),
-            Err(e) => reply.error(log_err("listxattr", ino.0, &e)),
-        }
+        answer(
+            "listxattr",
+            ino.0,
+            reply,
+            || self.core.listxattr(ino.0),
+            |reply, v| xattr_reply(reply, &v, size),
+        )
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_os_string();
-        let work = move |fs: &Fs| match guard(|| fs.core.removexattr(ino.0, &name)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(log_err("removexattr", ino.0, &e)),
+        let work = move |fs: &Fs| {
+            answer(
+                "removexattr",
+                ino.0,
+                reply,
+                || fs.core.removexattr(ino.0, &name),
+                |reply, ()| reply.ok(),
+            )
         };
         self.run(work, self.core.copy_up_is_slow(ino.0));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Only reached without default_permissions; existence is all we check then.
-        match guard(|| self.core.getattr(ino.0, None)) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(log_err("access", ino.0, &e)),
-        }
+        answer(
+            "access",
+            ino.0,
+            reply,
+            || self.core.getattr(ino.0, None),
+            |reply, _| reply.ok(),
+        )
     }
 
     fn create(
@@ -845,8 +1024,12 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match guard(|| self.core.create(parent.0, name, mode, flags, creds(req))) {
-            Ok((node, st, fh)) => {
+        answer(
+            "create",
+            parent.0,
+            reply,
+            || self.core.create(parent.0, name, mode, flags, creds(req)),
+            |reply, (node, st, fh)| {
                 // fuser takes the node id from attr.ino, as for lookups (see `entry`); when
                 // st_ino differs, nothing is cached so the next stat asks getattr.
                 let (a, ttl) = self.entry_attr(&node, &st);
@@ -856,9 +1039,8 @@ impl Filesystem for UnionFs {
                     }
                     (f, None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
                 }
-            }
-            Err(e) => reply.error(log_err("create", parent.0, &e)),
-        }
+            },
+        )
     }
 
     fn ioctl(
@@ -903,12 +1085,15 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.offload(
-            move |fs| match guard(|| fs.core.fallocate(fh.0, mode, offset, length)) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(log_err("fallocate", ino.0, &e)),
-            },
-        );
+        self.offload(move |fs| {
+            answer(
+                "fallocate",
+                ino.0,
+                reply,
+                || fs.core.fallocate(fh.0, mode, offset, length),
+                |reply, ()| reply.ok(),
+            )
+        });
     }
 
     fn lseek(
@@ -920,10 +1105,13 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match guard(|| self.core.lseek(fh.0, offset, whence)) {
-            Ok(off) => reply.offset(off),
-            Err(e) => reply.error(log_err("lseek", ino.0, &e)),
-        }
+        answer(
+            "lseek",
+            ino.0,
+            reply,
+            || self.core.lseek(fh.0, offset, whence),
+            |reply, off| reply.offset(off),
+        )
     }
 
     fn copy_file_range(
@@ -940,19 +1128,22 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         self.offload(move |fs| {
-            match guard(|| {
-                fs.core
-                    .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-            }) {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(log_err("copy_file_range", ino_in.0, &e)),
-            }
+            answer(
+                "copy_file_range",
+                ino_in.0,
+                reply,
+                || {
+                    fs.core
+                        .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+                },
+                |reply, n| reply.written(n as u32),
+            )
         });
     }
 }
 
 /// The entries of a cookie-ordered listing that come after cookie `offset`.
-fn after(entries: &[crate::handle::DirEntry], offset: u64) -> &[crate::handle::DirEntry] {
+fn after(entries: &[DirEntry], offset: u64) -> &[DirEntry] {
     &entries[entries.partition_point(|e| e.off <= offset)..]
 }
 

@@ -63,18 +63,14 @@ impl Handles {
     }
 
     pub fn get(&self, fh: u64) -> Result<Arc<Handle>> {
-        self.map
-            .read()
-            .get(&fh)
-            .cloned()
-            .ok_or(Error::Sys(libc::EBADF))
+        self.map.read().get(&fh).cloned().ok_or(Error::BadHandle)
     }
 
     pub fn file(&self, fh: u64) -> Result<Arc<Handle>> {
         let h = self.get(fh)?;
         match *h {
             Handle::File(_) => Ok(h),
-            Handle::Dir(_) => Err(Error::Sys(libc::EISDIR)),
+            Handle::Dir(_) => Err(Error::IsDir),
         }
     }
 
@@ -95,14 +91,14 @@ impl Handle {
     pub fn as_file(&self) -> Result<&FileHandle> {
         match self {
             Handle::File(f) => Ok(f),
-            Handle::Dir(_) => Err(Error::Sys(libc::EISDIR)),
+            Handle::Dir(_) => Err(Error::IsDir),
         }
     }
 
     pub fn as_dir(&self) -> Result<&DirHandle> {
         match self {
             Handle::Dir(d) => Ok(d),
-            Handle::File(_) => Err(Error::Sys(libc::ENOTDIR)),
+            Handle::File(_) => Err(Error::NotDir),
         }
     }
 }

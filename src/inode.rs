@@ -19,7 +19,7 @@ use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::layer::{LayerIdx, LayerStack};
+use crate::layer::{LayerIdx, LayerStack, UPPER};
 use crate::sys;
 
 pub const ROOT: u64 = 1;
@@ -108,7 +108,7 @@ impl Node {
             .aliases
             .first()
             .cloned()
-            .ok_or(Error::Sys(libc::ENOENT))
+            .ok_or(Error::NotFound)
     }
 
     pub fn add_alias(&self, parent: u64, name: &CString) {
@@ -126,13 +126,28 @@ impl Node {
     }
 }
 
-pub struct NodeTable {
-    nodes: RwLock<HashMap<u64, Arc<Node>>>,
-    fallback: Mutex<HashMap<(u64, u64), u64>>,
-    by_alias: Mutex<HashMap<(u64, CString), u64>>,
+/// The id maps, under one lock so a lookup sees a redirect and the node it leads to together.
+#[derive(Default)]
+struct Ids {
+    nodes: HashMap<u64, Arc<Node>>,
     /// Ids whose node is dead but still held by the kernel -> the id now used for the real
     /// object that took over that inode number.
-    redirect: Mutex<HashMap<u64, u64>>,
+    redirect: HashMap<u64, u64>,
+}
+
+impl Ids {
+    /// The id that stands for the object whose derived id is `ino`.
+    fn current(&self, ino: u64) -> u64 {
+        self.redirect.get(&ino).copied().unwrap_or(ino)
+    }
+}
+
+/// Locks: `ids`, `fallback`, `by_alias` and `dir_fds` are leaves (nothing else is taken while
+/// one is held; `Node::state` is taken only after `ids` is released).
+pub struct NodeTable {
+    ids: RwLock<Ids>,
+    fallback: Mutex<HashMap<(u64, u64), u64>>,
+    by_alias: Mutex<HashMap<(u64, CString), u64>>,
     next_fallback: AtomicU64,
     dir_fds: Mutex<LruCache<(u64, LayerIdx), Arc<OwnedFd>>>,
     has_upper: bool,
@@ -148,14 +163,13 @@ impl NodeTable {
     pub fn new(stack: &LayerStack, fd_cache: usize) -> NodeTable {
         let root = Node::new(ROOT, libc::S_IFDIR, (0..stack.len()).collect(), None);
         root.nlookup.store(1, Ordering::Relaxed);
-        let mut nodes = HashMap::new();
-        nodes.insert(ROOT, Arc::new(root));
+        let mut ids = Ids::default();
+        ids.nodes.insert(ROOT, Arc::new(root));
         let cap = NonZeroUsize::new(fd_cache.max(16)).unwrap_or(NonZeroUsize::MIN);
         NodeTable {
-            nodes: RwLock::new(nodes),
+            ids: RwLock::new(ids),
             fallback: Mutex::new(HashMap::new()),
             by_alias: Mutex::new(HashMap::new()),
-            redirect: Mutex::new(HashMap::new()),
             next_fallback: AtomicU64::new(FALLBACK_BASE),
             dir_fds: Mutex::new(LruCache::new(cap)),
             has_upper: stack.has_upper,
@@ -164,18 +178,18 @@ impl NodeTable {
     }
 
     pub fn get(&self, ino: u64) -> Result<Arc<Node>> {
-        self.nodes.read().get(&ino).cloned().ok_or(Error::Stale)
+        self.peek(ino).ok_or(Error::Stale)
     }
 
     pub fn peek(&self, ino: u64) -> Option<Arc<Node>> {
-        self.nodes.read().get(&ino).cloned()
+        self.ids.read().nodes.get(&ino).cloned()
     }
 
     /// The node that currently stands for the object whose derived id is `ino`: the id may
     /// have been redirected while a deleted object held it (see `remember`).
     pub fn peek_object(&self, ino: u64) -> Option<Arc<Node>> {
-        let id = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
-        self.peek(id)
+        let ids = self.ids.read();
+        ids.nodes.get(&ids.current(ino)).cloned()
     }
 
     /// The node id of a real object (st_dev, st_ino) found in a layer on filesystem `fs_index`.
@@ -215,28 +229,35 @@ impl NodeTable {
     ) -> Arc<Node> {
         let upper_present = self.has_upper;
         let derived = ino;
-        let ino = self.redirect.lock().get(&ino).copied().unwrap_or(ino);
         let usable = |n: &Arc<Node>| n.ftype == ftype && !n.dead.load(Ordering::Acquire);
-        let known = self.nodes.read().get(&ino).filter(|n| usable(n)).cloned();
+        let known = {
+            let ids = self.ids.read();
+            ids.nodes
+                .get(&ids.current(derived))
+                .filter(|n| usable(n))
+                .cloned()
+        };
         let node = match known {
             Some(n) => n,
             None => {
-                let mut nodes = self.nodes.write();
-                match nodes.get(&ino) {
+                let mut ids = self.ids.write();
+                // Read again: another lookup may have made or redirected the node meanwhile.
+                let ino = ids.current(derived);
+                match ids.nodes.get(&ino) {
                     Some(n) if usable(n) => n.clone(),
                     Some(_) => {
                         // The kernel still holds a deleted object under this id and the
                         // filesystem reused its inode number: the newcomer gets a fresh id
                         // (still reporting its real st_ino).
                         let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
-                        self.redirect.lock().insert(derived, id);
+                        ids.redirect.insert(derived, id);
                         let n = Arc::new(Node::new(id, ftype, layers.clone(), None));
-                        nodes.insert(id, n.clone());
+                        ids.nodes.insert(id, n.clone());
                         n
                     }
                     None => {
                         let n = Arc::new(Node::new(ino, ftype, layers.clone(), None));
-                        nodes.insert(ino, n.clone());
+                        ids.nodes.insert(ino, n.clone());
                         n
                     }
                 }
@@ -247,8 +268,8 @@ impl NodeTable {
         let mut st = node.state.lock();
         // A lookup that raced with a copy-up may have seen the lower copy: never move a node
         // back down once it has an upper copy (only this daemon writes the upper).
-        let had_upper = st.layers.first() == Some(&0) && upper_present;
-        if !had_upper || layers.first() == Some(&0) {
+        let had_upper = st.layers.first() == Some(&UPPER) && upper_present;
+        if !had_upper || layers.first() == Some(&UPPER) {
             st.layers = layers;
         }
         if !st.aliases.contains(&alias) {
@@ -262,8 +283,8 @@ impl NodeTable {
         if ino == ROOT {
             return;
         }
-        let mut nodes = self.nodes.write();
-        let gone = match nodes.get(&ino) {
+        let mut ids = self.ids.write();
+        let gone = match ids.nodes.get(&ino) {
             Some(node) => {
                 let prev = node.nlookup.fetch_sub(
                     n.min(node.nlookup.load(Ordering::Relaxed)),
@@ -276,20 +297,19 @@ impl NodeTable {
         if !gone {
             return;
         }
-        let node = nodes.remove(&ino);
+        let node = ids.nodes.remove(&ino);
         // The kernel can drop a million nodes at once (drop_caches, memory pressure), and a
         // HashMap never gives its buckets back by itself. Shrinking to twice the length
         // whenever it falls under a quarter of the capacity costs O(1) amortised per forget.
+        let nodes = &mut ids.nodes;
         if nodes.capacity() > SHRINK_MIN && nodes.len() < nodes.capacity() / 4 {
             let keep = nodes.len() * 2;
             nodes.shrink_to(keep);
         }
-        drop(nodes);
-        let mut redirect = self.redirect.lock();
-        if !redirect.is_empty() {
-            redirect.retain(|from, to| *from != ino && *to != ino);
+        if !ids.redirect.is_empty() {
+            ids.redirect.retain(|from, to| *from != ino && *to != ino);
         }
-        drop(redirect);
+        drop(ids);
         // Only directories have cached fds; scanning the LRU for every file would make a
         // mass forget quadratic.
         if node.is_some_and(|n| n.is_dir) {
@@ -355,10 +375,10 @@ impl NodeTable {
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.read().len()
+        self.ids.read().nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.read().is_empty()
+        self.ids.read().nodes.is_empty()
     }
 }

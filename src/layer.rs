@@ -11,8 +11,11 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Index of a layer in its stack (0 = upper when the stack has one).
+/// Index of a layer in its stack (`UPPER` when the stack has one).
 pub type LayerIdx = usize;
+
+/// The upper layer's index, in a stack that has one (`LayerStack::has_upper`); lowers follow.
+pub const UPPER: LayerIdx = 0;
 
 pub struct Layer {
     pub path: PathBuf,
@@ -26,7 +29,7 @@ pub struct Layer {
 }
 
 /// fuse-overlayfs's override_stat xattrs, in the order it looks for them on a layer's root.
-/// The value is `UID:GID:MODE[:TYPE]` (mode in octal; TYPE in `union::parse_override`); it
+/// The value is `UID:GID:MODE[:TYPE]` (mode in octal; TYPE in `override_stat::parse_override`); it
 /// applies to directories and regular files.
 pub const OVERRIDE_PRIVILEGED: &str = "security.fuseoverlayfs.override_stat";
 pub const OVERRIDE_CONTAINERS: &str = "user.containers.override_stat";
@@ -91,7 +94,7 @@ impl LayerStack {
             });
         }
         let work = match (upper, work) {
-            (Some(u), Some(w)) => Some(open_work(u, w, &layers[0])?),
+            (Some(u), Some(w)) => Some(open_work(u, w, &layers[UPPER])?),
             _ => None,
         };
         Ok(LayerStack {
@@ -106,11 +109,11 @@ impl LayerStack {
     }
 
     pub fn is_upper(&self, idx: LayerIdx) -> bool {
-        self.has_upper && idx == 0
+        self.has_upper && idx == UPPER
     }
 
     pub fn upper_idx(&self) -> Option<LayerIdx> {
-        self.has_upper.then_some(0)
+        self.has_upper.then_some(UPPER)
     }
 
     pub fn len(&self) -> usize {

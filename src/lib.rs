@@ -18,6 +18,7 @@ pub mod inode;
 pub mod layer;
 pub mod lookup;
 pub mod mount;
+pub mod override_stat;
 pub mod pool;
 pub mod readdir;
 pub mod runtime;

@@ -43,7 +43,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
-            // Jobs catch their own panics (they answer EIO, see `fuse::guard`).
+            // Jobs catch their own panics (they answer EIO, see `fuse::answer`).
             Ok(job) => job(),
             Err(_) => return,
         }

@@ -1,0 +1,159 @@
+//! Copy-up orchestration: the parent chain top-down, one object at a time under its
+//! `copy_lock`, built in the work dir by `copyup` and renamed into place; and the owner of new
+//! upper objects. Lower layers are only read here.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::Result;
+use crate::inode::{Node, ROOT};
+use crate::layer;
+use crate::sys::{self, Time};
+
+use super::{Creds, Union, is_dir_mode};
+
+impl Union {
+    /// Make sure `node` has an upper copy, copying up its missing ancestors first (top-down).
+    pub(crate) fn copy_up(&self, node: &Arc<Node>) -> Result<()> {
+        self.upper()?;
+        if node.ino == ROOT || self.has_upper(node) {
+            return Ok(());
+        }
+        let mut chain = vec![node.clone()];
+        loop {
+            let (parent, _) = chain[chain.len() - 1].alias()?;
+            let parent = self.nodes.get(parent)?;
+            if parent.ino == ROOT || self.has_upper(&parent) {
+                break;
+            }
+            chain.push(parent);
+        }
+        for n in chain.iter().rev() {
+            self.copy_up_one(n)?;
+        }
+        Ok(())
+    }
+
+    /// Copy one object whose parent already has an upper copy: build it in the work dir with
+    /// everything but its name, then rename it into place, so a crash leaves the old view or
+    /// the whole copy and never a partial file.
+    fn copy_up_one(&self, node: &Arc<Node>) -> Result<()> {
+        let _copying = node.copy_lock.lock();
+        if self.has_upper(node) {
+            return Ok(());
+        }
+        let (parent_ino, name) = node.alias()?;
+        let parent = self.nodes.get(parent_ino)?;
+        let src_dir = self.dir_fd(&parent, node.top())?;
+        let st = sys::fstatat(src_dir.as_fd(), &name)?;
+        let work = self.work()?;
+        let tmp = self.tmp_name();
+        let built = crate::copyup::build_copy(
+            &self.fmt,
+            src_dir.as_fd(),
+            &name,
+            &st,
+            work,
+            &tmp,
+            crate::copyup::CopyOpts {
+                fsync: self.opts.fsync,
+                chown: self.privileged,
+                // A lower file with several links is split by its copy-up, as in kernel
+                // overlay: the copy gets an inode number of its own, recorded nowhere.
+                origin: (!node.is_dir && st.st_nlink == 1).then_some(node.ino),
+            },
+        );
+        let result = built.and_then(|()| {
+            let upper_parent = self.dir_fd(&parent, layer::UPPER)?;
+            let _names = parent.dir_lock.lock();
+            // A copy-up changes nothing the user did: keep the parent's times, as kernel
+            // overlay does.
+            let pst = sys::fstat(upper_parent.as_fd())?;
+            sys::renameat2(
+                work,
+                &tmp,
+                upper_parent.as_fd(),
+                &name,
+                libc::RENAME_NOREPLACE,
+            )?;
+            let atime = Time::At(pst.st_atime, pst.st_atime_nsec);
+            let mtime = Time::At(pst.st_mtime, pst.st_mtime_nsec);
+            sys::utimensat(upper_parent.as_fd(), c".", atime, mtime)
+        });
+        if let Err(e) = result {
+            let _ = layer::remove_tree(work, &tmp);
+            return Err(e);
+        }
+        if !node.is_dir && st.st_nlink > 1 {
+            let upper_parent = self.dir_fd(&parent, layer::UPPER)?;
+            let ust = sys::fstatat(upper_parent.as_fd(), &name)?;
+            let own = self.nodes.id_for(
+                self.stack.layers[layer::UPPER].fs_index,
+                ust.st_dev,
+                ust.st_ino,
+            );
+            node.st_ino.store(own, Ordering::Relaxed);
+        }
+        {
+            let mut state = node.state.lock();
+            if node.is_dir {
+                state.layers.insert(0, layer::UPPER);
+            } else {
+                // The copy is a new file: other lower names of a lower hard link stay behind.
+                state.layers = vec![layer::UPPER];
+                state
+                    .aliases
+                    .retain(|(p, n)| *p == parent_ino && *n == name);
+                if state.aliases.is_empty() {
+                    state.aliases.push((parent_ino, name.clone()));
+                }
+            }
+        }
+        node.copy_gen.fetch_add(1, Ordering::Release);
+        self.forget_xattr_names(node);
+        tracing::debug!(ino = node.ino, name = ?name, "copied up");
+        Ok(())
+    }
+
+    /// Owner and mode of a new object in `parent_fd` (an upper directory): the caller's ids,
+    /// with BSD group semantics when the parent is setgid, as ext4 does.
+    pub(super) fn new_owner(
+        &self,
+        parent_fd: BorrowedFd<'_>,
+        creds: Creds,
+        mode: u32,
+    ) -> Result<(u32, u32, u32)> {
+        let pst = sys::fstat(parent_fd)?;
+        if pst.st_mode & libc::S_ISGID != 0 {
+            let mode = if is_dir_mode(mode) {
+                mode | libc::S_ISGID
+            } else {
+                mode
+            };
+            return Ok((
+                creds.uid,
+                self.opts.ids.show(pst.st_uid, pst.st_gid).1,
+                mode,
+            ));
+        }
+        Ok((creds.uid, creds.gid, mode))
+    }
+
+    pub(super) fn chown_new(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
+        // Caller ids are the mount's (container) ids; the layer stores mapped ones.
+        let uid = self.opts.ids.store_uid(uid).unwrap_or(self.euid);
+        let gid = self.opts.ids.store_gid(gid).unwrap_or(self.egid);
+        if self.privileged && (uid != self.euid || gid != self.egid) {
+            sys::fchownat(dir, name, uid, gid)?;
+        }
+        Ok(())
+    }
+}

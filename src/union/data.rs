@@ -1,0 +1,248 @@
+//! File handles and data: open, read, write, fsync, release, fallocate, lseek,
+//! copy_file_range, and the backing file for passthrough. A handle's fd follows its node to the
+//! upper copy after a copy-up (`file_fd`).
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::handle::{FileHandle, Handle};
+use crate::sys;
+
+use super::Union;
+
+impl Union {
+    /// The flags to open a handle's real file with: the caller's, widened from write-only to
+    /// read-write when that fd may also back passthrough.
+    pub(super) fn handle_flags(&self, flags: i32) -> i32 {
+        let flags = open_flags(flags);
+        if flags & libc::O_ACCMODE == libc::O_WRONLY && self.share_backing.load(Ordering::Relaxed) {
+            (flags & !libc::O_ACCMODE) | libc::O_RDWR
+        } else {
+            flags
+        }
+    }
+
+    /// Open a handle's real file with `handle_flags`, or with the caller's own flags where the
+    /// wider open is refused (root in a user namespace without DAC override on that file).
+    fn open_handle_fd(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        flags: i32,
+        extra: i32,
+        mode: u32,
+    ) -> Result<(OwnedFd, i32)> {
+        let wide = self.handle_flags(flags);
+        match sys::openat(dir, name, wide | extra, mode) {
+            Err(e) if wide != open_flags(flags) && e.is(libc::EACCES) => {
+                let own = open_flags(flags);
+                Ok((sys::openat(dir, name, own | extra, mode)?, own))
+            }
+            r => Ok((r?, wide)),
+        }
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let node = self.nodes.get(ino)?;
+        if node.is_dir {
+            return Err(Error::IsDir);
+        }
+        if open_writes(flags) {
+            self.copy_up(&node)?;
+        }
+        let cgen = node.copy_gen.load(Ordering::Acquire);
+        let (dir, name) = self.at(&node)?;
+        let (fd, flags) = self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?;
+        let fd = Arc::new(fd);
+        *node.open_fd.lock() = Arc::downgrade(&fd);
+        Ok(self.handles.insert(Handle::File(FileHandle {
+            node,
+            fd: parking_lot::RwLock::new((fd, cgen)),
+            flags,
+        })))
+    }
+
+    /// A file to back FUSE passthrough for `ino`: its upper copy, opened read-write so every
+    /// handle of the node can share it. None for a file that is only in a lower, and for one
+    /// with setuid/setgid bits or file capabilities: writes through passthrough bypass the
+    /// daemon, which must drop those on a write by an unprivileged caller. The handle `fh`
+    /// that asks lends its own fd when that is read-write and on the upper copy.
+    pub fn backing_file(&self, ino: u64, fh: u64) -> Result<Option<Arc<OwnedFd>>> {
+        let node = self.nodes.get(ino)?;
+        if !self.has_upper(&node) {
+            return Ok(None);
+        }
+        let own = self.handles.get(fh).ok().and_then(|h| match &*h {
+            Handle::File(f) if f.flags & libc::O_ACCMODE == libc::O_RDWR => self.file_fd(f).ok(),
+            _ => None,
+        });
+        let fd = match own {
+            Some(fd) => fd,
+            None => {
+                let (dir, name) = self.at(&node)?;
+                Arc::new(sys::openat(
+                    dir.as_fd(),
+                    &name,
+                    libc::O_RDWR | libc::O_NOFOLLOW,
+                    0,
+                )?)
+            }
+        };
+        if has_privileges(fd.as_fd())? {
+            return Ok(None);
+        }
+        Ok(Some(fd))
+    }
+
+    /// The fd of a file handle, reopened on the upper copy if the file was copied up since.
+    pub(super) fn file_fd(&self, f: &FileHandle) -> Result<Arc<OwnedFd>> {
+        let cgen = f.node.copy_gen.load(Ordering::Acquire);
+        {
+            let cur = f.fd.read();
+            if cur.1 == cgen {
+                return Ok(cur.0.clone());
+            }
+        }
+        let (dir, name) = self.at(&f.node)?;
+        let fd = Arc::new(sys::openat(
+            dir.as_fd(),
+            &name,
+            f.flags | libc::O_NOFOLLOW,
+            0,
+        )?);
+        *f.fd.write() = (fd.clone(), cgen);
+        Ok(fd)
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handles.file(fh)?;
+        let fd = self.file_fd(h.as_file()?)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// `kill_priv`: the writer lacks CAP_FSETID, so setuid/setgid bits and file capabilities
+    /// go, as on any local filesystem (the kernel leaves this to us: HANDLE_KILLPRIV_V2).
+    pub fn write(&self, fh: u64, off: u64, data: &[u8], kill_priv: bool) -> Result<usize> {
+        let h = self.handles.file(fh)?;
+        let fd = self.file_fd(h.as_file()?)?;
+        if kill_priv {
+            kill_priv_fd(fd.as_fd())?;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            done += sys::pwrite(fd.as_fd(), &data[done..], off + done as u64)?;
+        }
+        Ok(done)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let h = self.handles.get(fh)?;
+        match &*h {
+            Handle::File(f) => sys::fsync(self.file_fd(f)?.as_fd(), datasync),
+            Handle::Dir(d) => {
+                let fd = self.dir_fd(&d.node, d.node.top())?;
+                let real = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                sys::fsync(real.as_fd(), datasync)
+            }
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
+        let h = self.handles.file(fh)?;
+        sys::fallocate(self.file_fd(h.as_file()?)?.as_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Result<i64> {
+        let h = self.handles.file(fh)?;
+        sys::lseek(self.file_fd(h.as_file()?)?.as_fd(), off, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<usize> {
+        let hi = self.handles.file(fh_in)?;
+        let ho = self.handles.file(fh_out)?;
+        let fi = self.file_fd(hi.as_file()?)?;
+        let fo = self.file_fd(ho.as_file()?)?;
+        sys::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len as usize)
+    }
+}
+
+/// Flags for opening the real file: the caller's access mode and status flags, minus those the
+/// kernel already handled (creation, truncation) and O_APPEND (the kernel sends the offset;
+/// pwrite on an O_APPEND fd would ignore it).
+pub(super) fn open_flags(flags: i32) -> i32 {
+    flags
+        & !(libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_TRUNC
+            | libc::O_APPEND
+            | libc::O_DIRECT
+            | libc::O_CLOEXEC)
+}
+
+/// Does an open with `flags` change the file (so that a lower file must be copied up first)?
+pub fn open_writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+/// Does the file carry setuid/setgid-with-group-exec bits or a file capability?
+fn has_privileges(fd: BorrowedFd<'_>) -> Result<bool> {
+    let st = sys::fstat(fd)?;
+    Ok(without_privileges(st.st_mode) != st.st_mode || sys::fhasxattr(fd, c"security.capability")?)
+}
+
+/// `mode` without setuid, and without setgid where it marks a group-executable file (a setgid
+/// bit without group-exec is mandatory locking, which a write keeps).
+fn without_privileges(mode: u32) -> u32 {
+    let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    let mode = mode & !libc::S_ISUID;
+    if mode & sgid_exec == sgid_exec {
+        mode & !libc::S_ISGID
+    } else {
+        mode
+    }
+}
+
+/// `kill_priv_fd` for the regular file `dir/name`.
+pub(super) fn kill_priv_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    let f = sys::openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+    kill_priv_fd(f.as_fd())
+}
+
+/// Drop setuid, setgid (when group-executable) and file capabilities, as `file_remove_privs`
+/// does for a writer without CAP_FSETID.
+fn kill_priv_fd(fd: BorrowedFd<'_>) -> Result<()> {
+    let st = sys::fstat(fd)?;
+    let mode = without_privileges(st.st_mode);
+    if mode != st.st_mode {
+        sys::fchmod(fd, mode & 0o7777)?;
+    }
+    match sys::fremovexattr(fd, c"security.capability") {
+        Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(()),
+        r => r,
+    }
+}

@@ -1,0 +1,374 @@
+//! The union filesystem core: one `Result`-returning method per operation, on node ids and
+//! names. It knows nothing of fuser's reply types; `fuse.rs` translates. The rules are kernel
+//! overlayfs's (Documentation/filesystems/overlayfs.rst); deviations are in docs/semantics.md.
+//!
+//! Lock order: a node's `copy_lock`, then its parent's `dir_lock`; two `dir_lock`s in node id
+//! order. Operations copy up what they need before taking a `dir_lock`. Every other lock (the
+//! node table's, `Node::state`, handles) is a leaf, and every lock is released before anything
+//! could touch the mountpoint.
+//!
+//! This file holds the shared state and helpers; each family of operations is an `impl Union`
+//! block in its own file.
+
+mod attr;
+mod copy;
+mod create;
+mod data;
+mod dir;
+mod remove;
+mod rename;
+mod xattr;
+
+pub use data::open_writes;
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::handle::Handles;
+use crate::idmap::IdMapping;
+use crate::inode::{Node, NodeTable};
+use crate::layer::{LayerIdx, LayerStack};
+use crate::lookup::{self, Hit};
+use crate::override_stat::{Override, apply_override, read_override_at};
+use crate::sys::{self, Stat, Time};
+use crate::whiteout::Format;
+
+/// Behaviour switches fixed at mount time.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// fsync a copied-up file before it is linked into the upper (off with `volatile`).
+    pub fsync: bool,
+    /// Write overlay metadata as `user.overlay.*` (kernel overlay's `userxattr`).
+    pub userxattr: bool,
+    /// How owners show through the mount (fuse-overlayfs's uidmapping/squash options).
+    pub ids: IdMapping,
+    /// Directories report st_nlink 1 (fuse-overlayfs's `static_nlink`).
+    pub static_nlink: bool,
+    /// Also honour AUFS-style `.wh.` whiteout files in the layers.
+    pub aufs_whiteouts: bool,
+}
+
+/// Who asks: the caller's ids from the FUSE request, used as the owner of new objects.
+#[derive(Clone, Copy, Debug)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attribute changes of one SETATTR; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+    /// A truncate by a caller without CAP_FSETID: drop setuid/setgid and capabilities.
+    pub kill_priv: bool,
+}
+
+pub struct Union {
+    pub stack: LayerStack,
+    pub nodes: NodeTable,
+    handles: Handles,
+    fmt: Format,
+    opts: Options,
+    /// The daemon may chown (root in its namespace): new objects get the caller's ids.
+    privileged: bool,
+    /// The daemon's own ids: what a new object in the upper has before any chown.
+    euid: u32,
+    egid: u32,
+    /// Passthrough is on: a write-only handle's file is opened read-write, so it can be the
+    /// node's backing file too (one open instead of two per create).
+    share_backing: AtomicBool,
+    tmp_seq: AtomicU64,
+}
+
+/// ENOTDIR unless `node` is a directory.
+fn require_dir(node: &Node) -> Result<()> {
+    if node.is_dir {
+        Ok(())
+    } else {
+        Err(Error::NotDir)
+    }
+}
+
+fn is_dir_mode(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl Union {
+    pub fn new(stack: LayerStack, opts: Options, fd_cache: usize) -> Union {
+        let nodes = NodeTable::new(&stack, fd_cache);
+        Union {
+            nodes,
+            stack,
+            handles: Handles::default(),
+            fmt: Format::new(opts.userxattr, opts.aufs_whiteouts),
+            opts,
+            privileged: sys::geteuid() == 0,
+            euid: sys::geteuid(),
+            egid: sys::getegid(),
+            share_backing: AtomicBool::new(false),
+            tmp_seq: AtomicU64::new(0),
+        }
+    }
+
+    // ----- helpers -------------------------------------------------------------------------
+
+    /// Would copying `ino` up copy file data (a regular file not in the upper yet)? Such
+    /// requests go to a worker thread (see `pool`).
+    pub fn copy_up_is_slow(&self, ino: u64) -> bool {
+        self.nodes
+            .peek(ino)
+            .is_some_and(|n| n.ftype == libc::S_IFREG && !self.has_upper(&n))
+    }
+
+    /// Does directory `ino` have lower copies, so that an operation on its entries may copy a
+    /// regular file up (a rename of a lower file)?
+    pub fn dir_has_lowers(&self, ino: u64) -> bool {
+        self.nodes
+            .peek(ino)
+            .is_some_and(|n| n.layers().iter().any(|l| !self.stack.is_upper(*l)))
+    }
+
+    /// Called once the kernel agreed to passthrough (see `share_backing`).
+    pub fn set_share_backing(&self) {
+        self.share_backing.store(self.privileged, Ordering::Relaxed);
+    }
+
+    fn upper(&self) -> Result<LayerIdx> {
+        self.stack.upper_idx().ok_or(Error::ReadOnly)
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>> {
+        self.stack
+            .work
+            .as_ref()
+            .map(|w| w.as_fd())
+            .ok_or(Error::ReadOnly)
+    }
+
+    fn tmp_name(&self) -> CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#{:x}.{n}", std::process::id())).unwrap_or_default()
+    }
+
+    fn dir_fd(&self, node: &Node, layer: LayerIdx) -> Result<Arc<OwnedFd>> {
+        self.nodes.dir_fd(&self.stack, node, layer)
+    }
+
+    fn has_upper(&self, node: &Node) -> bool {
+        self.stack.is_upper(node.top())
+    }
+
+    /// Where a node's top copy is, as (directory fd, name) for the `*at` calls: a directory is
+    /// (itself, "."), anything else (its parent's copy in the same layer, its name).
+    fn at(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
+        let top = node.top();
+        if node.is_dir {
+            return Ok((self.dir_fd(node, top)?, c".".to_owned()));
+        }
+        let (parent, name) = match node.alias() {
+            Ok(a) => a,
+            // Unlinked while open: act on the open file itself (fstat of such a file works
+            // on every local filesystem and on kernel overlay).
+            Err(e) => {
+                return node
+                    .open_fd
+                    .lock()
+                    .upgrade()
+                    .map(|fd| (fd, c"".to_owned()))
+                    .ok_or(e);
+            }
+        };
+        let parent = self.nodes.get(parent)?;
+        Ok((self.dir_fd(&parent, top)?, name))
+    }
+
+    fn resolve(&self, parent: &Node, name: &CStr) -> Result<Hit> {
+        let layers = parent.layers();
+        let index = self.dir_index(parent, &layers)?;
+        let absent = |l: LayerIdx| {
+            !self.stack.is_upper(l) && index.as_ref().is_some_and(|ix| !ix.may_have(name, l))
+        };
+        lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)
+    }
+
+    /// The lower-name index of a directory with many lower copies, built on first use.
+    fn dir_index(
+        &self,
+        dir: &Node,
+        layers: &[LayerIdx],
+    ) -> Result<Option<Arc<crate::dirindex::DirIndex>>> {
+        // Every lookup passes here: count before allocating anything.
+        let is_lower = |l: &LayerIdx| !self.stack.is_upper(*l);
+        if layers.iter().filter(|l| is_lower(l)).count() < crate::dirindex::MIN_LOWERS {
+            return Ok(None);
+        }
+        let lowers: Vec<LayerIdx> = layers.iter().copied().filter(is_lower).collect();
+        if let Some(ix) = &dir.state.lock().index {
+            return Ok(Some(ix.clone()));
+        }
+        let ix = Arc::new(crate::dirindex::DirIndex::build(
+            &lowers,
+            self.fmt.aufs,
+            |l| self.dir_fd(dir, l),
+        )?);
+        dir.state.lock().index = Some(ix.clone());
+        Ok(Some(ix))
+    }
+
+    fn lower_positive(&self, parent: &Node, name: &CStr) -> Result<bool> {
+        let layers = parent.layers();
+        lookup::lower_positive(
+            &self.fmt,
+            &layers,
+            self.stack.upper_idx(),
+            |l| self.dir_fd(parent, l),
+            name,
+        )
+    }
+
+    /// The node id and st_ino of an object found by lookup. See `inode` for the scheme.
+    fn id_of(
+        &self,
+        parent: &Node,
+        parent_fd: BorrowedFd<'_>,
+        name: &CStr,
+        found: &lookup::Found,
+    ) -> (u64, u64) {
+        // A merged directory takes the id of its topmost lower copy; anything else its top copy.
+        let pos = if found.is_dir {
+            found
+                .layers
+                .iter()
+                .position(|l| !self.stack.is_upper(*l))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let (layer, st) = (found.layers[pos], &found.stats[pos]);
+        let own = self
+            .nodes
+            .id_for(self.stack.layers[layer].fs_index, st.st_dev, st.st_ino);
+        if found.is_dir {
+            return (own, own);
+        }
+        if !self.stack.is_upper(layer) {
+            if st.st_nlink > 1 {
+                return (self.nodes.alias_id(parent.ino, &name.to_owned()), own);
+            }
+            return (own, own);
+        }
+        // A live node already stands for this very upper object (an unlink after readdirplus,
+        // a lookup after the entry timed out): its origin was weighed when it was made, and
+        // reading the xattr again (a getxattr through /proc) would change nothing.
+        if let Some(n) = self.nodes.peek_object(own)
+            && !n.dead.load(Ordering::Acquire)
+            && n.ftype == st.st_mode & libc::S_IFMT
+        {
+            return (own, own);
+        }
+        // A copied-up file keeps the id of its origin, unless that id is live for an object
+        // that is still in a lower.
+        match self.fmt.origin(parent_fd, name) {
+            Some(origin) => match self.nodes.peek(origin) {
+                Some(n) if !self.has_upper(&n) => (own, own),
+                _ => (origin, origin),
+            },
+            None => (own, own),
+        }
+    }
+
+    /// The override_stat xattr that holds this object's apparent owner and mode, if its top
+    /// layer keeps one (fuse-overlayfs's `xattr_permissions`; directories and files only).
+    fn override_xattr(&self, node: &Node, mode: u32) -> Option<&CStr> {
+        self.override_xattr_in(node.top(), mode)
+    }
+
+    fn override_xattr_in(&self, layer: LayerIdx, mode: u32) -> Option<&CStr> {
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            return None;
+        }
+        self.stack.layers[layer].override_stat.as_deref()
+    }
+
+    /// What `node`'s override_stat xattr `xattr` records, if anything.
+    fn read_override(&self, node: &Node, xattr: &CStr) -> Option<Override> {
+        let (fd, name) = self.at(node).ok()?;
+        read_override_at(fd.as_fd(), &name, xattr)
+    }
+
+    /// `st` of `name` in `dir` (a directory of `layer`) as the layer's override_stat shows it:
+    /// owner, mode and, for a regular file standing in for a special file, its type and rdev.
+    fn overridden_at(
+        &self,
+        layer: LayerIdx,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        mut st: Stat,
+    ) -> Stat {
+        if let Some(x) = self.override_xattr_in(layer, st.st_mode)
+            && let Some(o) = read_override_at(dir, name, x)
+        {
+            apply_override(&mut st, &o);
+        }
+        st
+    }
+
+    fn attr_of(&self, node: &Node, mut st: Stat) -> Stat {
+        if let Some(x) = self.override_xattr(node, st.st_mode)
+            && let Some(o) = self.read_override(node, x)
+        {
+            apply_override(&mut st, &o);
+        }
+        self.finish_attr(node, st)
+    }
+
+    /// The rest of what `stat` shows of `node`, once its override (if any) is applied.
+    fn finish_attr(&self, node: &Node, mut st: Stat) -> Stat {
+        st.st_ino = node.st_ino.load(Ordering::Relaxed);
+        // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
+        // as kernel overlay does, so tools like find don't trust it.
+        if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
+            st.st_nlink = 1;
+        }
+        if !self.opts.ids.is_identity() {
+            (st.st_uid, st.st_gid) = self.opts.ids.show(st.st_uid, st.st_gid);
+        }
+        st
+    }
+
+    fn stat_node(&self, node: &Node) -> Result<Stat> {
+        let (fd, name) = self.at(node)?;
+        let st = sys::fstatat(fd.as_fd(), &name)?;
+        let st = self.finish_attr(node, self.overridden_at(node.top(), fd.as_fd(), &name, st));
+        // The name was removed (and maybe reused) under a concurrent stat: the kernel must
+        // not see the node change type (it would mark the inode bad, EIO). The type is the
+        // shown one: a device standing in as a regular file keeps its device type.
+        if st.st_mode & libc::S_IFMT != node.ftype {
+            return Err(Error::NotFound);
+        }
+        Ok(st)
+    }
+
+    /// The node the kernel knows for `parent/name`, if it is in the table.
+    fn child_node(&self, parent: &Node, name: &CStr, found: &lookup::Found) -> Option<Arc<Node>> {
+        let pfd = self.dir_fd(parent, found.top()).ok()?;
+        let (id, _) = self.id_of(parent, pfd.as_fd(), name, found);
+        self.nodes.peek_object(id)
+    }
+
+    // ----- filesystem ----------------------------------------------------------------------------
+
+    /// The top layer's filesystem: the upper's where new data goes, else the first lower's.
+    pub fn statfs(&self) -> Result<libc::statvfs> {
+        sys::fstatfs(self.stack.root(0))
+    }
+}

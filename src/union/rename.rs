@@ -1,0 +1,286 @@
+//! rename: the checks shared by both forms, then `exchange` (RENAME_EXCHANGE) or `replace`.
+//! Only upper-only objects move: a directory with lower copies answers EXDEV (no redirect_dir);
+//! sources are copied up before the two parents' `dir_lock`s are taken, in node id order.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::MutexGuard;
+
+use crate::error::{Error, Result};
+use crate::inode::Node;
+use crate::layer;
+use crate::lookup::{self, Hit};
+use crate::sys;
+
+use super::{Union, require_dir};
+
+/// Both ends of a rename, resolved under the two parents' `dir_lock`s.
+struct Ends<'a> {
+    parent: &'a Node,
+    name: &'a CString,
+    /// The parent's upper copy.
+    pfd: BorrowedFd<'a>,
+    newparent: &'a Node,
+    newname: &'a CString,
+    npfd: BorrowedFd<'a>,
+    /// The source: upper-only (anything else answered EXDEV).
+    src: lookup::Found,
+    /// What the target name resolves to.
+    dst: Hit,
+}
+
+impl Union {
+    pub fn rename(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        newparent_ino: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.upper()?;
+        let parent = self.nodes.get(parent_ino)?;
+        let newparent = self.nodes.get(newparent_ino)?;
+        require_dir(&parent)?;
+        require_dir(&newparent)?;
+        let name = sys::cname(name)?;
+        let newname = sys::cname(newname)?;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(Error::Invalid);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if exchange && flags & libc::RENAME_NOREPLACE != 0 {
+            return Err(Error::Invalid);
+        }
+        // Refuse what is bound to fail before copying anything up, as kernel overlay does: a
+        // failed rename must not leave a copy-up behind (it would split a lower hard link).
+        self.check_rename(&parent, &name, &newparent, &newname, flags)?;
+        // Copy up first (before any directory lock): the source, the target when exchanging,
+        // and both parents.
+        let src = self
+            .prepare_rename_side(&parent, &name)?
+            .ok_or(Error::NotFound)?;
+        let dst = if exchange {
+            Some(
+                self.prepare_rename_side(&newparent, &newname)?
+                    .ok_or(Error::NotFound)?,
+            )
+        } else {
+            None
+        };
+        self.copy_up(&newparent)?;
+        let _locks = lock_two(&parent, &newparent);
+        let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
+            return Err(Error::NotFound);
+        };
+        if !self.upper_only(&sfound) {
+            return Err(Error::CrossLayerRename);
+        }
+        if parent_ino == newparent_ino && name == newname {
+            return Ok(());
+        }
+        let dhit = self.resolve(&newparent, &newname)?;
+        let pfd = self.dir_fd(&parent, layer::UPPER)?;
+        let npfd = self.dir_fd(&newparent, layer::UPPER)?;
+        let ends = Ends {
+            parent: &parent,
+            name: &name,
+            pfd: pfd.as_fd(),
+            newparent: &newparent,
+            newname: &newname,
+            npfd: npfd.as_fd(),
+            src: sfound,
+            dst: dhit,
+        };
+        match dst {
+            Some(dst) => self.exchange(&ends, &src, &dst),
+            None => self.replace(&ends, &src, flags & libc::RENAME_NOREPLACE != 0),
+        }
+    }
+
+    /// Is the object in the upper only (so a rename of it stays within one layer)?
+    fn upper_only(&self, found: &lookup::Found) -> bool {
+        self.stack.is_upper(found.top()) && found.layers.len() == 1
+    }
+
+    /// RENAME_EXCHANGE: both ends exist and are upper-only; each name keeps hiding what a lower
+    /// has under it.
+    fn exchange(&self, e: &Ends<'_>, src: &Node, dst: &Node) -> Result<()> {
+        let Hit::Found(dfound) = &e.dst else {
+            return Err(Error::NotFound);
+        };
+        if !self.upper_only(dfound) {
+            return Err(Error::CrossLayerRename);
+        }
+        // A directory arriving where a lower has the name must not merge with it.
+        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
+            self.fmt.set_opaque(e.pfd, e.name)?;
+        }
+        if dfound.is_dir && !dfound.opaque && self.lower_positive(e.parent, e.name)? {
+            self.fmt.set_opaque(e.npfd, e.newname)?;
+        }
+        sys::renameat2(e.pfd, e.name, e.npfd, e.newname, libc::RENAME_EXCHANGE)?;
+        src.remove_alias(e.parent.ino, e.name);
+        dst.remove_alias(e.newparent.ino, e.newname);
+        src.add_alias(e.newparent.ino, e.newname);
+        dst.add_alias(e.parent.ino, e.name);
+        Ok(())
+    }
+
+    /// A plain rename (or RENAME_NOREPLACE): the source replaces whatever the target name
+    /// shows, and a whiteout stays at the old name where a lower still has it.
+    fn replace(&self, e: &Ends<'_>, src: &Node, noreplace: bool) -> Result<()> {
+        let mut upper_whiteout_at_dst = false;
+        let mut dst_node = None;
+        match &e.dst {
+            Hit::Found(d) => {
+                if noreplace {
+                    return Err(Error::Exists);
+                }
+                match (e.src.is_dir, d.is_dir) {
+                    (true, false) => return Err(Error::NotDir),
+                    (false, true) => return Err(Error::IsDir),
+                    _ => {}
+                }
+                // A target only in lowers has nothing in the upper to replace: the moved
+                // object covers it.
+                if d.is_dir {
+                    self.check_empty(e.newparent, e.newname, &d.layers)?;
+                    if self.stack.is_upper(d.top()) {
+                        // Only whiteouts remain in the target's upper copy: clear them so the
+                        // rename can replace it (the moved dir is made opaque below).
+                        let sub = sys::open_dir_path(e.npfd, e.newname)?;
+                        layer::clear_dir(sub.as_fd())?;
+                    }
+                }
+                dst_node = self.child_node(e.newparent, e.newname, d);
+                // The target's upper object is about to be replaced: if that was its last
+                // link, its inode number is free for reuse.
+                if let Some(n) = &dst_node
+                    && self.stack.is_upper(d.top())
+                    && (d.is_dir || d.stats[0].st_nlink <= 1)
+                {
+                    n.dead.store(true, Ordering::Release);
+                }
+            }
+            Hit::Absent { whiteout_layer } => {
+                upper_whiteout_at_dst = *whiteout_layer == Some(layer::UPPER)
+            }
+        }
+        let src_whiteout = self.lower_positive(e.parent, e.name)?;
+        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
+            self.fmt.set_opaque(e.pfd, e.name)?;
+        }
+        if e.src.is_dir && upper_whiteout_at_dst {
+            // A directory cannot replace the whiteout (a char device) by rename: exchange them,
+            // then keep the whiteout at the old name if a lower still has it.
+            sys::renameat2(e.pfd, e.name, e.npfd, e.newname, libc::RENAME_EXCHANGE)?;
+            if !src_whiteout {
+                sys::unlinkat(e.pfd, e.name, 0)?;
+            }
+        } else {
+            let flags = if src_whiteout {
+                libc::RENAME_WHITEOUT
+            } else {
+                0
+            };
+            sys::renameat2(e.pfd, e.name, e.npfd, e.newname, flags)?;
+        }
+        if let Some(d) = dst_node {
+            d.remove_alias(e.newparent.ino, e.newname);
+            if d.is_dir {
+                self.nodes.drop_dir_fds(d.ino);
+            }
+        }
+        src.remove_alias(e.parent.ino, e.name);
+        src.add_alias(e.newparent.ino, e.newname);
+        Ok(())
+    }
+
+    /// The errors a rename can be told apart by from the names alone (they are checked again
+    /// under the directory locks).
+    fn check_rename(
+        &self,
+        parent: &Node,
+        name: &CStr,
+        newparent: &Node,
+        newname: &CStr,
+        flags: u32,
+    ) -> Result<()> {
+        let has_lower = |f: &lookup::Found| f.layers.iter().any(|l| !self.stack.is_upper(*l));
+        let Hit::Found(src) = self.resolve(parent, name)? else {
+            return Err(Error::NotFound);
+        };
+        if src.is_dir && has_lower(&src) {
+            return Err(Error::CrossLayerRename);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        match self.resolve(newparent, newname)? {
+            Hit::Absent { .. } if exchange => Err(Error::NotFound),
+            Hit::Absent { .. } => Ok(()),
+            Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Exists),
+            Hit::Found(dst) if exchange => {
+                if dst.is_dir && has_lower(&dst) {
+                    Err(Error::CrossLayerRename)
+                } else {
+                    Ok(())
+                }
+            }
+            Hit::Found(dst) => match (src.is_dir, dst.is_dir) {
+                (true, false) => Err(Error::NotDir),
+                (false, true) => Err(Error::IsDir),
+                (true, true) => self.check_empty(newparent, newname, &dst.layers),
+                (false, false) => Ok(()),
+            },
+        }
+    }
+
+    /// The node at `parent/name`, copied up if it is a non-directory in a lower. A directory
+    /// with lower copies is left alone (rename then answers EXDEV).
+    fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
+        let Hit::Found(found) = self.resolve(parent, name)? else {
+            return Ok(None);
+        };
+        let pfd = self.dir_fd(parent, found.top())?;
+        let ids = self.id_of(parent, pfd.as_fd(), name, &found);
+        let id = ids.0;
+        let node = match self.nodes.peek_object(id) {
+            Some(n) => n,
+            None => {
+                // Not known to the kernel (rare: rename without a prior lookup); track it
+                // without a kernel reference.
+                let st = self.overridden_at(found.top(), pfd.as_fd(), name, found.stats[0]);
+                let n = self.nodes.remember(
+                    ids,
+                    st.st_mode & libc::S_IFMT,
+                    found.layers.clone(),
+                    (parent.ino, name.clone()),
+                );
+                self.nodes.forget(n.ino, 1);
+                n
+            }
+        };
+        node.add_alias(parent.ino, name);
+        if found.is_dir {
+            if found.layers.iter().any(|l| !self.stack.is_upper(*l)) {
+                return Err(Error::CrossLayerRename);
+            }
+        } else {
+            self.copy_up(&node)?;
+        }
+        Ok(Some(node))
+    }
+}
+
+fn lock_two<'a>(a: &'a Node, b: &'a Node) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+    if a.ino == b.ino {
+        return (a.dir_lock.lock(), None);
+    }
+    let (first, second) = if a.ino < b.ino { (a, b) } else { (b, a) };
+    let g1 = first.dir_lock.lock();
+    let g2 = second.dir_lock.lock();
+    (g1, Some(g2))
+}

@@ -1,0 +1,113 @@
+//! Extended attributes: names escaped per the whiteout `Format`, override_stat xattrs hidden,
+//! ACL owners mapped like stat's owners; a node's names are cached until it changes.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::idmap;
+use crate::inode::Node;
+use crate::override_stat::is_override_xattr;
+use crate::sys;
+
+use super::Union;
+
+impl Union {
+    /// The `/proc/self/fd/N/NAME` path the `l*xattr` calls take for `node`, with the directory
+    /// fd it names (keep it alive while the path is used: N could be reused once it closes).
+    fn xattr_path(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
+        let (fd, name) = self.at(node)?;
+        let path = sys::proc_path(fd.as_fd(), &name);
+        Ok((fd, path))
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let real = self.fmt.escape(&sys::cname(name)?);
+        // Most asks are for names the object lacks (`security.selinux` of every file in
+        // `ls -l`): answered from the name cache, without building a path.
+        if is_override_xattr(&real) || !self.xattr_names(&node)?.contains(&real) {
+            return Err(Error::NoXattr);
+        }
+        let (_fd, path) = self.xattr_path(&node)?;
+        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::NoXattr)?;
+        if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
+            return Ok(value);
+        }
+        // ACL entries name owners: show them as stat shows owners. A layer's ACL the kernel
+        // could not parse either is an I/O error, not something to pass on untranslated.
+        self.opts.ids.show_acl(&value).map_err(|_| Error::Malformed)
+    }
+
+    /// The node's stored xattr names, listed once and then cached (see `NodeState`).
+    fn xattr_names(&self, node: &Node) -> Result<Arc<Vec<CString>>> {
+        if let Some(names) = &node.state.lock().xattr_names {
+            return Ok(names.clone());
+        }
+        let (_fd, path) = self.xattr_path(node)?;
+        let names = Arc::new(sys::llistxattr_vec(&path)?);
+        node.state.lock().xattr_names = Some(names.clone());
+        Ok(names)
+    }
+
+    pub(super) fn forget_xattr_names(&self, node: &Node) {
+        node.state.lock().xattr_names = None;
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let (_fd, path) = self.xattr_path(&node)?;
+        let mut out = Vec::new();
+        for name in sys::llistxattr_vec(&path)? {
+            if is_override_xattr(&name) {
+                continue;
+            }
+            if let Some(shown) = self.fmt.unescape(&name) {
+                out.extend_from_slice(shown.to_bytes_with_nul());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let name = sys::cname(name)?;
+        if is_override_xattr(&name) {
+            return Err(Error::NotPermitted);
+        }
+        let real = self.fmt.escape(&name);
+        // ACL entries name owners: store them as chown stores owners (EINVAL for an id the
+        // mapping has no place for, or a value that is not an ACL), before any copy-up.
+        let mapped;
+        let value = if !self.opts.ids.is_identity() && idmap::is_acl_xattr(real.to_bytes()) {
+            mapped = (self.opts.ids)
+                .store_acl(value)
+                .map_err(|_| Error::Invalid)?;
+            &mapped[..]
+        } else {
+            value
+        };
+        let node = self.nodes.get(ino)?;
+        self.copy_up(&node)?;
+        self.forget_xattr_names(&node);
+        let (_fd, path) = self.xattr_path(&node)?;
+        sys::lsetxattr(&path, &real, value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        let node = self.nodes.get(ino)?;
+        let real = self.fmt.escape(&sys::cname(name)?);
+        // Removing a name the object lacks changes nothing, so it needs no copy-up.
+        let absent = {
+            let (_fd, path) = self.xattr_path(&node)?;
+            sys::lgetxattr_vec(&path, &real)?.is_none()
+        };
+        if absent {
+            return Err(Error::NoXattr);
+        }
+        self.copy_up(&node)?;
+        self.forget_xattr_names(&node);
+        let (_fd, path) = self.xattr_path(&node)?;
+        sys::lremovexattr(&path, &real)
+    }
+}
