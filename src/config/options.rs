@@ -6,8 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{IdRange, lowers};
+use super::lowers;
 use crate::error::{Error, Result};
+use crate::idmap::IdRange;
 
 /// Options given with `-o`, before validation. Later occurrences of an option override
 /// earlier ones, as with fuse-overlayfs and mount(8).
