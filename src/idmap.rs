@@ -3,10 +3,35 @@
 //! owner). Without options it is the identity and costs nothing. The same translation applies
 //! to the ids inside POSIX ACL xattrs (`system.posix_acl_access`/`_default`).
 
-use crate::config::{IdRange, map_to_container, map_to_host};
-
 /// The id the kernel shows for ids a mapping does not cover (`/proc/sys/kernel/overflowuid`).
 const OVERFLOW_ID: u32 = 65534;
+
+/// One range of an id mapping: `count` ids from `container` (as seen through the mount) are
+/// the ids from `host` in the layers. fuse-overlayfs's and containers-storage's
+/// `container:host:count` triple; the same shape as a line of /proc/PID/uid_map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+/// The container id of a layer's `host` id, if the mapping covers it.
+pub fn map_to_container(map: &[IdRange], host: u32) -> Option<u32> {
+    map.iter()
+        .find(|r| host >= r.host && u64::from(host) < u64::from(r.host) + u64::from(r.count))
+        .map(|r| host - r.host + r.container)
+}
+
+/// The layer (host) id of a `container` id, if the mapping covers it.
+pub fn map_to_host(map: &[IdRange], container: u32) -> Option<u32> {
+    map.iter()
+        .find(|r| {
+            container >= r.container
+                && u64::from(container) < u64::from(r.container) + u64::from(r.count)
+        })
+        .map(|r| container - r.container + r.host)
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct IdMapping {

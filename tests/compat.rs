@@ -12,9 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use unionfuse::compat::{self, CompatAction};
-use unionfuse::config::{
-    IdRange, MountOpts, map_to_container, map_to_host, parse_id_map, split_lowerdir, split_options,
-};
+use unionfuse::config::{MountOpts, parse_id_map, split_lowerdir, split_options};
+use unionfuse::idmap::{IdRange, map_to_container, map_to_host};
 
 fn opts(list: &str) -> MountOpts {
     let mut o = MountOpts::default();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{Rng, env_num};
 use unionfuse::config::{self, MountOpts};
+use unionfuse::idmap;
 use unionfuse::whiteout::Format;
 
 mod common;
@@ -148,16 +149,16 @@ fn mount_option_parser_never_panics_and_is_deterministic() {
     });
 }
 
-fn check_bijection(map: &[config::IdRange], input: &str) {
+fn check_bijection(map: &[idmap::IdRange], input: &str) {
     for rg in map {
         for k in [0, rg.count / 2, rg.count.saturating_sub(1)] {
             if k >= rg.count {
                 continue;
             }
             let (c, h) = (rg.container + k, rg.host + k);
-            assert_eq!(config::map_to_host(map, c), Some(h), "{input:?}: {rg:?}");
+            assert_eq!(idmap::map_to_host(map, c), Some(h), "{input:?}: {rg:?}");
             assert_eq!(
-                config::map_to_container(map, h),
+                idmap::map_to_container(map, h),
                 Some(c),
                 "{input:?}: {rg:?}"
             );

@@ -6,8 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{IdRange, lowers};
+use super::lowers;
 use crate::error::{Error, Result};
+use crate::idmap::IdRange;
 
 /// Options given with `-o`, before validation. Later occurrences of an option override
 /// earlier ones, as with fuse-overlayfs and mount(8).
@@ -117,7 +118,7 @@ impl MountOpts {
             ("exec", None) => self.exec = Some(true),
             ("noexec", None) => self.exec = Some(false),
             ("debug", None) => self.debug = true,
-            // Testing hook (tests/mount_basic.rs): proves a panicking handler answers EIO and
+            // Testing hook (tests/mount_lifecycle.rs): proves a panicking handler answers EIO and
             // leaves the mount serving. Only in test builds: a user must not crash a daemon.
             #[cfg(feature = "fault-injection")]
             ("debug_panic_on", Some(v)) => self.panic_on = Some(v.to_string()),
