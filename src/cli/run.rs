@@ -62,6 +62,22 @@ pub struct RunArgs {
     /// Log more (repeat for more).
     #[arg(long, short = 'V', action = clap::ArgAction::Count)]
     pub verbose: u8,
+    // Containment (docs/security.md): podman's spellings.
+    /// Add a capability to the default set (CAP_NAME, NAME, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (CAP_NAME, NAME, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, /proc and /sys unmasked.
+    #[arg(long)]
+    pub privileged: bool,
+    /// no-new-privileges[=true|false], seccomp=unconfined or seccomp=PROFILE.json.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Pass the caller's file descriptors 3..3+N to the command (others above 2 are closed).
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
     /// With an IMAGE: run this instead of the image's Entrypoint (and drop its Cmd).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -95,6 +111,11 @@ impl RunArgs {
             tty: self.tty,
             rootless: self.rootless,
             verbose: self.verbose,
+            cap_add: self.cap_add,
+            cap_drop: self.cap_drop,
+            privileged: self.privileged,
+            security_opt: self.security_opt,
+            preserve_fds: self.preserve_fds,
             cmd: self.cmd,
         };
         match found {

@@ -87,9 +87,8 @@ fn start(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap) -> RunResult
                     sys::attach_tty(s)?;
                 }
                 let groups = groups_allowed.then_some(user.groups.as_slice());
-                sys::set_ids(user.uid, user.gid, groups)?;
-                sys::chdir(&workdir)?;
-                Ok(())
+                let steps = plan.exec_steps(user.uid, user.gid, groups, &workdir);
+                plan::apply(&steps, &mut LinuxSys { root: "/".into() })
             })();
             if let Err(e) = res {
                 eprintln!("unionfuse run: {e}");

@@ -5,13 +5,17 @@
 //! pid 1 exits. See docs/runtime.md for the sequence and the reasons. Knows nothing of FUSE
 //! internals: it mounts through `config::MountConfig` and `mount::mount`.
 
+pub mod caps;
 pub mod idmap;
 pub mod init;
 pub mod plan;
 pub mod request;
 pub mod rootfs;
+pub mod seccomp;
+pub mod security;
 #[allow(unsafe_code)]
 pub mod sys;
+mod syscalls;
 
 use std::path::{Path, PathBuf};
 

@@ -6,8 +6,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::caps::{self, Caps, ProcessCaps};
 use super::idmap::IdMap;
 use super::request::{NetMode, RunRequest};
+use super::seccomp::Insn;
+use super::security::{self, Security};
 use super::sys::{self, RunError, RunResult, Sys};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,6 +55,7 @@ pub struct RunPlan {
     pub userns: bool,
     pub cmd: Vec<OsString>,
     pub verbose: u8,
+    pub security: Security,
 }
 
 /// One thing done to the kernel. Container paths (`ctr`) are inside the new root.
@@ -102,6 +106,29 @@ pub enum Step {
         recursive: bool,
     },
     PivotRoot(PathBuf),
+    /// Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory; nothing
+    /// when it does not exist.
+    Mask(PathBuf),
+    /// Bind a path onto itself read-only; nothing when it does not exist.
+    ReadOnlyPath(PathBuf),
+    // In the command's process, before exec (`RunPlan::exec_steps`).
+    /// Close every fd from this one up.
+    CloseFdsFrom(u32),
+    /// Drop every capability outside this set from the bounding set.
+    Bounding(Caps),
+    /// Keep the permitted set across the switch to a non-root uid (PR_SET_KEEPCAPS).
+    KeepCaps,
+    SetIds {
+        uid: u32,
+        gid: u32,
+        /// None where setgroups is denied (a user namespace mapped without the helper).
+        groups: Option<Vec<u32>>,
+    },
+    /// As the user: a directory it cannot enter is an error.
+    Chdir(PathBuf),
+    SetCaps(ProcessCaps),
+    NoNewPrivs,
+    Seccomp(Vec<Insn>),
 }
 
 fn absolute_clean(p: &Path, what: &str) -> RunResult<PathBuf> {
@@ -235,6 +262,8 @@ impl RunPlan {
             .iter()
             .map(|v| parse_volume(v))
             .collect::<RunResult<_>>()?;
+        let userns = args.rootless || euid != 0;
+        let security = Security::new(args, userns)?;
         Ok(RunPlan {
             lowers,
             upper: args.upper.clone(),
@@ -246,9 +275,10 @@ impl RunPlan {
             net: args.net,
             read_only: args.read_only,
             tty: args.tty,
-            userns: args.rootless || euid != 0,
+            userns,
             cmd: args.cmd.clone(),
             verbose: args.verbose,
+            security,
         })
     }
 
@@ -401,6 +431,16 @@ impl RunPlan {
                 recursive: true,
             });
         }
+        if self.security.mask {
+            // As the engines: what /proc and /sys tell of the host's hardware and kernel, or
+            // let the container change in it, is hidden or read-only (docs/security.md).
+            for p in security::MASKED {
+                s.push(Step::Mask(ctr(p)));
+            }
+            for p in security::READ_ONLY {
+                s.push(Step::ReadOnlyPath(ctr(p)));
+            }
+        }
         s.push(Step::MkdirAll {
             ctr: ctr("/tmp"),
             mode: 0o1777,
@@ -441,6 +481,36 @@ impl RunPlan {
                 ctr: ctr("/"),
                 recursive: false,
             });
+        }
+        s
+    }
+
+    /// In the command's process, after the fork, before exec: close the fds not passed on,
+    /// shrink the capabilities, switch to the user, no_new_privs, and the seccomp filter last,
+    /// so that none of the runtime's own calls meet it. Without no_new_privs the kernel wants
+    /// CAP_SYS_ADMIN to install a filter: then it comes first, while every capability is
+    /// still held (as runc), and the calls after it are ones the filter must allow.
+    pub fn exec_steps(&self, uid: u32, gid: u32, groups: Option<&[u32]>, dir: &Path) -> Vec<Step> {
+        let sec = &self.security;
+        let mut s = vec![Step::CloseFdsFrom(3 + sec.preserve_fds)];
+        let filter = sec.seccomp.clone().map(Step::Seccomp);
+        if !sec.no_new_privs {
+            s.extend(filter.clone());
+        }
+        s.push(Step::Bounding(sec.bounding));
+        if uid != 0 {
+            s.push(Step::KeepCaps);
+        }
+        s.push(Step::SetIds {
+            uid,
+            gid,
+            groups: groups.map(<[u32]>::to_vec),
+        });
+        s.push(Step::Chdir(dir.to_path_buf()));
+        s.push(Step::SetCaps(caps::for_user(sec.bounding, sec.added, uid)));
+        if sec.no_new_privs {
+            s.push(Step::NoNewPrivs);
+            s.extend(filter);
         }
         s
     }
@@ -505,6 +575,16 @@ pub fn apply(steps: &[Step], sys: &mut dyn Sys) -> RunResult<()> {
             }
             Step::ReadOnly { ctr, recursive } => sys.set_read_only(ctr, *recursive)?,
             Step::PivotRoot(p) => sys.pivot_root(p)?,
+            Step::Mask(p) => sys.mask(p)?,
+            Step::ReadOnlyPath(p) => sys.read_only_path(p)?,
+            Step::CloseFdsFrom(n) => sys.close_fds_from(*n)?,
+            Step::Bounding(c) => sys.bounding(*c)?,
+            Step::KeepCaps => sys.keep_caps()?,
+            Step::SetIds { uid, gid, groups } => sys.set_ids(*uid, *gid, groups.as_deref())?,
+            Step::Chdir(d) => sys.chdir(d)?,
+            Step::SetCaps(c) => sys.set_caps(c)?,
+            Step::NoNewPrivs => sys.no_new_privs()?,
+            Step::Seccomp(prog) => sys.seccomp(prog)?,
         }
     }
     Ok(())
