@@ -117,7 +117,44 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
+/// The permitted set this process holds (capget).
+fn permitted_now() -> RunResult<Caps> {
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: the header and two data structs are the v3 layout capget(2) writes.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(RunError::last("read this process's capabilities"));
+    }
+    Ok(Caps(
+        u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32,
+    ))
+}
+
+/// Capabilities this process does not hold itself (a caller whose bounding set lacks some,
+/// `--privileged` naming every capability) are left out: none can be granted.
 pub fn set_caps(c: &ProcessCaps) -> RunResult<()> {
+    let held = permitted_now()?;
+    let c = &ProcessCaps {
+        bounding: c.bounding,
+        effective: Caps(c.effective.0 & held.0),
+        permitted: Caps(c.permitted.0 & held.0),
+        inheritable: Caps(c.inheritable.0 & held.0),
+        ambient: Caps(c.ambient.0 & held.0),
+    };
     let half = |s: Caps, i: usize| (s.0 >> (32 * i)) as u32;
     let data: [CapData; 2] = std::array::from_fn(|i| CapData {
         effective: half(c.effective, i),
