@@ -742,6 +742,94 @@ mod tests {
         assert!(e.to_string().starts_with("-u"), "{e}");
     }
 
+    fn exec_calls(plan: &RunPlan, uid: u32) -> Vec<String> {
+        let mut rec = RecordingSys::default();
+        apply(
+            &plan.exec_steps(uid, uid, Some(&[uid]), Path::new("/w")),
+            &mut rec,
+        )
+        .expect("exec steps");
+        rec.calls
+    }
+
+    #[test]
+    fn the_filter_is_installed_last_after_no_new_privs() {
+        let plan = RunPlan::new(&args(|_| {}), 0).expect("plan");
+        let c = exec_calls(&plan, 0);
+        assert_eq!(c[0], "close fds from 3");
+        assert!(
+            c[1].starts_with("bounding CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER"),
+            "{c:#?}"
+        );
+        assert_eq!(c[2], "set ids 0:0 groups Some([0])");
+        assert_eq!(c[3], "chdir /w");
+        assert!(c[4].starts_with("caps eff [CAP_CHOWN"), "{c:#?}");
+        assert!(c[4].ends_with("inh [] amb []"), "{c:#?}");
+        assert_eq!(c[5], "no_new_privs");
+        assert!(c[6].starts_with("seccomp "), "{c:#?}");
+        assert_eq!(c.len(), 7);
+        // A non-root user keeps its permitted set over setuid, then gets the added caps only.
+        let plan = RunPlan::new(
+            &args(|a| {
+                a.cap_add = vec!["NET_RAW".into()];
+                a.preserve_fds = 2;
+            }),
+            0,
+        )
+        .expect("plan");
+        let c = exec_calls(&plan, 1000);
+        assert_eq!(c[0], "close fds from 5");
+        assert_eq!(c[2], "keep caps");
+        assert_eq!(
+            c[5],
+            "caps eff [CAP_NET_RAW] prm [CAP_NET_RAW] inh [CAP_NET_RAW] amb [CAP_NET_RAW]"
+        );
+    }
+
+    #[test]
+    fn without_no_new_privs_the_filter_comes_first_and_unconfined_has_none() {
+        let opt = |o: &str| {
+            let o = o.to_string();
+            RunPlan::new(&args(move |a| a.security_opt = vec![o]), 0).expect("plan")
+        };
+        let c = exec_calls(&opt("no-new-privileges=false"), 0);
+        assert!(c[1].starts_with("seccomp "), "{c:#?}");
+        assert!(!c.contains(&"no_new_privs".to_string()));
+        let c = exec_calls(&opt("seccomp=unconfined"), 0);
+        assert!(!c.iter().any(|x| x.starts_with("seccomp")), "{c:#?}");
+        let e = RunPlan::new(&args(|a| a.security_opt = vec!["label=x".into()]), 0)
+            .expect_err("unknown");
+        assert!(
+            e.to_string()
+                .starts_with("--security-opt label=x: unknown option"),
+            "{e}"
+        );
+        let e = RunPlan::new(
+            &args(|a| a.security_opt = vec!["seccomp=/no/such.json".into()]),
+            0,
+        )
+        .expect_err("missing profile");
+        assert!(e.to_string().contains("/no/such.json: ENOENT"), "{e}");
+    }
+
+    #[test]
+    fn proc_and_sys_are_masked_before_the_switch_unless_privileged() {
+        let plan = RunPlan::new(&args(|_| {}), 0).expect("plan");
+        let c = record(&plan, &single_map());
+        let pivot = pos(&c, "pivot_root");
+        for p in [
+            "mask /proc/kcore",
+            "mask /sys/firmware",
+            "read-only-path /proc/sys",
+        ] {
+            let i = pos(&c, p);
+            assert!(pos(&c, "mount sysfs") < i && i < pivot, "{p}: {c:#?}");
+        }
+        let plan = RunPlan::new(&args(|a| a.privileged = true), 0).expect("plan");
+        let c = record(&plan, &single_map());
+        assert!(!c.iter().any(|x| x.starts_with("mask")), "{c:#?}");
+    }
+
     #[test]
     fn environment_defaults_then_overrides() {
         let plan = RunPlan::new(
