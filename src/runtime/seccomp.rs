@@ -499,7 +499,7 @@ pub fn eval(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
             4 => arch,
             o if o >= OFF_ARGS => {
                 let a = args[((o - OFF_ARGS) / 8) as usize];
-                if (o - OFF_ARGS) % 8 == 0 {
+                if (o - OFF_ARGS).is_multiple_of(8) {
                     a as u32
                 } else {
                     (a >> 32) as u32
