@@ -78,6 +78,16 @@ pub struct RunArgs {
     /// Pass the caller's file descriptors 3..3+N to the command (others above 2 are closed).
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// As root: a user namespace for the container, mapped to unused host ids (auto[:size=N]),
+    /// or none (host, the default).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// As root: map container ids CONTAINER.. to host ids HOST.. (SIZE of them); repeatable.
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub uidmap: Vec<String>,
+    /// As --uidmap, for group ids (default: the same ranges as --uidmap).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub gidmap: Vec<String>,
     /// With an IMAGE: run this instead of the image's Entrypoint (and drop its Cmd).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -116,6 +126,9 @@ impl RunArgs {
             privileged: self.privileged,
             security_opt: self.security_opt,
             preserve_fds: self.preserve_fds,
+            userns: self.userns,
+            uidmap: self.uidmap,
+            gidmap: self.gidmap,
             cmd: self.cmd,
         };
         match found {

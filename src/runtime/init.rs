@@ -18,6 +18,12 @@ pub const EXIT_SETUP: i32 = 125;
 
 /// The body of pid 1. Waits on `go` until the supervisor has mounted the union; never returns.
 pub fn pid1(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap, go: OwnedFd) -> ! {
+    // The caller's fds are not the container's: only --preserve-fds N's (for the command) and
+    // the pipe from the supervisor stay.
+    if let Err(e) = sys::close_fds_from_except(3 + plan.security.preserve_fds, go.as_raw_fd()) {
+        eprintln!("unionfuse run: {e}");
+        sys::exit_now(EXIT_SETUP);
+    }
     // Die with the supervisor: without it the union is gone and nothing here can work.
     sys::set_pdeathsig(libc::SIGKILL);
     // Out of the caller's process group: terminal signals reach the supervisor only, which

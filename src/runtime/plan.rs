@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::caps::{self, Caps, ProcessCaps};
-use super::idmap::IdMap;
+use super::idmap::{self, ContainerIds, IdMap};
 use super::request::{NetMode, RunRequest};
 use super::seccomp::Insn;
 use super::security::{self, Security};
@@ -51,8 +51,14 @@ pub struct RunPlan {
     pub net: NetMode,
     pub read_only: bool,
     pub tty: bool,
-    /// Run in a new user namespace (always when not root).
+    /// The container has a user namespace of its own (rootless, or asked for as root).
     pub userns: bool,
+    /// The supervisor (and the union's daemon) enters it first: a run not started as root, or
+    /// `--rootless`.
+    pub rootless: bool,
+    /// A rootful run's container-only user namespace (`--userns=auto`, `--uidmap`): pid 1 is
+    /// cloned into it, the daemon stays host root and the union maps the ids.
+    pub container_ids: Option<ContainerIds>,
     pub cmd: Vec<OsString>,
     pub verbose: u8,
     pub security: Security,
@@ -262,7 +268,39 @@ impl RunPlan {
             .iter()
             .map(|v| parse_volume(v))
             .collect::<RunResult<_>>()?;
-        let userns = args.rootless || euid != 0;
+        let rootless = args.rootless || euid != 0;
+        let auto = args
+            .userns
+            .as_deref()
+            .map(idmap::parse_userns)
+            .transpose()
+            .map_err(RunError::new)?
+            .flatten();
+        let explicit = !args.uidmap.is_empty() || !args.gidmap.is_empty();
+        let container_ids = match (auto, explicit) {
+            (Some(_), true) => {
+                return Err(RunError::new(
+                    "--userns=auto and --uidmap/--gidmap: give one or the other",
+                ));
+            }
+            (Some(size), false) => Some(ContainerIds::Auto { size }),
+            (None, true) if args.userns.is_some() => {
+                return Err(RunError::new(
+                    "--userns=host and --uidmap/--gidmap: the maps need a user namespace",
+                ));
+            }
+            (None, true) => Some(ContainerIds::Maps(
+                idmap::parse_maps(&args.uidmap, &args.gidmap).map_err(RunError::new)?,
+            )),
+            (None, false) => None,
+        };
+        if rootless && container_ids.is_some() {
+            return Err(RunError::new(
+                "--userns/--uidmap/--gidmap: only for a run started as root \
+                 (a rootless run has its user namespace already)",
+            ));
+        }
+        let userns = rootless || container_ids.is_some();
         let security = Security::new(args, userns)?;
         Ok(RunPlan {
             lowers,
@@ -276,6 +314,8 @@ impl RunPlan {
             read_only: args.read_only,
             tty: args.tty,
             userns,
+            rootless,
+            container_ids,
             cmd: args.cmd.clone(),
             verbose: args.verbose,
             security,
@@ -285,7 +325,7 @@ impl RunPlan {
     /// In the supervisor, before the union is mounted and before pid 1 is forked.
     pub fn host_steps(&self, map: &IdMap) -> Vec<Step> {
         let mut s = Vec::new();
-        if self.userns {
+        if self.rootless {
             // The user namespace first: it owns every namespace made after it, which is what
             // lets an unprivileged caller mount FUSE, proc and tmpfs below.
             s.push(Step::EnterUserNs {
@@ -310,6 +350,15 @@ impl RunPlan {
     pub fn container_steps(&self, root: &Path, init_dir: &Path, map: &IdMap) -> Vec<Step> {
         let mut s = Vec::new();
         let ctr = |p: &str| PathBuf::from(p);
+        if self.container_ids.is_some() {
+            // Cloned into its user namespace as host root (unmapped there), pid 1 becomes the
+            // container's root before anything else, and drops the host's groups.
+            s.push(Step::SetIds {
+                uid: 0,
+                gid: 0,
+                groups: Some(vec![]),
+            });
+        }
         let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
         if self.net == NetMode::None {
             flags |= libc::CLONE_NEWNET;
@@ -690,6 +739,40 @@ mod tests {
         let b = pos(&c, "bind /sys -> /sys");
         assert_eq!(c[b + 1], "read-only recursive /sys");
         assert!(!c.iter().any(|x| x.starts_with("mount sysfs")));
+    }
+
+    #[test]
+    fn a_rootful_user_namespace_is_pid_1s_alone() {
+        let plan =
+            RunPlan::new(&args(|a| a.uidmap = vec!["0:100000:65536".into()]), 0).expect("plan");
+        assert!(plan.userns && !plan.rootless);
+        let map = idmap::parse_maps(&["0:100000:65536".into()], &[]).expect("map");
+        let c = record(&plan, &map);
+        // The supervisor stays in the host's user namespace; pid 1 becomes the container's
+        // root before its first mount, without the host's groups.
+        assert_eq!(c[0], "unshare mnt");
+        assert_eq!(c[2], "set ids 0:0 groups Some([])");
+        assert_eq!(c[3], "unshare mnt+uts+ipc");
+        assert!(c.iter().any(|x| x.ends_with("mode=0620,gid=5")), "{c:#?}");
+        assert!(pos(&c, "bind /sys -> /sys") < pos(&c, "pivot_root"));
+        let e =
+            RunPlan::new(&args(|a| a.userns = Some("auto".into())), 1000).expect_err("rootless");
+        assert!(
+            e.to_string().contains("only for a run started as root"),
+            "{e}"
+        );
+        let e = RunPlan::new(
+            &args(|a| {
+                a.userns = Some("auto".into());
+                a.gidmap = vec!["0:1:1".into()];
+            }),
+            0,
+        )
+        .expect_err("both");
+        assert!(e.to_string().contains("one or the other"), "{e}");
+        let plan =
+            RunPlan::new(&args(|a| a.userns = Some("auto:size=1024".into())), 0).expect("auto");
+        assert_eq!(plan.container_ids, Some(ContainerIds::Auto { size: 1024 }));
     }
 
     #[test]

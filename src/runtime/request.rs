@@ -45,6 +45,11 @@ pub struct RunRequest {
     pub security_opt: Vec<String>,
     /// Keep the caller's fds 3..3+N open in the command.
     pub preserve_fds: u32,
+    /// `--userns`: `host`, `auto` or `auto:size=N` (a rootful run only).
+    pub userns: Option<String>,
+    /// `--uidmap`, `--gidmap`: `CONTAINER:HOST:SIZE` each (a rootful run only).
+    pub uidmap: Vec<String>,
+    pub gidmap: Vec<String>,
     /// The command and its arguments.
     pub cmd: Vec<OsString>,
 }

@@ -49,21 +49,52 @@ pub fn close_fds_from(first: u32) -> RunResult<()> {
     // SAFETY: close_range takes integers; fds of this process above `first` are closed, and
     // nothing in this process uses them again before exec.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
-    if r < 0 && last_errno() != libc::ENOSYS {
+    if r < 0 {
+        return fallback_close(first, None);
+    }
+    Ok(())
+}
+
+/// Close every fd from `first` up but `keep` (pid 1 keeps its pipe to the supervisor).
+pub fn close_fds_from_except(first: u32, keep: i32) -> RunResult<()> {
+    let Ok(keep) = u32::try_from(keep) else {
+        return close_fds_from(first);
+    };
+    if keep < first {
+        return close_fds_from(first);
+    }
+    if keep > first {
+        // SAFETY: as in close_fds_from; `keep` stays open.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, keep - 1, 0u32) };
+        if r < 0 {
+            return fallback_close(first, Some(keep));
+        }
+    }
+    if keep == u32::MAX {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32) };
+    if r < 0 {
+        return fallback_close(first, Some(keep));
+    }
+    Ok(())
+}
+
+fn fallback_close(first: u32, keep: Option<u32>) -> RunResult<()> {
+    if last_errno() != libc::ENOSYS {
         return Err(RunError::last(format!("close fds from {first}")));
     }
-    if r < 0 {
-        // Kernels before 5.9: close what /proc lists.
-        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-            .map_err(|e| RunError::io("list /proc/self/fd", &e))?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .filter(|fd| *fd >= first as i32)
-            .collect();
-        for fd in fds {
-            // SAFETY: closing an fd number; a stale one (the listing's own) yields EBADF.
-            unsafe { libc::close(fd) };
-        }
+    // Kernels before 5.9: close what /proc lists.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| RunError::io("list /proc/self/fd", &e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first as i32 && Some(*fd as u32) != keep)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing an fd number; a stale one (the listing's own) yields EBADF.
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }

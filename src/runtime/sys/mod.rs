@@ -15,6 +15,7 @@ use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+pub use contain::close_fds_from_except;
 pub use error::{RunError, RunResult, errno_text, last_errno};
 #[cfg(test)]
 pub use fake::RecordingSys;
