@@ -77,7 +77,9 @@ impl World {
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .expect("chmod tmp");
         std::fs::copy(&bb, root.join("bin/busybox")).expect("copy busybox");
-        for a in ["sh", "grep", "cat", "id"] {
+        for a in [
+            "sh", "grep", "cat", "id", "touch", "mkdir", "chown", "stat", "ls", "readlink",
+        ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("applet");
         }
         std::fs::copy(probe(), root.join("bin/probe")).expect("copy probe");
@@ -357,6 +359,197 @@ fn rootless_attacks_are_blocked_too() {
         .output()
         .expect("run");
     assert_eq!(stdout(&o).trim(), "euid=1000");
+}
+
+/// The single line of a uid_map/gid_map: (inside, outside, count).
+fn map_line(text: &str) -> (u32, u32, u32) {
+    let f: Vec<u32> = text
+        .split_whitespace()
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    assert_eq!(f.len(), 3, "one range expected: {text:?}");
+    (f[0], f[1], f[2])
+}
+
+#[test]
+fn rootful_userns_auto_maps_root_to_an_unused_host_range() {
+    let Some(w) = World::new() else { return };
+    let maps = stdout(
+        &w.run(
+            &["--userns=auto"],
+            &["cat", "/proc/self/uid_map", "/proc/self/gid_map"],
+        )
+        .output()
+        .expect("run"),
+    );
+    let lines: Vec<&str> = maps.lines().collect();
+    assert_eq!(lines.len(), 2, "{maps}");
+    let (inside, outside, count) = map_line(lines[0]);
+    assert_eq!((inside, count), (0, 65536), "{maps}");
+    // Not the host's root, nor any id a user or another container holds (2^31 up, or the
+    // `containers` range of /etc/subuid).
+    assert!(outside > 65536, "{maps}");
+    assert_eq!(map_line(lines[1]), (inside, outside, count), "{maps}");
+    // Inside it the container's root can do what a rootless one can: the attacks fail the same.
+    let me = std::process::id().to_string();
+    let got = results(&with_fd3(
+        &mut w.run(&["--userns=auto"], &["/bin/probe", "all", &me]),
+    ));
+    assert_expected(&got, true);
+    let o = w
+        .run(&["--userns=auto", "-u", "1000"], &["/bin/suid", "euid"])
+        .output()
+        .expect("run");
+    assert_eq!(stdout(&o).trim(), "euid=1000");
+    let o = w
+        .run(
+            &["--userns", "auto:size=1024"],
+            &["cat", "/proc/self/uid_map"],
+        )
+        .output()
+        .expect("run");
+    assert_eq!(map_line(&stdout(&o)).2, 1024);
+}
+
+#[test]
+fn rootful_userns_root_cannot_write_host_root_files() {
+    let Some(w) = World::new() else { return };
+    let ro = w.dir.path().join("host-root-644");
+    let rw = w.dir.path().join("host-root-666");
+    std::fs::write(&ro, "host\n").expect("file");
+    std::fs::write(&rw, "host\n").expect("file");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(&rw, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let v1 = format!("{}:/ro", ro.display());
+    let v2 = format!("{}:/rw", rw.display());
+    let probe = |flags: &[&str], what: &str, path: &str| {
+        let mut f = vec!["-v", &v1, "-v", &v2];
+        f.extend_from_slice(flags);
+        stdout(
+            &w.run(&f, &["/bin/probe", what, path])
+                .output()
+                .expect("run"),
+        )
+        .trim()
+        .to_string()
+    };
+    // The host's root owns them: unmapped inside, so CAP_DAC_OVERRIDE and CAP_FOWNER do not
+    // apply to them.
+    assert_eq!(probe(&["--userns=auto"], "write", "/ro"), "write=EACCES");
+    assert_eq!(probe(&["--userns=auto"], "chmod", "/rw"), "chmod=EPERM");
+    // What the mode grants to others still is granted.
+    assert_eq!(probe(&["--userns=auto"], "write", "/rw"), "write=ok");
+    // Without a user namespace the container's root is the host's: the tests can fail.
+    assert_eq!(probe(&[], "write", "/ro"), "write=ok");
+    assert_eq!(probe(&[], "chmod", "/rw"), "chmod=ok");
+    assert_eq!(std::fs::read_to_string(&ro).expect("read"), "host\n");
+}
+
+#[test]
+fn rootful_userns_files_are_stored_with_the_containers_ids() {
+    let Some(w) = World::new() else { return };
+    let upper = w.dir.path().join("upper");
+    let up = upper.to_str().expect("utf-8");
+    let script = "touch /f && mkdir /d && touch /g && chown 1000:1000 /g && \
+                  stat -c '%u:%g %n' /f /d /g /bin/busybox";
+    let o = w
+        .run(&["--userns=auto", "--upper", up], &["sh", "-c", script])
+        .output()
+        .expect("run");
+    // The container sees its own ids (the image's root files as its root's)...
+    assert_eq!(
+        stdout(&o),
+        "0:0 /f\n0:0 /d\n1000:1000 /g\n0:0 /bin/busybox\n"
+    );
+    // ...and the container layer holds them as an image layer would: inside ids, not the
+    // host range's.
+    use std::os::unix::fs::MetadataExt;
+    let owner = |n: &str| {
+        let m = std::fs::symlink_metadata(upper.join(n)).expect("in the upper");
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("f"), (0, 0));
+    assert_eq!(owner("d"), (0, 0));
+    assert_eq!(owner("g"), (1000, 1000));
+    // An explicit map: the lines as given, the gids their own.
+    let o = w
+        .run(
+            &[
+                "--uidmap",
+                "0:3000000000:65536",
+                "--gidmap",
+                "0:3100000000:65536",
+                "--upper",
+                up,
+            ],
+            &[
+                "sh",
+                "-c",
+                "cat /proc/self/uid_map /proc/self/gid_map; touch /e",
+            ],
+        )
+        .output()
+        .expect("run");
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(map_line(lines[0]), (0, 3_000_000_000, 65536), "{out}");
+    assert_eq!(map_line(lines[1]), (0, 3_100_000_000, 65536), "{out}");
+    assert_eq!(owner("e"), (0, 0));
+    // A map without the container's root is refused before anything runs.
+    let o = w
+        .run(&["--uidmap", "1:3000000000:10"], &["true"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("container id 0 must be mapped"),
+        "{o:?}"
+    );
+}
+
+/// pid 1's open fds as `N -> target` lines of `ls -l /proc/1/fd` (read with CAP_SYS_PTRACE).
+fn init_fds(w: &World, flags: &[&str]) -> BTreeMap<u32, String> {
+    let mut f = vec!["--cap-add", "SYS_PTRACE"];
+    f.extend_from_slice(flags);
+    let o = with_fd3(&mut w.run(&f, &["ls", "-l", "/proc/1/fd"]));
+    stdout(&o)
+        .lines()
+        .filter_map(|l| {
+            let (left, target) = l.split_once(" -> ")?;
+            let fd = left.split_whitespace().last()?.parse().ok()?;
+            Some((fd, target.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_init_holds_none_of_the_callers_fds() {
+    let Some(w) = World::new() else { return };
+    for userns in [false, true] {
+        let base: &[&str] = if userns { &["--userns=auto"] } else { &[] };
+        let fds = init_fds(&w, base);
+        let mut nums: Vec<u32> = fds.keys().copied().collect();
+        nums.retain(|n| *n > 2);
+        // Its signalfd only; the caller's fd 3 (/etc/hostname) is gone.
+        assert_eq!(nums.len(), 1, "userns {userns}: {fds:?}");
+        assert!(
+            fds[&nums[0]].contains("signalfd"),
+            "userns {userns}: {fds:?}"
+        );
+        assert!(
+            !fds.values().any(|t| t.contains("hostname")),
+            "userns {userns}: {fds:?}"
+        );
+        // --preserve-fds 1 keeps fd 3 for the command, so the init holds it too.
+        let mut f = base.to_vec();
+        f.extend_from_slice(&["--preserve-fds", "1"]);
+        let fds = init_fds(&w, &f);
+        assert_eq!(
+            fds.get(&3).map(String::as_str),
+            Some("/etc/hostname"),
+            "userns {userns}: {fds:?}"
+        );
+    }
 }
 
 /// podman (runc) beside us on the same probe. Our side must match `expected`; podman's answers

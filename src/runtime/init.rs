@@ -48,6 +48,11 @@ fn start(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap) -> RunResult
         root: root.to_path_buf(),
     };
     plan::apply(&plan.container_steps(root, init_dir, map), &mut linux)?;
+    if plan.container_ids.is_some() {
+        // The switch from host root to the container's root made us non-dumpable, which would
+        // leave /proc/1 to the host's root; we are the container's now.
+        sys::set_dumpable();
+    }
 
     // From here on we are inside: "/" is the union.
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

@@ -39,8 +39,9 @@ struct RunDir {
 impl RunDir {
     /// `userns_root`: the container's root is an unprivileged host id (a rootful run with a user
     /// namespace), which must still reach the mount point and the /etc files to bind them:
-    /// the base is then searchable by all (0711), the container layer and work dir private
-    /// (0700), as files the container owns there are stored with its ids (root's included).
+    /// the base is then searchable by all (0711), and the container layer and work dir are in
+    /// a private directory (0700), as files the container owns there are stored with its ids
+    /// (setuid-root ones included).
     fn create(upper: Option<&Path>, userns_root: bool) -> RunResult<RunDir> {
         let base = sys::mkdtemp(&std::env::temp_dir().join("unionfuse-run-"))?;
         let mut d = RunDir {
@@ -50,12 +51,21 @@ impl RunDir {
             work: Some(base.join("work")),
             base,
         };
+        // The layer in a directory of its own, private when the base is searchable (below).
+        let private = d.base.join("layer");
+        if userns_root {
+            d.upper = private.join("upper");
+            d.work = Some(private.join("work"));
+        }
         if let Some(u) = upper {
             d.upper = u.to_path_buf();
             // config::default_workdir, next to the upper.
             d.work = None;
         }
         let mut dirs = vec![&d.mnt, &d.init];
+        if userns_root {
+            dirs.push(&private);
+        }
         if upper.is_none() {
             dirs.push(&d.upper);
         }
@@ -65,10 +75,12 @@ impl RunDir {
         }
         if userns_root {
             use std::os::unix::fs::PermissionsExt;
-            let mut modes = vec![(&d.base, 0o711), (&d.mnt, 0o755), (&d.init, 0o755)];
-            if upper.is_none() {
-                modes.push((&d.upper, 0o700));
-            }
+            let modes = [
+                (&d.base, 0o711),
+                (&d.mnt, 0o755),
+                (&d.init, 0o755),
+                (&private, 0o700),
+            ];
             for (p, mode) in modes {
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| RunError::io(format!("chmod {}", p.display()), &e))?;

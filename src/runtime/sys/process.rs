@@ -265,6 +265,13 @@ pub fn set_pdeathsig(sig: i32) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Dumpable again after a change of ids (which clears the flag): /proc/PID of the process then
+/// belongs to its uid, and the container may inspect its own init (with CAP_SYS_PTRACE).
+pub fn set_dumpable() {
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0, 0, 0) };
+}
+
 pub fn getppid() -> i32 {
     // SAFETY: no arguments.
     unsafe { libc::getppid() }
