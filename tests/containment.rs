@@ -193,6 +193,21 @@ fn expected(rootless: bool) -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
+/// Names of the probe's results, aligned, ours beside theirs (shown with --nocapture).
+fn print_side_by_side(
+    title: &str,
+    ours: &BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+) {
+    eprintln!("{:<22} {:<10} {title}", "attack", "unionfuse");
+    for (k, v) in ours {
+        eprintln!(
+            "{k:<22} {v:<10} {}",
+            theirs.get(k).map_or("-", String::as_str)
+        );
+    }
+}
+
 fn assert_expected(got: &BTreeMap<String, String>, rootless: bool) {
     let want = expected(rootless);
     let got: BTreeMap<&str, &str> = got.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -616,18 +631,154 @@ fn podman_blocks_the_same_attacks() {
     ];
     let theirs = results(&with_fd3(&mut podman(&run)));
     let ours = results(&with_fd3(&mut w.run(&[], &["/bin/probe", "all", &me])));
-    eprintln!("{:<22} {:<10} podman", "attack", "unionfuse");
-    for (k, v) in &ours {
-        eprintln!(
-            "{k:<22} {v:<10} {}",
-            theirs.get(k).map_or("-", String::as_str)
-        );
-    }
+    print_side_by_side("podman", &ours, &theirs);
     assert_expected(&ours, false);
     let allowed_by_podman = ["keyctl", "add_key", "unshare_user"];
     for (k, v) in &theirs {
         if !allowed_by_podman.contains(&k.as_str()) {
             assert_eq!(ours.get(k), Some(v), "{k}: ours vs podman's");
+        }
+    }
+    let _ = podman(&["rmi", "-a", "-f"]).output();
+}
+
+/// Rootless podman's pause process (it holds the user namespace and ignores SIGTERM), killed on
+/// drop so that nothing outlives the test.
+struct PauseGuard {
+    pid_file: PathBuf,
+    uid: u32,
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            return;
+        };
+        let owner = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            });
+        if owner == Some(self.uid) {
+            // SAFETY: kill has no memory preconditions; the pid is this store's pause process,
+            // owned by the test user.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Rootless podman (uid 4242 with its subordinate range, runc, vfs storage) beside rootless
+/// unionfuse on the same probe, as the same user. Both must block the same attacks, except the
+/// calls podman's default profile allows (keyctl; add_key answers ENOSYS there).
+#[test]
+fn rootless_podman_blocks_the_same_attacks() {
+    let Some(w) = World::new() else { return };
+    if common::rootless::which("podman").is_none() || common::rootless::which("runc").is_none() {
+        skip_or_fail_in_ci("podman or runc is not installed");
+        return;
+    }
+    let Some(_setup) = common::rootless::require_rootless() else {
+        return;
+    };
+    let uid = common::rootless::ROOTLESS_UID;
+    let store = w.dir.path().join("podman");
+    for d in ["home", "run", "tmp"] {
+        std::fs::create_dir_all(store.join(d)).expect("store dir");
+    }
+    let tar = store.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(w.lower())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    common::rootless::chown_tree(&store, uid);
+    let _pause = PauseGuard {
+        pid_file: store.join("tmp/pause.pid"),
+        uid,
+    };
+    let as_user = |prog: &str| {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--init-groups", prog])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", store.join("home"))
+            .env("XDG_RUNTIME_DIR", store.join("run"))
+            .env("TMPDIR", store.join("tmp"))
+            .current_dir("/")
+            .stdin(Stdio::null());
+        c
+    };
+    let podman = |args: &[&str]| {
+        let mut c = as_user("podman");
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("runroot"))
+            .arg("--tmpdir")
+            .arg(store.join("tmp"))
+            .args(["--storage-driver", "vfs", "--runtime", "runc"])
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(args);
+        c
+    };
+    let o = podman(&[
+        "import",
+        tar.to_str().expect("utf-8"),
+        "localhost/uf-contain:probe",
+    ])
+    .output()
+    .expect("podman import");
+    assert!(
+        o.status.success(),
+        "podman import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let me = std::process::id().to_string();
+    let run = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "localhost/uf-contain:probe",
+        "/bin/probe",
+        "all",
+        &me,
+    ];
+    let theirs = results(&with_fd3(&mut podman(&run)));
+    // Ours as the same user, in a lower it owns (its root is the container's root).
+    common::rootless::chown_tree(&w.lower(), uid);
+    std::fs::set_permissions(
+        w.lower().join("bin/suid"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .expect("chmod suid");
+    common::rootless::chown_tree(&w.tmp(), uid);
+    let mut ours_cmd = as_user(BIN);
+    ours_cmd
+        .arg("run")
+        .arg(w.lower())
+        .args(["--", "/bin/probe", "all", &me])
+        .env("TMPDIR", w.tmp());
+    let ours = results(&with_fd3(&mut ours_cmd));
+    print_side_by_side("podman rootless", &ours, &theirs);
+    assert_expected(&ours, true);
+    let allowed_by_podman = ["keyctl", "add_key"];
+    for (k, v) in &theirs {
+        if !allowed_by_podman.contains(&k.as_str()) {
+            assert_eq!(ours.get(k), Some(v), "{k}: ours vs rootless podman's");
         }
     }
     let _ = podman(&["rmi", "-a", "-f"]).output();
