@@ -27,6 +27,36 @@ impl From<NetArg> for NetMode {
     }
 }
 
+/// `unionfuse run`'s containment flags (docs/security.md), podman's spellings.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ContainmentArgs {
+    /// Add a capability to the default set (CAP_NAME, NAME, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (CAP_NAME, NAME, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, /proc and /sys unmasked.
+    #[arg(long)]
+    pub privileged: bool,
+    /// no-new-privileges[=true|false], seccomp=unconfined or seccomp=PROFILE.json.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Pass the caller's file descriptors 3..3+N to the command (others above 2 are closed).
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// As root: a user namespace for the container, mapped to unused host ids (auto[:size=N]),
+    /// or none (host, the default).
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// As root: map container ids CONTAINER.. to host ids HOST.. (SIZE of them); repeatable.
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub uidmap: Vec<String>,
+    /// As --uidmap, for group ids (default: the same ranges as --uidmap).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub gidmap: Vec<String>,
+}
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Keep the container layer (changes) in DIR; without it a temporary one is deleted at exit.
@@ -62,6 +92,10 @@ pub struct RunArgs {
     /// Log more (repeat for more).
     #[arg(long, short = 'V', action = clap::ArgAction::Count)]
     pub verbose: u8,
+    // Containment (docs/security.md): podman's spellings, boxed (the commands' enum stays
+    // small).
+    #[command(flatten)]
+    pub contain: Box<ContainmentArgs>,
     /// With an IMAGE: run this instead of the image's Entrypoint (and drop its Cmd).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
@@ -95,6 +129,14 @@ impl RunArgs {
             tty: self.tty,
             rootless: self.rootless,
             verbose: self.verbose,
+            cap_add: self.contain.cap_add,
+            cap_drop: self.contain.cap_drop,
+            privileged: self.contain.privileged,
+            security_opt: self.contain.security_opt,
+            preserve_fds: self.contain.preserve_fds,
+            userns: self.contain.userns,
+            uidmap: self.contain.uidmap,
+            gidmap: self.contain.gidmap,
             cmd: self.cmd,
         };
         match found {

@@ -18,6 +18,12 @@ pub const EXIT_SETUP: i32 = 125;
 
 /// The body of pid 1. Waits on `go` until the supervisor has mounted the union; never returns.
 pub fn pid1(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap, go: OwnedFd) -> ! {
+    // The caller's fds are not the container's: only --preserve-fds N's (for the command) and
+    // the pipe from the supervisor stay.
+    if let Err(e) = sys::close_fds_from_except(3 + plan.security.preserve_fds, go.as_raw_fd()) {
+        eprintln!("unionfuse run: {e}");
+        sys::exit_now(EXIT_SETUP);
+    }
     // Die with the supervisor: without it the union is gone and nothing here can work.
     sys::set_pdeathsig(libc::SIGKILL);
     // Out of the caller's process group: terminal signals reach the supervisor only, which
@@ -42,6 +48,11 @@ fn start(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap) -> RunResult
         root: root.to_path_buf(),
     };
     plan::apply(&plan.container_steps(root, init_dir, map), &mut linux)?;
+    if plan.container_ids.is_some() {
+        // The switch from host root to the container's root made us non-dumpable, which would
+        // leave /proc/1 to the host's root; we are the container's now.
+        sys::set_dumpable();
+    }
 
     // From here on we are inside: "/" is the union.
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -87,9 +98,8 @@ fn start(plan: &RunPlan, root: &Path, init_dir: &Path, map: &IdMap) -> RunResult
                     sys::attach_tty(s)?;
                 }
                 let groups = groups_allowed.then_some(user.groups.as_slice());
-                sys::set_ids(user.uid, user.gid, groups)?;
-                sys::chdir(&workdir)?;
-                Ok(())
+                let steps = plan.exec_steps(user.uid, user.gid, groups, &workdir);
+                plan::apply(&steps, &mut LinuxSys { root: "/".into() })
             })();
             if let Err(e) = res {
                 eprintln!("unionfuse run: {e}");

@@ -6,8 +6,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::idmap::IdMap;
+use super::caps::{self, Caps, ProcessCaps};
+use super::idmap::{self, ContainerIds, IdMap};
 use super::request::{NetMode, RunRequest};
+use super::seccomp::Insn;
+use super::security::{self, Security};
 use super::sys::{self, RunError, RunResult, Sys};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -48,10 +51,17 @@ pub struct RunPlan {
     pub net: NetMode,
     pub read_only: bool,
     pub tty: bool,
-    /// Run in a new user namespace (always when not root).
+    /// The container has a user namespace of its own (rootless, or asked for as root).
     pub userns: bool,
+    /// The supervisor (and the union's daemon) enters it first: a run not started as root, or
+    /// `--rootless`.
+    pub rootless: bool,
+    /// A rootful run's container-only user namespace (`--userns=auto`, `--uidmap`): pid 1 is
+    /// cloned into it, the daemon stays host root and the union maps the ids.
+    pub container_ids: Option<ContainerIds>,
     pub cmd: Vec<OsString>,
     pub verbose: u8,
+    pub security: Security,
 }
 
 /// One thing done to the kernel. Container paths (`ctr`) are inside the new root.
@@ -102,6 +112,29 @@ pub enum Step {
         recursive: bool,
     },
     PivotRoot(PathBuf),
+    /// Hide a path: /dev/null over a file, an empty read-only tmpfs over a directory; nothing
+    /// when it does not exist.
+    Mask(PathBuf),
+    /// Bind a path onto itself read-only; nothing when it does not exist.
+    ReadOnlyPath(PathBuf),
+    // In the command's process, before exec (`RunPlan::exec_steps`).
+    /// Close every fd from this one up.
+    CloseFdsFrom(u32),
+    /// Drop every capability outside this set from the bounding set.
+    Bounding(Caps),
+    /// Keep the permitted set across the switch to a non-root uid (PR_SET_KEEPCAPS).
+    KeepCaps,
+    SetIds {
+        uid: u32,
+        gid: u32,
+        /// None where setgroups is denied (a user namespace mapped without the helper).
+        groups: Option<Vec<u32>>,
+    },
+    /// As the user: a directory it cannot enter is an error.
+    Chdir(PathBuf),
+    SetCaps(ProcessCaps),
+    NoNewPrivs,
+    Seccomp(Vec<Insn>),
 }
 
 fn absolute_clean(p: &Path, what: &str) -> RunResult<PathBuf> {
@@ -235,6 +268,40 @@ impl RunPlan {
             .iter()
             .map(|v| parse_volume(v))
             .collect::<RunResult<_>>()?;
+        let rootless = args.rootless || euid != 0;
+        let auto = args
+            .userns
+            .as_deref()
+            .map(idmap::parse_userns)
+            .transpose()
+            .map_err(RunError::new)?
+            .flatten();
+        let explicit = !args.uidmap.is_empty() || !args.gidmap.is_empty();
+        let container_ids = match (auto, explicit) {
+            (Some(_), true) => {
+                return Err(RunError::new(
+                    "--userns=auto and --uidmap/--gidmap: give one or the other",
+                ));
+            }
+            (Some(size), false) => Some(ContainerIds::Auto { size }),
+            (None, true) if args.userns.is_some() => {
+                return Err(RunError::new(
+                    "--userns=host and --uidmap/--gidmap: the maps need a user namespace",
+                ));
+            }
+            (None, true) => Some(ContainerIds::Maps(
+                idmap::parse_maps(&args.uidmap, &args.gidmap).map_err(RunError::new)?,
+            )),
+            (None, false) => None,
+        };
+        if rootless && container_ids.is_some() {
+            return Err(RunError::new(
+                "--userns/--uidmap/--gidmap: only for a run started as root \
+                 (a rootless run has its user namespace already)",
+            ));
+        }
+        let userns = rootless || container_ids.is_some();
+        let security = Security::new(args, userns)?;
         Ok(RunPlan {
             lowers,
             upper: args.upper.clone(),
@@ -246,16 +313,19 @@ impl RunPlan {
             net: args.net,
             read_only: args.read_only,
             tty: args.tty,
-            userns: args.rootless || euid != 0,
+            userns,
+            rootless,
+            container_ids,
             cmd: args.cmd.clone(),
             verbose: args.verbose,
+            security,
         })
     }
 
     /// In the supervisor, before the union is mounted and before pid 1 is forked.
     pub fn host_steps(&self, map: &IdMap) -> Vec<Step> {
         let mut s = Vec::new();
-        if self.userns {
+        if self.rootless {
             // The user namespace first: it owns every namespace made after it, which is what
             // lets an unprivileged caller mount FUSE, proc and tmpfs below.
             s.push(Step::EnterUserNs {
@@ -280,6 +350,15 @@ impl RunPlan {
     pub fn container_steps(&self, root: &Path, init_dir: &Path, map: &IdMap) -> Vec<Step> {
         let mut s = Vec::new();
         let ctr = |p: &str| PathBuf::from(p);
+        if self.container_ids.is_some() {
+            // Cloned into its user namespace as host root (unmapped there), pid 1 becomes the
+            // container's root before anything else, and drops the host's groups.
+            s.push(Step::SetIds {
+                uid: 0,
+                gid: 0,
+                groups: Some(vec![]),
+            });
+        }
         let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
         if self.net == NetMode::None {
             flags |= libc::CLONE_NEWNET;
@@ -401,6 +480,16 @@ impl RunPlan {
                 recursive: true,
             });
         }
+        if self.security.mask {
+            // As the engines: what /proc and /sys tell of the host's hardware and kernel, or
+            // let the container change in it, is hidden or read-only (docs/security.md).
+            for p in security::MASKED {
+                s.push(Step::Mask(ctr(p)));
+            }
+            for p in security::READ_ONLY {
+                s.push(Step::ReadOnlyPath(ctr(p)));
+            }
+        }
         s.push(Step::MkdirAll {
             ctr: ctr("/tmp"),
             mode: 0o1777,
@@ -441,6 +530,36 @@ impl RunPlan {
                 ctr: ctr("/"),
                 recursive: false,
             });
+        }
+        s
+    }
+
+    /// In the command's process, after the fork, before exec: close the fds not passed on,
+    /// shrink the capabilities, switch to the user, no_new_privs, and the seccomp filter last,
+    /// so that none of the runtime's own calls meet it. Without no_new_privs the kernel wants
+    /// CAP_SYS_ADMIN to install a filter: then it comes first, while every capability is
+    /// still held (as runc), and the calls after it are ones the filter must allow.
+    pub fn exec_steps(&self, uid: u32, gid: u32, groups: Option<&[u32]>, dir: &Path) -> Vec<Step> {
+        let sec = &self.security;
+        let mut s = vec![Step::CloseFdsFrom(3 + sec.preserve_fds)];
+        let filter = sec.seccomp.clone().map(Step::Seccomp);
+        if !sec.no_new_privs {
+            s.extend(filter.clone());
+        }
+        s.push(Step::Bounding(sec.bounding));
+        if uid != 0 {
+            s.push(Step::KeepCaps);
+        }
+        s.push(Step::SetIds {
+            uid,
+            gid,
+            groups: groups.map(<[u32]>::to_vec),
+        });
+        s.push(Step::Chdir(dir.to_path_buf()));
+        s.push(Step::SetCaps(caps::for_user(sec.bounding, sec.added, uid)));
+        if sec.no_new_privs {
+            s.push(Step::NoNewPrivs);
+            s.extend(filter);
         }
         s
     }
@@ -505,6 +624,16 @@ pub fn apply(steps: &[Step], sys: &mut dyn Sys) -> RunResult<()> {
             }
             Step::ReadOnly { ctr, recursive } => sys.set_read_only(ctr, *recursive)?,
             Step::PivotRoot(p) => sys.pivot_root(p)?,
+            Step::Mask(p) => sys.mask(p)?,
+            Step::ReadOnlyPath(p) => sys.read_only_path(p)?,
+            Step::CloseFdsFrom(n) => sys.close_fds_from(*n)?,
+            Step::Bounding(c) => sys.bounding(*c)?,
+            Step::KeepCaps => sys.keep_caps()?,
+            Step::SetIds { uid, gid, groups } => sys.set_ids(*uid, *gid, groups.as_deref())?,
+            Step::Chdir(d) => sys.chdir(d)?,
+            Step::SetCaps(c) => sys.set_caps(c)?,
+            Step::NoNewPrivs => sys.no_new_privs()?,
+            Step::Seccomp(prog) => sys.seccomp(prog)?,
         }
     }
     Ok(())
@@ -613,6 +742,40 @@ mod tests {
     }
 
     #[test]
+    fn a_rootful_user_namespace_is_pid_1s_alone() {
+        let plan =
+            RunPlan::new(&args(|a| a.uidmap = vec!["0:100000:65536".into()]), 0).expect("plan");
+        assert!(plan.userns && !plan.rootless);
+        let map = idmap::parse_maps(&["0:100000:65536".into()], &[]).expect("map");
+        let c = record(&plan, &map);
+        // The supervisor stays in the host's user namespace; pid 1 becomes the container's
+        // root before its first mount, without the host's groups.
+        assert_eq!(c[0], "unshare mnt");
+        assert_eq!(c[2], "set ids 0:0 groups Some([])");
+        assert_eq!(c[3], "unshare mnt+uts+ipc");
+        assert!(c.iter().any(|x| x.ends_with("mode=0620,gid=5")), "{c:#?}");
+        assert!(pos(&c, "bind /sys -> /sys") < pos(&c, "pivot_root"));
+        let e =
+            RunPlan::new(&args(|a| a.userns = Some("auto".into())), 1000).expect_err("rootless");
+        assert!(
+            e.to_string().contains("only for a run started as root"),
+            "{e}"
+        );
+        let e = RunPlan::new(
+            &args(|a| {
+                a.userns = Some("auto".into());
+                a.gidmap = vec!["0:1:1".into()];
+            }),
+            0,
+        )
+        .expect_err("both");
+        assert!(e.to_string().contains("one or the other"), "{e}");
+        let plan =
+            RunPlan::new(&args(|a| a.userns = Some("auto:size=1024".into())), 0).expect("auto");
+        assert_eq!(plan.container_ids, Some(ContainerIds::Auto { size: 1024 }));
+    }
+
+    #[test]
     fn net_none_adds_a_network_namespace_with_loopback() {
         let plan = RunPlan::new(&args(|a| a.net = NetMode::None), 1000).expect("plan");
         let c = record(&plan, &single_map());
@@ -660,6 +823,94 @@ mod tests {
         assert!(e.to_string().starts_with("--hostname"), "{e}");
         let e = RunPlan::new(&args(|a| a.user = Some("1:".into())), 0).expect_err("-u");
         assert!(e.to_string().starts_with("-u"), "{e}");
+    }
+
+    fn exec_calls(plan: &RunPlan, uid: u32) -> Vec<String> {
+        let mut rec = RecordingSys::default();
+        apply(
+            &plan.exec_steps(uid, uid, Some(&[uid]), Path::new("/w")),
+            &mut rec,
+        )
+        .expect("exec steps");
+        rec.calls
+    }
+
+    #[test]
+    fn the_filter_is_installed_last_after_no_new_privs() {
+        let plan = RunPlan::new(&args(|_| {}), 0).expect("plan");
+        let c = exec_calls(&plan, 0);
+        assert_eq!(c[0], "close fds from 3");
+        assert!(
+            c[1].starts_with("bounding CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER"),
+            "{c:#?}"
+        );
+        assert_eq!(c[2], "set ids 0:0 groups Some([0])");
+        assert_eq!(c[3], "chdir /w");
+        assert!(c[4].starts_with("caps eff [CAP_CHOWN"), "{c:#?}");
+        assert!(c[4].ends_with("inh [] amb []"), "{c:#?}");
+        assert_eq!(c[5], "no_new_privs");
+        assert!(c[6].starts_with("seccomp "), "{c:#?}");
+        assert_eq!(c.len(), 7);
+        // A non-root user keeps its permitted set over setuid, then gets the added caps only.
+        let plan = RunPlan::new(
+            &args(|a| {
+                a.cap_add = vec!["NET_RAW".into()];
+                a.preserve_fds = 2;
+            }),
+            0,
+        )
+        .expect("plan");
+        let c = exec_calls(&plan, 1000);
+        assert_eq!(c[0], "close fds from 5");
+        assert_eq!(c[2], "keep caps");
+        assert_eq!(
+            c[5],
+            "caps eff [CAP_NET_RAW] prm [CAP_NET_RAW] inh [CAP_NET_RAW] amb [CAP_NET_RAW]"
+        );
+    }
+
+    #[test]
+    fn without_no_new_privs_the_filter_comes_first_and_unconfined_has_none() {
+        let opt = |o: &str| {
+            let o = o.to_string();
+            RunPlan::new(&args(move |a| a.security_opt = vec![o]), 0).expect("plan")
+        };
+        let c = exec_calls(&opt("no-new-privileges=false"), 0);
+        assert!(c[1].starts_with("seccomp "), "{c:#?}");
+        assert!(!c.contains(&"no_new_privs".to_string()));
+        let c = exec_calls(&opt("seccomp=unconfined"), 0);
+        assert!(!c.iter().any(|x| x.starts_with("seccomp")), "{c:#?}");
+        let e = RunPlan::new(&args(|a| a.security_opt = vec!["label=x".into()]), 0)
+            .expect_err("unknown");
+        assert!(
+            e.to_string()
+                .starts_with("--security-opt label=x: unknown option"),
+            "{e}"
+        );
+        let e = RunPlan::new(
+            &args(|a| a.security_opt = vec!["seccomp=/no/such.json".into()]),
+            0,
+        )
+        .expect_err("missing profile");
+        assert!(e.to_string().contains("/no/such.json: ENOENT"), "{e}");
+    }
+
+    #[test]
+    fn proc_and_sys_are_masked_before_the_switch_unless_privileged() {
+        let plan = RunPlan::new(&args(|_| {}), 0).expect("plan");
+        let c = record(&plan, &single_map());
+        let pivot = pos(&c, "pivot_root");
+        for p in [
+            "mask /proc/kcore",
+            "mask /sys/firmware",
+            "read-only-path /proc/sys",
+        ] {
+            let i = pos(&c, p);
+            assert!(pos(&c, "mount sysfs") < i && i < pivot, "{p}: {c:#?}");
+        }
+        let plan = RunPlan::new(&args(|a| a.privileged = true), 0).expect("plan");
+        let c = record(&plan, &single_map());
+        assert!(!c.iter().any(|x| x.starts_with("mask")), "{c:#?}");
     }
 
     #[test]

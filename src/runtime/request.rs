@@ -35,6 +35,21 @@ pub struct RunRequest {
     /// Use a user namespace even as root.
     pub rootless: bool,
     pub verbose: u8,
+    // Containment (docs/security.md).
+    /// `--cap-add`, `--cap-drop`: capability names (`CAP_X`, `x`) or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, nothing masked.
+    pub privileged: bool,
+    /// `--security-opt`: `no-new-privileges[=true|false]`, `seccomp=unconfined|FILE`.
+    pub security_opt: Vec<String>,
+    /// Keep the caller's fds 3..3+N open in the command.
+    pub preserve_fds: u32,
+    /// `--userns`: `host`, `auto` or `auto:size=N` (a rootful run only).
+    pub userns: Option<String>,
+    /// `--uidmap`, `--gidmap`: `CONTAINER:HOST:SIZE` each (a rootful run only).
+    pub uidmap: Vec<String>,
+    pub gidmap: Vec<String>,
     /// The command and its arguments.
     pub cmd: Vec<OsString>,
 }

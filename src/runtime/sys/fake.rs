@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::{
-    IdMap, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME, RunResult, Sys, clone_names,
+    Caps, IdMap, Insn, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_STRICTATIME, ProcessCaps,
+    RunResult, Sys, clone_names,
 };
 
 // The recording fake.
@@ -77,6 +78,42 @@ impl Sys for RecordingSys {
     }
     fn pivot_root(&mut self, new_root: &Path) -> RunResult<()> {
         self.rec(format!("pivot_root {}", new_root.display()))
+    }
+    fn mask(&mut self, ctr: &Path) -> RunResult<()> {
+        self.rec(format!("mask {}", ctr.display()))
+    }
+    fn read_only_path(&mut self, ctr: &Path) -> RunResult<()> {
+        self.rec(format!("read-only-path {}", ctr.display()))
+    }
+    fn close_fds_from(&mut self, first: u32) -> RunResult<()> {
+        self.rec(format!("close fds from {first}"))
+    }
+    fn bounding(&mut self, keep: Caps) -> RunResult<()> {
+        self.rec(format!("bounding {}", keep.names()))
+    }
+    fn keep_caps(&mut self) -> RunResult<()> {
+        self.rec("keep caps".into())
+    }
+    fn set_ids(&mut self, uid: u32, gid: u32, groups: Option<&[u32]>) -> RunResult<()> {
+        self.rec(format!("set ids {uid}:{gid} groups {groups:?}"))
+    }
+    fn chdir(&mut self, dir: &Path) -> RunResult<()> {
+        self.rec(format!("chdir {}", dir.display()))
+    }
+    fn set_caps(&mut self, c: &ProcessCaps) -> RunResult<()> {
+        self.rec(format!(
+            "caps eff [{}] prm [{}] inh [{}] amb [{}]",
+            c.effective.names(),
+            c.permitted.names(),
+            c.inheritable.names(),
+            c.ambient.names()
+        ))
+    }
+    fn no_new_privs(&mut self) -> RunResult<()> {
+        self.rec("no_new_privs".into())
+    }
+    fn seccomp(&mut self, prog: &[Insn]) -> RunResult<()> {
+        self.rec(format!("seccomp {} insns", prog.len()))
     }
 }
 

@@ -10,8 +10,10 @@ use std::path::{Component, Path, PathBuf};
 use super::process::{
     Fork, exit_code, exit_now, fork, getpid, pipe, read_byte, waitpid, write_all,
 };
-use super::{RunError, RunResult, Sys, clone_names, cpath, cstr, last_errno};
+use super::{RunError, RunResult, Sys, clone_names, contain, cpath, cstr, last_errno};
+use crate::runtime::caps::{Caps, ProcessCaps};
 use crate::runtime::idmap::{self, IdMap};
+use crate::runtime::seccomp::Insn;
 
 // The real thing.
 
@@ -22,7 +24,7 @@ pub struct LinuxSys {
 }
 
 /// `/proc/self/fd/N`: mount(2) follows the magic link to exactly the object `fd` names.
-fn fd_path(fd: &OwnedFd) -> CString {
+pub(super) fn fd_path(fd: &OwnedFd) -> CString {
     // A formatted integer never contains NUL.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
@@ -101,6 +103,19 @@ impl LinuxSys {
             .map_err(|e| RunError::errno(format!("{what}: resolve {}", ctr.display()), e))
     }
 
+    /// As `resolve`, but a missing path is None.
+    fn resolve_opt(&self, ctr: &Path, what: &str) -> RunResult<Option<OwnedFd>> {
+        let root = self.root_fd()?;
+        match openat2_in_root(root.as_fd_b(), &rel(ctr), libc::O_PATH) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(libc::ENOENT) => Ok(None),
+            Err(e) => Err(RunError::errno(
+                format!("{what}: resolve {}", ctr.display()),
+                e,
+            )),
+        }
+    }
+
     /// The parent directory of `ctr` (created if missing) and the last name.
     fn parent(&mut self, ctr: &Path, what: &str) -> RunResult<(OwnedFd, CString)> {
         let r = rel(ctr);
@@ -126,7 +141,7 @@ impl AsFdB for OwnedFd {
     }
 }
 
-fn sys_mount(
+pub(super) fn sys_mount(
     src: Option<&CStr>,
     target: &CStr,
     fstype: Option<&CStr>,
@@ -159,7 +174,7 @@ const AT_RECURSIVE: u32 = 0x8000;
 
 /// mount_setattr(2): change only the read-only bit, keeping the flags a user namespace may not
 /// clear (nosuid, nodev locked by the parent namespace), which a MS_REMOUNT would have to repeat.
-fn set_read_only_fd(fd: &OwnedFd, recursive: bool) -> Result<(), i32> {
+pub(super) fn set_read_only_fd(fd: &OwnedFd, recursive: bool) -> Result<(), i32> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -180,6 +195,12 @@ fn set_read_only_fd(fd: &OwnedFd, recursive: bool) -> Result<(), i32> {
         )
     };
     if r < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+/// Bind the object `fd` names onto itself (a mount of its own, to be made read-only).
+pub(super) fn bind_fd_onto_itself(fd: &OwnedFd) -> Result<(), i32> {
+    let p = fd_path(fd);
+    sys_mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None)
 }
 
 pub fn unshare(flags: i32) -> RunResult<()> {
@@ -353,6 +374,52 @@ impl Sys for LinuxSys {
         }
         self.root = PathBuf::from("/");
         Ok(())
+    }
+
+    fn mask(&mut self, ctr: &Path) -> RunResult<()> {
+        match self.resolve_opt(ctr, "mask")? {
+            Some(fd) => contain::mask(&fd, ctr),
+            None => Ok(()),
+        }
+    }
+
+    fn read_only_path(&mut self, ctr: &Path) -> RunResult<()> {
+        match self.resolve_opt(ctr, "make read-only")? {
+            Some(fd) => contain::read_only_path(&fd, || self.resolve(ctr, "make read-only"), ctr),
+            None => Ok(()),
+        }
+    }
+
+    fn close_fds_from(&mut self, first: u32) -> RunResult<()> {
+        contain::close_fds_from(first)
+    }
+
+    fn bounding(&mut self, keep: Caps) -> RunResult<()> {
+        contain::bounding(keep)
+    }
+
+    fn keep_caps(&mut self) -> RunResult<()> {
+        contain::keep_caps()
+    }
+
+    fn set_ids(&mut self, uid: u32, gid: u32, groups: Option<&[u32]>) -> RunResult<()> {
+        super::process::set_ids(uid, gid, groups)
+    }
+
+    fn chdir(&mut self, dir: &Path) -> RunResult<()> {
+        contain::chdir_checked(dir)
+    }
+
+    fn set_caps(&mut self, c: &ProcessCaps) -> RunResult<()> {
+        contain::set_caps(c)
+    }
+
+    fn no_new_privs(&mut self) -> RunResult<()> {
+        contain::no_new_privs()
+    }
+
+    fn seccomp(&mut self, prog: &[Insn]) -> RunResult<()> {
+        contain::install_seccomp(prog)
     }
 }
 

@@ -4,6 +4,7 @@
 //! supervisor and the init are in process.rs. Every `unsafe` of the runtime lives in this
 //! module; container paths are resolved inside the new root with `openat2(RESOLVE_IN_ROOT)`.
 
+mod contain;
 mod error;
 #[cfg(test)]
 mod fake;
@@ -14,13 +15,16 @@ use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+pub use contain::close_fds_from_except;
 pub use error::{RunError, RunResult, errno_text, last_errno};
 #[cfg(test)]
 pub use fake::RecordingSys;
 pub use linux::{LinuxSys, enter_userns, loopback_up, unshare};
 pub use process::*;
 
+use super::caps::{Caps, ProcessCaps};
 use super::idmap::IdMap;
+use super::seccomp::Insn;
 
 fn cpath(p: &Path) -> RunResult<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -67,6 +71,20 @@ pub trait Sys {
     fn loopback_up(&mut self) -> RunResult<()>;
     /// Switch the root to the container's and detach the old one.
     fn pivot_root(&mut self, host_new_root: &Path) -> RunResult<()>;
+    /// /dev/null over a file, an empty read-only tmpfs over a directory; absent: nothing.
+    fn mask(&mut self, ctr: &Path) -> RunResult<()>;
+    /// Bind onto itself, read-only; absent: nothing.
+    fn read_only_path(&mut self, ctr: &Path) -> RunResult<()>;
+    // The command's process, before exec.
+    fn close_fds_from(&mut self, first: u32) -> RunResult<()>;
+    /// Drop from the bounding set every capability not in `keep`.
+    fn bounding(&mut self, keep: Caps) -> RunResult<()>;
+    fn keep_caps(&mut self) -> RunResult<()>;
+    fn set_ids(&mut self, uid: u32, gid: u32, groups: Option<&[u32]>) -> RunResult<()>;
+    fn chdir(&mut self, dir: &Path) -> RunResult<()>;
+    fn set_caps(&mut self, caps: &ProcessCaps) -> RunResult<()>;
+    fn no_new_privs(&mut self) -> RunResult<()>;
+    fn seccomp(&mut self, prog: &[Insn]) -> RunResult<()>;
 }
 
 pub fn clone_names(flags: i32) -> String {

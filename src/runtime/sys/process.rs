@@ -44,13 +44,16 @@ pub fn fork(what: &str) -> RunResult<Fork> {
 /// fork(2) into a new pid namespace: the child is its pid 1. A raw clone rather than
 /// unshare(CLONE_NEWPID) + fork, because after such an unshare the kernel refuses to create
 /// threads in the caller (EINVAL), and the supervisor still has to start the session threads.
-pub fn fork_new_pid_ns(what: &str) -> RunResult<Fork> {
+/// `userns`: the child gets a new user namespace too (owning its pid namespace), with no ids
+/// mapped until the parent writes them (`write_child_maps`).
+pub fn fork_new_pid_ns(what: &str, userns: bool) -> RunResult<Fork> {
+    let user = if userns { libc::CLONE_NEWUSER } else { 0 };
     // SAFETY: clone without CLONE_VM and with a null stack behaves as fork: the child gets a
     // copy of the address space. The caller guarantees no other thread exists.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+            (libc::CLONE_NEWPID | user | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -64,6 +67,24 @@ pub fn fork_new_pid_ns(what: &str) -> RunResult<Fork> {
         0 => Ok(Fork::Child),
         pid => Ok(Fork::Parent(pid as i32)),
     }
+}
+
+/// Write a child's uid_map and gid_map from the parent namespace (as host root any ranges are
+/// allowed, and setgroups stays allowed in the child).
+pub fn write_child_maps(pid: i32, map: &super::IdMap) -> RunResult<()> {
+    for (file, text) in [
+        ("uid_map", map.uid_map_text()),
+        ("gid_map", map.gid_map_text()),
+    ] {
+        let p = format!("/proc/{pid}/{file}");
+        std::fs::write(&p, &text).map_err(|e| {
+            RunError::io(
+                format!("write {p} ({})", text.trim().replace('\n', ", ")),
+                &e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 pub fn pipe() -> RunResult<(OwnedFd, OwnedFd)> {
@@ -242,6 +263,13 @@ pub fn poll(fds: &[(RawFd, i16)], timeout_ms: i32) -> Vec<i16> {
 pub fn set_pdeathsig(sig: i32) {
     // SAFETY: prctl with an integer argument.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Dumpable again after a change of ids (which clears the flag): /proc/PID of the process then
+/// belongs to its uid, and the container may inspect its own init (with CAP_SYS_PTRACE).
+pub fn set_dumpable() {
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0, 0, 0) };
 }
 
 pub fn getppid() -> i32 {
