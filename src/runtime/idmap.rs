@@ -221,9 +221,9 @@ pub fn parse_maps(uidmap: &[String], gidmap: &[String]) -> Result<IdMap, String>
 /// The union's `uidmapping=`/`gidmapping=` for a rootful run in a user namespace: a layer's id
 /// N shows as the host id that is N inside, so the container sees the image's owners, and what
 /// it creates is stored with its own (inside) ids, as an image layer holds them.
-pub fn mount_ranges(r: &[Range]) -> Vec<crate::config::IdRange> {
+pub fn mount_ranges(r: &[Range]) -> Vec<crate::idmap::IdRange> {
     r.iter()
-        .map(|r| crate::config::IdRange {
+        .map(|r| crate::idmap::IdRange {
             container: r.outside,
             host: r.inside,
             count: r.count,
@@ -423,8 +423,8 @@ mod tests {
             count: 65536,
         }];
         let m = mount_ranges(&r);
-        assert_eq!(crate::config::map_to_container(&m, 0), Some(1 << 31));
-        assert_eq!(crate::config::map_to_host(&m, (1 << 31) + 1000), Some(1000));
+        assert_eq!(crate::idmap::map_to_container(&m, 0), Some(1 << 31));
+        assert_eq!(crate::idmap::map_to_host(&m, (1 << 31) + 1000), Some(1000));
     }
 
     #[test]
