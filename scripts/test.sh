@@ -15,6 +15,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
 PACKAGES=(fuse3 attr acl fuse-overlayfs busybox-static podman runc uidmap)
+PACKAGES+=(make)  # tests/cli.rs runs `make install`
 CI="${CI:-false}"
 TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
 

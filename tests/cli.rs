@@ -232,3 +232,160 @@ fn import_of_a_file_that_is_not_a_tar_says_so() {
         "the file's content was printed:\n{err}"
     );
 }
+
+/// `make install PREFIX=P HELPERDIR=P/sbin PROFILE=dev` into the test target's temp dir, once
+/// per test binary (PROFILE=dev: the debug build, so the suite needs no release build).
+fn installed() -> &'static Path {
+    static PREFIX: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install");
+        let _ = std::fs::remove_dir_all(&prefix);
+        let out = Command::new("make")
+            .arg("install")
+            .arg(format!("PREFIX={}", prefix.display()))
+            .arg(format!("HELPERDIR={}/sbin", prefix.display()))
+            .arg("PROFILE=dev")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run make");
+        assert!(
+            out.status.success(),
+            "make install failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        prefix
+    })
+}
+
+#[test]
+fn make_install_puts_binary_helper_man_pages_and_completions_under_prefix() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = installed();
+    let mode = |rel: &str| {
+        std::fs::metadata(p.join(rel))
+            .unwrap_or_else(|e| panic!("{rel} not installed: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("bin/unionfuse"), 0o755);
+    assert_eq!(mode("sbin/mount.fuse.unionfuse"), 0o755);
+    for page in [
+        "unionfuse",
+        "unionfuse-run",
+        "unionfuse-mount",
+        "unionfuse-image-import",
+    ] {
+        let f = p.join(format!("share/man/man1/{page}.1"));
+        let man = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(man.starts_with(".ie"), "{page}.1 is not a man page");
+        assert!(
+            man.contains(&format!(".TH {page} 1")),
+            "{page}.1 has no .TH"
+        );
+        assert_eq!(mode(&format!("share/man/man1/{page}.1")), 0o644);
+    }
+    let run_page = std::fs::read_to_string(p.join("share/man/man1/unionfuse-run.1")).unwrap();
+    assert!(run_page.contains("rootless"), "run's page lacks --rootless");
+    for (rel, needle) in [
+        ("share/bash-completion/completions/unionfuse", "complete -F"),
+        ("share/zsh/site-functions/_unionfuse", "#compdef unionfuse"),
+        (
+            "share/fish/vendor_completions.d/unionfuse.fish",
+            "complete -c unionfuse",
+        ),
+    ] {
+        let c = std::fs::read_to_string(p.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(c.contains(needle), "{rel} lacks {needle:?}");
+        assert!(c.contains("log-file"), "{rel} lacks mount's --log-file");
+    }
+    let helper = std::fs::read_to_string(p.join("sbin/mount.fuse.unionfuse")).unwrap();
+    assert!(
+        helper.contains(&format!("unionfuse='{}/bin/unionfuse'", p.display())),
+        "the helper does not run the installed binary by its path"
+    );
+    let out = Command::new(p.join("bin/unionfuse"))
+        .arg("--help")
+        .output()
+        .expect("run the installed unionfuse");
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(
+        help.starts_with("A union filesystem in userspace"),
+        "{help}"
+    );
+    assert!(
+        help.contains("Usage: unionfuse [OPTIONS] <COMMAND>"),
+        "{help}"
+    );
+}
+
+/// In a private mount namespace where /usr/sbin also holds the installed helper (a read-only
+/// kernel overlay of the two: the host's /usr/sbin is not touched), run `mount -t
+/// fuse.unionfuse` and `mount --fstab` with an fstab line as a user would, and check the
+/// mount: its type, its contents, a write landing in the upper, `umount`.
+#[test]
+fn mount_t_fuse_unionfuse_and_an_fstab_line_mount_through_the_helper() {
+    if kernel_backend() || !require_fuse() || !common::overlay_available() {
+        return;
+    }
+    let p = installed();
+    let stack = Stack::new(1);
+    write_file(&stack.lower(0).join("low"), b"low", 0o644);
+    let (work1, work2) = (stack.new_workdir(), stack.new_workdir());
+    let (lower, upper, mnt) = (stack.lower(0), stack.upper(), &stack.mnt);
+    let fstab = stack.base.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# a union from fstab\nmyunion {} fuse.unionfuse noauto,nofail,_netdev,\
+             x-systemd.automount,lowerdir={},upperdir={},workdir={} 0 0\n",
+            mnt.display(),
+            lower.display(),
+            upper.display(),
+            work2.display()
+        ),
+    )
+    .unwrap();
+    let script = r#"
+        set -eu
+        mount -t overlay overlay -o "lowerdir=$HELPERS:/usr/sbin" /usr/sbin
+        trap 'umount -l "$MNT" 2>/dev/null || true' EXIT
+        mount -t fuse.unionfuse cmdline "$MNT" -o "lowerdir=$LOWER,upperdir=$UPPER,workdir=$WORK"
+        grep " $MNT " /proc/self/mounts
+        cat "$MNT/low"; echo
+        echo one > "$MNT/one"
+        umount "$MNT"
+        mount --fstab "$FSTAB" "$MNT"
+        grep " $MNT " /proc/self/mounts
+        cat "$MNT/one"
+        echo two > "$MNT/two"
+        umount "$MNT"
+    "#;
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", script])
+        .env("HELPERS", p.join("sbin"))
+        .env("MNT", mnt)
+        .env("LOWER", lower)
+        .env("UPPER", upper)
+        .env("WORK", &work1)
+        .env("FSTAB", &fstab)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let _guard = UnmountOnDrop(mnt.clone());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let fields = |l: &str| l.split(' ').take(3).map(str::to_string).collect::<Vec<_>>();
+    let m = mnt.display().to_string();
+    assert_eq!(fields(lines[0]), ["cmdline", m.as_str(), "fuse.unionfuse"]);
+    assert_eq!(lines[1], "low");
+    assert_eq!(fields(lines[2]), ["myunion", m.as_str(), "fuse.unionfuse"]);
+    assert_eq!(lines[3], "one");
+    assert_eq!(std::fs::read(upper.join("one")).unwrap(), b"one\n");
+    assert_eq!(std::fs::read(upper.join("two")).unwrap(), b"two\n");
+    assert!(!lower.join("one").exists(), "a lower was written");
+}
