@@ -695,7 +695,9 @@ fn busybox_layer() -> Vec<u8> {
         Ent::Dir("tmp", 0o1777),
         Ent::Dir("root", 0o700),
     ];
-    for a in ["sh", "cat", "ls", "echo", "rm", "mkdir", "pwd", "id", "env"] {
+    for a in [
+        "sh", "cat", "ls", "echo", "rm", "mkdir", "pwd", "id", "env", "sleep",
+    ] {
         let p: &'static str = Box::leak(format!("bin/{a}").into_boxed_str());
         ents.push(Ent::Symlink(p, "busybox"));
     }
@@ -802,6 +804,12 @@ fn diff_and_commit_round_trip_through_the_store() {
             "missing {line:?} in\n{diff}"
         );
     }
+    // Without --from: the lowers `run --upper` recorded in the store give the same answer.
+    let plain = w.ok(&["diff", upper.to_str().expect("utf8")]);
+    assert_eq!(
+        plain, diff,
+        "diff without --from differs from diff --from app:1"
+    );
     // run's own mount points are not the command's changes.
     for artifact in ["A /dev", "A /proc", "A /sys"] {
         assert!(
@@ -821,6 +829,31 @@ fn diff_and_commit_round_trip_through_the_store() {
         "app:1",
     ]);
     assert!(out.contains("app:2") && out.contains("3 layers"), "{out}");
+    // --tag without --from: an image of the diff alone, said so on stderr.
+    let o = w.uf(&[
+        "commit",
+        upper.to_str().expect("utf8"),
+        "--tag",
+        "app:diff-only",
+    ]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("unionfuse: warning: app:diff-only holds only the container layer"),
+        "{err}"
+    );
+    let o = w.uf(&[
+        "commit",
+        upper.to_str().expect("utf8"),
+        "--tag",
+        "app:3",
+        "--from",
+        "app:1",
+    ]);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "warned with --from"
+    );
     // The tarball: OCI whiteouts, an opaque marker, no overlay xattrs.
     let mut names = Vec::new();
     let mut ar = tar::Archive::new(std::fs::File::open(&layer).expect("layer"));
@@ -980,4 +1013,195 @@ fn images_made_by_umoci_and_converted_by_skopeo_import_in_overlay_format() {
         oci_tar.to_str().expect("utf8"),
     ]);
     assert!(out.contains("back:1") && out.contains("0 new"), "{out}");
+}
+
+// ---- the store's names, layers and users ----
+
+#[test]
+fn image_tag_rm_by_id_needs_force_with_several_names_and_prints_every_name() {
+    let w = World::new();
+    w.seed();
+    let id = serde_json::from_str::<Value>(&w.ok(&["image", "inspect", "seed:1"])).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let short = &id["sha256:".len().."sha256:".len() + 12];
+    assert_eq!(
+        w.ok(&["image", "tag", "seed:1", "alias", "other:2"]),
+        format!("tagged alias:latest ({short})\ntagged other:2 ({short})\n")
+    );
+    let err = w.fails(&["image", "rm", short]);
+    assert_eq!(
+        err,
+        format!(
+            "unionfuse: {short}: image {short} has 3 names (seed:1, alias:latest, other:2): \
+             remove them by name, or use --force\n"
+        )
+    );
+    assert_eq!(w.ok(&["image", "rm", "other:2"]), "untagged other:2\n");
+    let layer = w
+        .snapshot()
+        .into_keys()
+        .find(|k| k.starts_with("layers/sha256/"))
+        .unwrap();
+    let out = w.ok(&["image", "rm", "--force", short]);
+    let diff_id = format!("sha256:{}", layer.trim_start_matches("layers/sha256/"));
+    assert_eq!(
+        out,
+        format!(
+            "removed seed:1 ({short})\nremoved alias:latest ({short})\nremoved layer {diff_id}\n"
+        )
+    );
+    assert!(
+        w.fails(&["image", "inspect", "alias"])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn image_prune_removes_only_layers_no_image_lists() {
+    let w = World::new();
+    w.seed();
+    let kept = w
+        .snapshot()
+        .into_keys()
+        .find(|k| k.starts_with("layers/sha256/"))
+        .unwrap();
+    let orphan = "ab".repeat(32);
+    let odir = w.root().join("layers/sha256").join(&orphan);
+    std::fs::create_dir_all(odir.join("usr")).unwrap();
+    std::fs::write(odir.join("usr/f"), b"x").unwrap();
+    assert_eq!(
+        w.ok(&["image", "prune"]),
+        format!("removed layer sha256:{orphan}\n1 layers removed\n")
+    );
+    assert!(!odir.exists());
+    assert!(
+        w.root().join(&kept).is_dir(),
+        "the seed image's layer was pruned"
+    );
+    assert_eq!(w.ok(&["image", "prune"]), "0 layers removed\n");
+}
+
+#[test]
+fn image_ls_format_json_lists_every_image() {
+    let w = World::new();
+    w.seed();
+    w.ok(&["image", "tag", "seed:1", "seed:2"]);
+    let v: Value = serde_json::from_str(&w.ok(&["image", "ls", "--format", "json"])).unwrap();
+    let list = v.as_array().expect("an array");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["Names"], json!(["seed:1", "seed:2"]));
+    assert_eq!(list[0]["Layers"], 1);
+    assert_eq!(list[0]["Containers"], 0);
+    assert!(is_hex64(list[0]["Id"].as_str().unwrap()));
+    let table = w.ok(&["image", "ls"]);
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(
+        w.fails(&["image", "ls", "--format", "yaml"])
+            .contains("invalid value")
+    );
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Kills and reaps a background `unionfuse run` if the test fails before it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn image_rm_refuses_an_image_a_running_container_uses() {
+    if !can_mount() {
+        return;
+    }
+    let (w, ids) = run_image_world();
+    // A record left by a run that died: unlocked, it does not count (and is cleaned up).
+    let containers = w.root().join("containers");
+    std::fs::create_dir_all(&containers).unwrap();
+    let id = serde_json::from_str::<Value>(&w.ok(&["image", "inspect", "app:1"])).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let stale = containers.join(format!("{id}-999999.json"));
+    std::fs::write(
+        &stale,
+        json!({"pid": 999999, "image": format!("sha256:{id}"), "layers": ids}).to_string(),
+    )
+    .unwrap();
+    let mut run = Reap(
+        Command::new(BIN)
+            .arg("--root")
+            .arg(w.root())
+            .args([
+                "run",
+                "-u",
+                "0",
+                "app:1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3; ls /data",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run"),
+    );
+    let pid = run.0.id();
+    let mine = containers.join(format!("{id}-{pid}.json"));
+    let start = std::time::Instant::now();
+    while !mine.exists() {
+        assert!(start.elapsed().as_secs() < 10, "run wrote no in-use record");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = w.fails(&["image", "rm", "app:1"]);
+    assert_eq!(
+        err,
+        format!(
+            "unionfuse: app:1: image {} is in use by a running container (unionfuse run, pid \
+             {pid}): stop it, or use --force (its layers stay until it exits)\n",
+            &id[..12]
+        )
+    );
+    assert!(!stale.exists(), "the stale record was not cleaned up");
+    let v: Value = serde_json::from_str(&w.ok(&["image", "ls", "--format", "json"])).unwrap();
+    assert_eq!(v[0]["Containers"], 1);
+    let out = std::mem::replace(
+        &mut run.0,
+        Command::new("true").spawn().expect("spawn true"),
+    )
+    .wait_with_output()
+    .expect("wait run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "new\n",
+        "the container's ls"
+    );
+    assert!(!mine.exists(), "the record outlived the run");
+    let out = w.ok(&["image", "rm", "app:1"]);
+    assert!(
+        out.starts_with(&format!("removed app:1 ({})\n", &id[..12])),
+        "{out}"
+    );
+    assert_eq!(
+        w.root().join("layers/sha256").read_dir().unwrap().count(),
+        0
+    );
 }

@@ -41,7 +41,7 @@ pub enum Command {
     /// Mount LOWER[:LOWER...] (top-first) with an optional writable UPPER at MNT.
     Mount(MountArgs),
     // Images (src/image/, docs/images.md).
-    /// Manage the image store: import, ls, inspect, rm.
+    /// Manage the image store: import, ls, inspect, rm, tag, prune.
     #[command(subcommand)]
     Image(ImageCommand),
     /// List a container layer's changes as `docker diff` does (A added, C changed, D deleted).
@@ -134,11 +134,17 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
         Command::Run(args) => {
             init_logging(args.verbose, LogTo::Stderr);
             // LAYERS may name an image: its layers and config fill the request.
-            let req = args
+            let (req, in_use) = args
                 .into_request(&root)
                 .map_err(|e| Failure::run(RUN_SETUP, e))?;
-            let code = crate::runtime::run(&req).map_err(|e| Failure::run(RUN_SETUP, e))?;
-            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+            let code = crate::runtime::run(&req).map_err(|e| Failure::run(RUN_SETUP, e));
+            drop(in_use);
+            // `diff` and `commit` without --from find the lowers of this container layer here.
+            if let Some(upper) = &req.upper {
+                let store = crate::image::Store::at(&root);
+                crate::image::containers::record_upper(&store, upper, &req.lowers);
+            }
+            Ok(ExitCode::from(code?.clamp(0, 255) as u8))
         }
         Command::Image(cmd) => {
             init_logging(0, LogTo::Stderr);

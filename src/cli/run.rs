@@ -79,9 +79,24 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The request to run. LAYERS may name an image in the store at `root`: its layers and
-    /// config then fill the request (`image::apply_run_image`). The error is for the user.
-    pub fn into_request(self, root: &Path) -> Result<RunRequest, String> {
+    /// config then fill the request (`image::apply_run_image`), and the image is marked in use
+    /// (`image rm` refuses it) until the returned guard is dropped. The error is for the user.
+    pub fn into_request(
+        self,
+        root: &Path,
+    ) -> Result<(RunRequest, Option<image::containers::InUse>), String> {
         let found = image::find_run_image(root, &self.layers).map_err(|e| e.to_string())?;
+        let store = image::Store::at(root);
+        let in_use = found
+            .as_ref()
+            .and_then(|img| img.image.as_ref())
+            .and_then(|rec| image::containers::hold(&store, rec));
+        // Held, the image's layers must still be there (an `image rm` may have run meanwhile).
+        if let Some(img) = &found
+            && let Some(missing) = img.lowers.iter().find(|l| !l.is_dir())
+        {
+            return Err(format!("image layer {} was removed", missing.display()));
+        }
         let mut req = RunRequest {
             lowers: vec![],
             upper: self.upper,
@@ -104,6 +119,6 @@ impl RunArgs {
                     .map_err(|why| format!("LAYERS {}: {why}", self.layers.to_string_lossy()))?;
             }
         }
-        Ok(req)
+        Ok((req, in_use))
     }
 }
