@@ -389,3 +389,246 @@ fn mount_t_fuse_unionfuse_and_an_fstab_line_mount_through_the_helper() {
     assert_eq!(std::fs::read(upper.join("two")).unwrap(), b"two\n");
     assert!(!lower.join("one").exists(), "a lower was written");
 }
+
+// ---- run's flags ----
+
+/// A busybox-static rootfs in `dir/rootfs` (the lower), or None with the reason printed (under
+/// CI=true: a failure).
+fn busybox_rootfs(dir: &Path) -> Option<std::path::PathBuf> {
+    if kernel_backend() || !require_fuse() {
+        return None;
+    }
+    let Some(bb) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        common::skip_or_fail_in_ci("busybox-static is not installed");
+        return None;
+    };
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    for a in ["sh", "cat", "echo", "touch", "grep", "ls", "env"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    Some(root)
+}
+
+/// `unionfuse run ARGS` with TMPDIR=`tmp`, `stdin` as its input.
+fn run_ctr(tmp: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(binary())
+        .arg("run")
+        .args(args)
+        .env("TMPDIR", tmp)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unionfuse run");
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, stdin).unwrap();
+    drop(input);
+    child.wait_with_output().expect("wait unionfuse run")
+}
+
+#[track_caller]
+fn ok_out(o: &Output) -> String {
+    assert!(o.status.success(), "run failed: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+#[test]
+fn run_takes_env_file_tmpfs_read_only_tmpfs_rm_and_i() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(root) = busybox_rootfs(dir.path()) else {
+        return;
+    };
+    let r = root.to_str().unwrap();
+    let t = dir.path();
+    // -i and --rm: accepted; stdin reaches the command; nothing is left behind.
+    let o = run_ctr(t, &["-i", "--rm", r, "--", "cat"], b"through stdin\n", &[]);
+    assert_eq!(ok_out(&o), "through stdin\n");
+    // --env-file: comments and blank lines skipped, KEY alone copied from here, -e wins.
+    let envf = t.join("env");
+    std::fs::write(&envf, "# comment\n\nA=1\nB=from file\nFROM_HOST\n").unwrap();
+    let envf = envf.to_str().unwrap();
+    let o = run_ctr(
+        t,
+        &[
+            "--env-file",
+            envf,
+            "-e",
+            "B=flag",
+            r,
+            "--",
+            "sh",
+            "-c",
+            "echo $A/$B/$FROM_HOST",
+        ],
+        b"",
+        &[("FROM_HOST", "host")],
+    );
+    assert_eq!(ok_out(&o), "1/flag/host\n");
+    std::fs::write(t.join("bad-env"), "OK=1\nnot valid\n").unwrap();
+    let bad = t.join("bad-env");
+    let o = run_ctr(
+        t,
+        &["--env-file", bad.to_str().unwrap(), r, "--", "true"],
+        b"",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "unionfuse run: --env-file {}: line 2: expected KEY=VALUE or KEY\n",
+            bad.display()
+        )
+    );
+    // --read-only keeps /run, /tmp and /var/tmp writable (tmpfs), the rest is EROFS.
+    let script = "for d in /run /tmp /var/tmp; do touch $d/x && echo $d ok; done; \
+                  touch /y 2>/dev/null || echo root read-only";
+    let o = run_ctr(t, &["--read-only", r, "--", "sh", "-c", script], b"", &[]);
+    assert_eq!(
+        ok_out(&o),
+        "/run ok\n/tmp ok\n/var/tmp ok\nroot read-only\n"
+    );
+    let o = run_ctr(
+        t,
+        &[
+            "--read-only",
+            "--read-only-tmpfs=false",
+            r,
+            "--",
+            "sh",
+            "-c",
+            "touch /tmp/x 2>/dev/null || echo tmp read-only",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(ok_out(&o), "tmp read-only\n");
+    // --tmpfs: a fresh tmpfs with podman's default flags and the options given; its files do
+    // not reach the container layer.
+    let upper = t.join("upper");
+    let o = run_ctr(
+        t,
+        &[
+            "--upper",
+            upper.to_str().unwrap(),
+            "--tmpfs",
+            "/scratch:size=1m,mode=700",
+            r,
+            "--",
+            "sh",
+            "-c",
+            "echo data > /scratch/f && grep ' /scratch ' /proc/mounts",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(
+        ok_out(&o),
+        "tmpfs /scratch tmpfs rw,nosuid,nodev,noexec,relatime,size=1024k,mode=700 0 0\n"
+    );
+    assert!(
+        upper.join("scratch").is_dir(),
+        "the mountpoint is made in the upper"
+    );
+    assert!(
+        !upper.join("scratch/f").exists(),
+        "a tmpfs file reached the upper"
+    );
+    let o = run_ctr(t, &["--tmpfs", "relative", r, "--", "true"], b"", &[]);
+    assert_eq!(
+        text(&o.stderr),
+        "unionfuse run: --tmpfs relative: must be an absolute path\n"
+    );
+}
+
+#[test]
+fn run_work_dir_is_private_by_default_and_overlay_workdir_sets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(root) = busybox_rootfs(dir.path()) else {
+        return;
+    };
+    let r = root.to_str().unwrap();
+    let t = dir.path();
+    // TMPDIR on the upper's filesystem: the work dir is in the run's private directory.
+    let upper = t.join("ctr");
+    let o = run_ctr(
+        t,
+        &[
+            "--upper",
+            upper.to_str().unwrap(),
+            r,
+            "--",
+            "sh",
+            "-c",
+            "echo x > /etc/f",
+        ],
+        b"",
+        &[],
+    );
+    ok_out(&o);
+    assert_eq!(std::fs::read(upper.join("etc/f")).unwrap(), b"x\n");
+    let mut names: Vec<String> = std::fs::read_dir(t)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["ctr", "rootfs"],
+        "something was left next to the upper"
+    );
+    // TMPDIR elsewhere: the default is next to the upper; where that cannot be made, the
+    // message says which option helps, and --overlay-workdir does.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let upper2 = t.join("ctr2");
+    std::fs::write(t.join(".ctr2.unionfuse-work"), b"in the way").unwrap();
+    let o = run_ctr(
+        shm.path(),
+        &["--upper", upper2.to_str().unwrap(), r, "--", "true"],
+        b"",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    let err = text(&o.stderr);
+    assert!(
+        err.trim_end()
+            .ends_with("(give --overlay-workdir DIR, on the upper's filesystem)"),
+        "{err}"
+    );
+    let work = t.join("mywork");
+    let o = run_ctr(
+        shm.path(),
+        &[
+            "--upper",
+            upper2.to_str().unwrap(),
+            "--overlay-workdir",
+            work.to_str().unwrap(),
+            r,
+            "--",
+            "sh",
+            "-c",
+            "echo y > /etc/f",
+        ],
+        b"",
+        &[],
+    );
+    ok_out(&o);
+    assert_eq!(std::fs::read(upper2.join("etc/f")).unwrap(), b"y\n");
+    assert!(work.is_dir(), "--overlay-workdir was not used");
+    // -w stays the container's working directory, as in podman.
+    let o = run_ctr(
+        t,
+        &["-w", "/etc", r, "--", "sh", "-c", "echo $PWD"],
+        b"",
+        &[],
+    );
+    assert_eq!(ok_out(&o), "/etc\n");
+}

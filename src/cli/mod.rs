@@ -137,7 +137,13 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
             let (req, in_use) = args
                 .into_request(&root)
                 .map_err(|e| Failure::run(RUN_SETUP, e))?;
-            let code = crate::runtime::run(&req).map_err(|e| Failure::run(RUN_SETUP, e));
+            let code = crate::runtime::run(&req).map_err(|e| {
+                let mut msg = e.to_string();
+                if req.overlay_workdir.is_none() && msg.contains(".unionfuse-work") {
+                    msg.push_str(" (give --overlay-workdir DIR, on the upper's filesystem)");
+                }
+                Failure::run(RUN_SETUP, msg)
+            });
             drop(in_use);
             // `diff` and `commit` without --from find the lowers of this container layer here.
             if let Some(upper) = &req.upper {

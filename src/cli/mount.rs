@@ -19,8 +19,10 @@ pub struct MountArgs {
     /// and the mount is read-only.
     #[arg(num_args = 1..=2, required = true)]
     pub paths: Vec<PathBuf>,
-    /// Where copy-ups are prepared; must be on the upper's filesystem.
-    #[arg(long)]
+    /// Where copy-ups are prepared; must be on the upper's filesystem (default
+    /// UPPER/../.NAME.unionfuse-work). The older spelling `--workdir` still works (hidden: in
+    /// `run` it is the container's working directory, as in podman).
+    #[arg(long = "overlay-workdir", alias = "workdir", value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Mount options: ro, allow_other, default_permissions, volatile, userxattr,
     /// timeout=SECS, threads=N.

@@ -33,7 +33,7 @@ struct RunDir {
 }
 
 impl RunDir {
-    fn create(upper: Option<&Path>) -> RunResult<RunDir> {
+    fn create(upper: Option<&Path>, overlay_workdir: Option<&Path>) -> RunResult<RunDir> {
         let base = sys::mkdtemp(&std::env::temp_dir().join("unionfuse-run-"))?;
         let mut d = RunDir {
             mnt: base.join("mnt"),
@@ -44,8 +44,14 @@ impl RunDir {
         };
         if let Some(u) = upper {
             d.upper = u.to_path_buf();
-            // config::default_workdir, next to the upper.
-            d.work = None;
+            // The work dir must be on the upper's filesystem: ours (removed at exit, nothing
+            // appears next to the upper) when it is, else config::default_workdir next to it.
+            if !same_filesystem(&d.base, u) {
+                d.work = None;
+            }
+        }
+        if let Some(w) = overlay_workdir {
+            d.work = Some(w.to_path_buf());
         }
         let mut dirs = vec![&d.mnt, &d.init];
         if upper.is_none() {
@@ -56,6 +62,14 @@ impl RunDir {
                 .map_err(|e| RunError::io(format!("mkdir {}", p.display()), &e))?;
         }
         Ok(d)
+    }
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
     }
 }
 
@@ -89,7 +103,7 @@ fn supervise(args: &RunRequest) -> RunResult<i32> {
             helper: false,
         }
     };
-    let dir = RunDir::create(plan.upper.as_deref())?;
+    let dir = RunDir::create(plan.upper.as_deref(), args.overlay_workdir.as_deref())?;
     rootfs::write_init_files(&dir.init, &plan.hostname, plan.net == NetMode::None)?;
 
     // Single-threaded until the session is spawned below: the namespaces and the fork need it.
