@@ -1205,3 +1205,180 @@ fn image_rm_refuses_an_image_a_running_container_uses() {
         0
     );
 }
+
+// ---- image save: round trips through podman and skopeo ----
+
+/// The stored layers of `image` in store `root`, as trees (whiteouts, opaque dirs, modes,
+/// owners, times, xattrs).
+fn layer_trees(root: &Path, image: &str) -> Vec<common::Tree> {
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(root)
+        .args(["image", "inspect", image])
+        .output()
+        .expect("inspect");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    v["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let mut t = common::Tree::layer_digest(Path::new(l["Path"].as_str().expect("path")));
+            // The layer directory itself is the store's (made at unpack), not in the tar.
+            t.entries.remove(Path::new(""));
+            // What the formats carry: whole-second times (tar headers); a whiteout's time is
+            // the unpack's.
+            for e in t.entries.values_mut() {
+                let whiteout = e.rdev == Some((0, 0)) && e.kind == common::Kind::CharDev;
+                e.mtime = e.mtime.filter(|_| !whiteout);
+                e.mtime = e.mtime.map(|(s, _)| (s, 0));
+            }
+            t
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_same_layers(a: &[common::Tree], b: &[common::Tree]) {
+    assert_eq!(a.len(), b.len(), "layer count");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if let Some(d) = x.diff(y, true) {
+            panic!("layer {i} differs after the round trip:\n{d}");
+        }
+    }
+}
+
+#[test]
+fn image_save_round_trips_through_podman_load_and_skopeo() {
+    if !is_root() {
+        skip_or_fail_in_ci("podman load into a private store needs root here");
+        return;
+    }
+    if !tool("podman") || !tool("skopeo") {
+        skip_or_fail_in_ci("podman or skopeo missing (apt-get install podman skopeo)");
+        return;
+    }
+    // Two layers with a whiteout, an opaque directory, modes and owners.
+    let (w, _) = run_image_world();
+    let original = layer_trees(&w.root(), "app:1");
+    let dk = w.p("app-docker.tar");
+    let out = w.ok(&["image", "save", "app:1", "-o", dk.to_str().unwrap()]);
+    let id = out
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(id, _)| id.to_string())
+        .expect("an id in the output");
+    assert_eq!(
+        out,
+        format!("saved app:1 to {} ({id}): 2 layers\n", dk.display())
+    );
+
+    // podman load (a private store), then podman save, then import: the same image.
+    let proot = w.p("podman");
+    let podman = |args: &[&str]| {
+        let o = Command::new("podman")
+            .arg("--root")
+            .arg(proot.join("root"))
+            .arg("--runroot")
+            .arg(proot.join("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(["--cgroup-manager", "cgroupfs"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn podman");
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let loaded = podman(&["load", "-i", dk.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: localhost/app:1"), "{loaded}");
+    let pid = podman(&["image", "inspect", "localhost/app:1", "--format", "{{.Id}}"]);
+    assert!(pid.starts_with(&id), "podman's id {pid} is not {id}");
+    let back = w.p("back.tar");
+    podman(&[
+        "save",
+        "--format",
+        "docker-archive",
+        "-o",
+        back.to_str().unwrap(),
+        "app:1",
+    ]);
+    let root2 = w.p("store2");
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(&root2)
+        .args(["image", "import", back.to_str().unwrap()])
+        .output()
+        .expect("import");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&format!("({id})")),
+        "{out}"
+    );
+    assert_same_layers(&original, &layer_trees(&root2, "app:1"));
+
+    // OCI layout directory: skopeo reads it and converts it to a docker-archive we import.
+    let oci = w.p("app-oci");
+    w.ok(&[
+        "image",
+        "save",
+        "app:1",
+        "-o",
+        oci.to_str().unwrap(),
+        "--format",
+        "oci-dir",
+    ]);
+    let conv = w.p("via-skopeo.tar");
+    sh(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:1", oci.display()),
+        &format!("docker-archive:{}:app:1", conv.display()),
+    ]));
+    let root3 = w.p("store3");
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(&root3)
+        .args(["image", "import", conv.to_str().unwrap()])
+        .output()
+        .expect("import");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&format!("({id})")),
+        "{out}"
+    );
+    assert_same_layers(&original, &layer_trees(&root3, "app:1"));
+
+    // OCI layout tar: skopeo inspects it, podman loads it.
+    let ocitar = w.p("app-oci.tar");
+    w.ok(&[
+        "image",
+        "save",
+        "app:1",
+        "-o",
+        ocitar.to_str().unwrap(),
+        "--format",
+        "oci-archive",
+    ]);
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", ocitar.display()),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: Value = serde_json::from_slice(&o.stdout).expect("config json");
+    assert_eq!(cfg["config"]["WorkingDir"], "/data");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(2));
+    podman(&["rmi", "localhost/app:1"]);
+    let loaded = podman(&["load", "-i", ocitar.to_str().unwrap()]);
+    assert!(loaded.contains("app:1"), "{loaded}");
+    let pid = podman(&["image", "inspect", "localhost/app:1", "--format", "{{.Id}}"]);
+    assert!(pid.starts_with(&id), "podman's id {pid} is not {id}");
+}

@@ -47,6 +47,34 @@ pub enum ImageCommand {
     },
     /// Remove the layers that no image lists and no running container uses.
     Prune,
+    /// Write an image as a docker-archive tar (docker/podman load), or an OCI layout tar or
+    /// directory (skopeo copy oci-archive:/oci:).
+    Save {
+        image: String,
+        /// The archive (or, for oci-dir, the new directory) to write.
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = SaveFormatArg::DockerArchive)]
+        format: SaveFormatArg,
+    },
+}
+
+/// `image save --format`, podman's names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveFormatArg {
+    DockerArchive,
+    OciArchive,
+    OciDir,
+}
+
+impl From<SaveFormatArg> for image::save::SaveFormat {
+    fn from(f: SaveFormatArg) -> Self {
+        match f {
+            SaveFormatArg::DockerArchive => image::save::SaveFormat::DockerArchive,
+            SaveFormatArg::OciArchive => image::save::SaveFormat::OciArchive,
+            SaveFormatArg::OciDir => image::save::SaveFormat::OciDir,
+        }
+    }
 }
 
 /// `image ls --format`.
@@ -64,6 +92,11 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> image::Result<()> {
         ImageCommand::Rm { images, force } => image::cmd::remove(root, images, *force),
         ImageCommand::Tag { image, names } => image::cmd::tag(root, image, names),
         ImageCommand::Prune => image::cmd::prune(root),
+        ImageCommand::Save {
+            image,
+            output,
+            format,
+        } => image::cmd::save(root, image, output, (*format).into()),
     }
 }
 

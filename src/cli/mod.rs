@@ -41,7 +41,7 @@ pub enum Command {
     /// Mount LOWER[:LOWER...] (top-first) with an optional writable UPPER at MNT.
     Mount(MountArgs),
     // Images (src/image/, docs/images.md).
-    /// Manage the image store: import, ls, inspect, rm, tag, prune.
+    /// Manage the image store: import, ls, inspect, rm, tag, prune, save.
     #[command(subcommand)]
     Image(ImageCommand),
     /// List a container layer's changes as `docker diff` does (A added, C changed, D deleted).

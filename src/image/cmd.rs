@@ -100,6 +100,20 @@ pub fn tag(root: &Path, image: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `image save IMAGE -o PATH [--format F]`.
+pub fn save(root: &Path, image: &str, out: &Path, format: super::save::SaveFormat) -> Result<()> {
+    let store = Store::at(root);
+    let saved = super::save::save(&store, image, out, format)?;
+    let hex = saved.id.strip_prefix("sha256:").unwrap_or(&saved.id);
+    say!(
+        "saved {image} to {} ({}): {} layers",
+        out.display(),
+        &hex[..12.min(hex.len())],
+        saved.layers.len()
+    );
+    Ok(())
+}
+
 /// `image prune`: layers no image uses.
 pub fn prune(root: &Path) -> Result<()> {
     let store = Store::open(root)?;

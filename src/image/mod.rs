@@ -8,6 +8,7 @@ pub mod containers;
 pub mod export;
 pub mod import;
 mod progress;
+pub mod save;
 pub mod store;
 mod unpack;
 
