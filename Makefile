@@ -5,7 +5,8 @@
 #   make install [PREFIX=/usr/local] [DESTDIR=...] [HELPERDIR=/sbin]
 #   make uninstall [same variables]
 #
-# PROFILE=dev installs the debug build (what the test suite does, to spare a release build).
+# PROFILE=dev installs the debug build and CARGO_FLAGS adds cargo flags: the test suite passes
+# PROFILE=dev CARGO_FLAGS=--features=fault-injection, the build it runs with (nothing rebuilt).
 #
 # mount(8) looks for helpers only in /sbin (and /sbin/fs.d, /sbin/fs), so the helper goes to
 # HELPERDIR=/sbin whatever the PREFIX; it runs $(BINDIR)/unionfuse by its absolute path.
@@ -20,6 +21,7 @@ FISHDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 HELPERDIR ?= /sbin
 CARGO ?= cargo
 PROFILE ?= release
+CARGO_FLAGS ?=
 OUT := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 GEN := $(OUT)/gen-docs
 
@@ -27,10 +29,10 @@ GEN := $(OUT)/gen-docs
 all: build docs
 
 build:
-	$(CARGO) build --profile $(PROFILE)
+	$(CARGO) build --profile $(PROFILE) $(CARGO_FLAGS)
 
 docs:
-	$(CARGO) run --profile $(PROFILE) --quiet --example gen_docs -- $(GEN)
+	$(CARGO) run --profile $(PROFILE) $(CARGO_FLAGS) --quiet --example gen_docs -- $(GEN)
 
 install: build docs
 	install -D -m 755 $(OUT)/unionfuse $(DESTDIR)$(BINDIR)/unionfuse

@@ -233,8 +233,8 @@ fn import_of_a_file_that_is_not_a_tar_says_so() {
     );
 }
 
-/// `make install PREFIX=P HELPERDIR=P/sbin PROFILE=dev` into the test target's temp dir, once
-/// per test binary (PROFILE=dev: the debug build, so the suite needs no release build).
+/// `make install PREFIX=P HELPERDIR=P/sbin PROFILE=dev CARGO_FLAGS=...` into the test target's
+/// temp dir, once per test binary (the suite's own debug build: no release build needed).
 fn installed() -> &'static Path {
     static PREFIX: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PREFIX.get_or_init(|| {
@@ -245,6 +245,9 @@ fn installed() -> &'static Path {
             .arg(format!("PREFIX={}", prefix.display()))
             .arg(format!("HELPERDIR={}/sbin", prefix.display()))
             .arg("PROFILE=dev")
+            // The build this suite runs with: target/debug/unionfuse is not rebuilt without
+            // the test hooks under the other test binaries.
+            .arg("CARGO_FLAGS=--features=fault-injection")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
             .output()
