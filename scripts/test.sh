@@ -15,6 +15,8 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
 PACKAGES=(fuse3 attr acl fuse-overlayfs busybox-static podman runc uidmap)
+PACKAGES+=(make)  # tests/cli.rs runs `make install`
+PACKAGES+=(skopeo umoci)  # tests/image.rs: image save round trips, images made by umoci
 CI="${CI:-false}"
 TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
 

@@ -1,8 +1,13 @@
 //! Mounting: open the layers, build the core, hand it to a multi-threaded fuser session, and
-//! unmount cleanly on SIGTERM/SIGINT/SIGHUP or when someone runs `umount`.
+//! unmount cleanly on SIGTERM/SIGINT/SIGHUP or when someone runs `umount`. `unionfuse mount`
+//! mounts /dev/fuse itself as type `fuse.unionfuse` (fuser's own mount(2) says plain `fuse`);
+//! the runtime's private mounts go through fuser.
 
+use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,8 +22,140 @@ use crate::sys;
 use crate::sys::process::{self, Forked};
 use crate::union::{Options, Union};
 
-/// Mount and return the live session (the mount is up once this returns).
+/// The filesystem type shown in /proc/mounts (`fuse.` + the FUSE subtype), the one
+/// `mount -t` and fstab name and that `mount.fuse3` turns into running `unionfuse`.
+pub const FSTYPE: &str = "fuse.unionfuse";
+
+/// The FUSE device.
+const DEV_FUSE: &str = "/dev/fuse";
+
+/// Mount through fuser and return the live session (the mount is up once this returns).
 pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
+    let (fs, config, forgotten) = prepare(cfg)?;
+    // Checked here so that the error names the device (and fuser logs nothing of its own).
+    drop(open_dev_fuse()?);
+    let session = Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
+    mounted(cfg, forgotten);
+    Ok(session)
+}
+
+/// A session whose mount is ours (`mount_typed`), or fuser's when we may not mount(2).
+pub struct Mounted {
+    session: Session<UnionFs>,
+    /// The mountpoint to unmount at a signal, when the mount is ours.
+    ours: Option<CString>,
+}
+
+/// Mount /dev/fuse as `fuse.unionfuse` (as libfuse does with a subtype); where mount(2) is
+/// not allowed (EPERM: not root), through fuser and fusermount3, which sets the same type
+/// from `subtype=`.
+pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
+    let (fs, config, forgotten) = prepare(cfg)?;
+    let dev = open_dev_fuse()?;
+    let mnt = cpath(&cfg.mountpoint)?;
+    let root_mode = std::fs::metadata(&cfg.mountpoint)
+        .map_err(|e| Error::config(&cfg.mountpoint, format!("mountpoint: {e}")))?
+        .mode();
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}",
+        dev.as_raw_fd(),
+        root_mode,
+        sys::geteuid(),
+        sys::getegid()
+    );
+    if cfg.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if cfg.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags: u64 = 0;
+    if cfg.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    if !cfg.dev {
+        flags |= libc::MS_NODEV;
+    }
+    if !cfg.suid {
+        flags |= libc::MS_NOSUID;
+    }
+    if !cfg.exec {
+        flags |= libc::MS_NOEXEC;
+    }
+    let source = CString::new(cfg.fsname.as_str())
+        .map_err(|_| Error::config(&cfg.mountpoint, "fsname contains a NUL byte"))?;
+    let fstype = CString::new(FSTYPE).expect("no NUL in FSTYPE");
+    let data = CString::new(data).expect("no NUL in the mount data");
+    match process::mount(&source, &mnt, &fstype, flags, &data) {
+        Ok(()) => {}
+        Err(Error::Sys(libc::EPERM)) => {
+            drop(dev);
+            let session =
+                Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
+            mounted(cfg, forgotten);
+            return Ok(Mounted {
+                session,
+                ours: None,
+            });
+        }
+        Err(e) => return Err(Error::config(&cfg.mountpoint, format!("mount failed: {e}"))),
+    }
+    let session = match Session::from_fd(fs, dev.into(), config.acl, config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = process::umount(&mnt, libc::MNT_DETACH);
+            return Err(Error::config(
+                &cfg.mountpoint,
+                format!("FUSE handshake: {e}"),
+            ));
+        }
+    };
+    mounted(cfg, forgotten);
+    Ok(Mounted {
+        session,
+        ours: Some(mnt),
+    })
+}
+
+fn cpath(path: &std::path::Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::config(path, "path contains a NUL byte"))
+}
+
+/// Open /dev/fuse; the error names it, with the usual remedy.
+fn open_dev_fuse() -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV_FUSE)
+        .map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => " (load the fuse module: modprobe fuse)",
+                std::io::ErrorKind::PermissionDenied => " (a container needs --device /dev/fuse)",
+                _ => "",
+            };
+            Error::config(DEV_FUSE, format!("cannot open the FUSE device: {e}{hint}"))
+        })
+}
+
+fn mount_failed(cfg: &MountConfig, e: std::io::Error) -> Error {
+    Error::config(&cfg.mountpoint, format!("mount failed: {e}"))
+}
+
+/// Once mounted: start the trimmer and log it.
+fn mounted(cfg: &MountConfig, forgotten: Weak<AtomicU64>) {
+    spawn_trimmer(forgotten);
+    tracing::info!(
+        mountpoint = %cfg.mountpoint.display(),
+        lowers = cfg.lowers.len(),
+        upper = ?cfg.upper,
+        threads = cfg.threads,
+        "mounted"
+    );
+}
+
+/// The filesystem and fuser's session configuration for `cfg`.
+fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
     // Mode bits come from the kernel (already masked by the caller's umask); ours must not
     // mask them again.
     sys::set_umask(0);
@@ -91,17 +228,7 @@ pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     // (see `pool`).
     config.n_threads = Some(1);
     config.clone_fd = true;
-    let session = Session::new(fs, &cfg.mountpoint, &config)
-        .map_err(|e| Error::config(&cfg.mountpoint, format!("mount failed: {e}")))?;
-    spawn_trimmer(forgotten);
-    tracing::info!(
-        mountpoint = %cfg.mountpoint.display(),
-        lowers = cfg.lowers.len(),
-        upper = ?cfg.upper,
-        threads = cfg.threads,
-        "mounted"
-    );
-    Ok(session)
+    Ok((fs, config, forgotten))
 }
 
 /// Forgotten nodes after which freed memory is worth returning to the OS (a node with its
@@ -135,20 +262,33 @@ fn spawn_trimmer(forgotten: Weak<AtomicU64>) {
 }
 
 /// Serve until unmounted. SIGTERM, SIGINT and SIGHUP unmount; `umount` ends the session too.
-pub fn serve(mut session: Session<UnionFs>) -> Result<()> {
+pub fn serve(mounted: Mounted) -> Result<()> {
+    let Mounted { mut session, ours } = mounted;
     let mut unmounter = session.unmount_callable();
     let signals = process::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    let at_signal = ours.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let sig = process::wait_signal(&signals);
             tracing::info!(sig, "signal: unmounting");
-            if let Err(e) = unmounter.unmount() {
+            let done = match &at_signal {
+                Some(mnt) => process::umount(mnt, 0).map_err(|e| e.to_string()),
+                None => unmounter.unmount().map_err(|e| e.to_string()),
+            };
+            if let Err(e) = done {
                 tracing::warn!(error = %e, "unmount failed");
             }
         })
         .map_err(Error::from)?;
-    session.run().map_err(Error::from)
+    let served = session.run().map_err(Error::from);
+    if served.is_err()
+        && let Some(mnt) = &ours
+    {
+        // The session broke while mounted: leave no dead mount behind (EINVAL: already gone).
+        let _ = process::umount(mnt, libc::MNT_DETACH);
+    }
+    served
 }
 
 /// Where `daemonize` returns.

@@ -695,7 +695,9 @@ fn busybox_layer() -> Vec<u8> {
         Ent::Dir("tmp", 0o1777),
         Ent::Dir("root", 0o700),
     ];
-    for a in ["sh", "cat", "ls", "echo", "rm", "mkdir", "pwd", "id", "env"] {
+    for a in [
+        "sh", "cat", "ls", "echo", "rm", "mkdir", "pwd", "id", "env", "sleep",
+    ] {
         let p: &'static str = Box::leak(format!("bin/{a}").into_boxed_str());
         ents.push(Ent::Symlink(p, "busybox"));
     }
@@ -802,6 +804,12 @@ fn diff_and_commit_round_trip_through_the_store() {
             "missing {line:?} in\n{diff}"
         );
     }
+    // Without --from: the lowers `run --upper` recorded in the store give the same answer.
+    let plain = w.ok(&["diff", upper.to_str().expect("utf8")]);
+    assert_eq!(
+        plain, diff,
+        "diff without --from differs from diff --from app:1"
+    );
     // run's own mount points are not the command's changes.
     for artifact in ["A /dev", "A /proc", "A /sys"] {
         assert!(
@@ -821,6 +829,31 @@ fn diff_and_commit_round_trip_through_the_store() {
         "app:1",
     ]);
     assert!(out.contains("app:2") && out.contains("3 layers"), "{out}");
+    // --tag without --from: an image of the diff alone, said so on stderr.
+    let o = w.uf(&[
+        "commit",
+        upper.to_str().expect("utf8"),
+        "--tag",
+        "app:diff-only",
+    ]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("unionfuse: warning: app:diff-only holds only the container layer"),
+        "{err}"
+    );
+    let o = w.uf(&[
+        "commit",
+        upper.to_str().expect("utf8"),
+        "--tag",
+        "app:3",
+        "--from",
+        "app:1",
+    ]);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "warned with --from"
+    );
     // The tarball: OCI whiteouts, an opaque marker, no overlay xattrs.
     let mut names = Vec::new();
     let mut ar = tar::Archive::new(std::fs::File::open(&layer).expect("layer"));
@@ -980,4 +1013,372 @@ fn images_made_by_umoci_and_converted_by_skopeo_import_in_overlay_format() {
         oci_tar.to_str().expect("utf8"),
     ]);
     assert!(out.contains("back:1") && out.contains("0 new"), "{out}");
+}
+
+// ---- the store's names, layers and users ----
+
+#[test]
+fn image_tag_rm_by_id_needs_force_with_several_names_and_prints_every_name() {
+    let w = World::new();
+    w.seed();
+    let id = serde_json::from_str::<Value>(&w.ok(&["image", "inspect", "seed:1"])).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let short = &id["sha256:".len().."sha256:".len() + 12];
+    assert_eq!(
+        w.ok(&["image", "tag", "seed:1", "alias", "other:2"]),
+        format!("tagged alias:latest ({short})\ntagged other:2 ({short})\n")
+    );
+    let err = w.fails(&["image", "rm", short]);
+    assert_eq!(
+        err,
+        format!(
+            "unionfuse: {short}: image {short} has 3 names (seed:1, alias:latest, other:2): \
+             remove them by name, or use --force\n"
+        )
+    );
+    assert_eq!(w.ok(&["image", "rm", "other:2"]), "untagged other:2\n");
+    let layer = w
+        .snapshot()
+        .into_keys()
+        .find(|k| k.starts_with("layers/sha256/"))
+        .unwrap();
+    let out = w.ok(&["image", "rm", "--force", short]);
+    let diff_id = format!("sha256:{}", layer.trim_start_matches("layers/sha256/"));
+    assert_eq!(
+        out,
+        format!(
+            "removed seed:1 ({short})\nremoved alias:latest ({short})\nremoved layer {diff_id}\n"
+        )
+    );
+    assert!(
+        w.fails(&["image", "inspect", "alias"])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn image_prune_removes_only_layers_no_image_lists() {
+    let w = World::new();
+    w.seed();
+    let kept = w
+        .snapshot()
+        .into_keys()
+        .find(|k| k.starts_with("layers/sha256/"))
+        .unwrap();
+    let orphan = "ab".repeat(32);
+    let odir = w.root().join("layers/sha256").join(&orphan);
+    std::fs::create_dir_all(odir.join("usr")).unwrap();
+    std::fs::write(odir.join("usr/f"), b"x").unwrap();
+    assert_eq!(
+        w.ok(&["image", "prune"]),
+        format!("removed layer sha256:{orphan}\n1 layers removed\n")
+    );
+    assert!(!odir.exists());
+    assert!(
+        w.root().join(&kept).is_dir(),
+        "the seed image's layer was pruned"
+    );
+    assert_eq!(w.ok(&["image", "prune"]), "0 layers removed\n");
+}
+
+#[test]
+fn image_ls_format_json_lists_every_image() {
+    let w = World::new();
+    w.seed();
+    w.ok(&["image", "tag", "seed:1", "seed:2"]);
+    let v: Value = serde_json::from_str(&w.ok(&["image", "ls", "--format", "json"])).unwrap();
+    let list = v.as_array().expect("an array");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["Names"], json!(["seed:1", "seed:2"]));
+    assert_eq!(list[0]["Layers"], 1);
+    assert_eq!(list[0]["Containers"], 0);
+    assert!(is_hex64(list[0]["Id"].as_str().unwrap()));
+    let table = w.ok(&["image", "ls"]);
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(
+        w.fails(&["image", "ls", "--format", "yaml"])
+            .contains("invalid value")
+    );
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Kills and reaps a background `unionfuse run` if the test fails before it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn image_rm_refuses_an_image_a_running_container_uses() {
+    if !can_mount() {
+        return;
+    }
+    let (w, ids) = run_image_world();
+    // A record left by a run that died: unlocked, it does not count (and is cleaned up).
+    let containers = w.root().join("containers");
+    std::fs::create_dir_all(&containers).unwrap();
+    let id = serde_json::from_str::<Value>(&w.ok(&["image", "inspect", "app:1"])).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let stale = containers.join(format!("{id}-999999.json"));
+    std::fs::write(
+        &stale,
+        json!({"pid": 999999, "image": format!("sha256:{id}"), "layers": ids}).to_string(),
+    )
+    .unwrap();
+    let mut run = Reap(
+        Command::new(BIN)
+            .arg("--root")
+            .arg(w.root())
+            .args([
+                "run",
+                "-u",
+                "0",
+                "app:1",
+                "--",
+                "sh",
+                "-c",
+                "sleep 3; ls /data",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run"),
+    );
+    let pid = run.0.id();
+    let mine = containers.join(format!("{id}-{pid}.json"));
+    let start = std::time::Instant::now();
+    while !mine.exists() {
+        assert!(start.elapsed().as_secs() < 10, "run wrote no in-use record");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = w.fails(&["image", "rm", "app:1"]);
+    assert_eq!(
+        err,
+        format!(
+            "unionfuse: app:1: image {} is in use by a running container (unionfuse run, pid \
+             {pid}): stop it, or use --force (its layers stay until it exits)\n",
+            &id[..12]
+        )
+    );
+    assert!(!stale.exists(), "the stale record was not cleaned up");
+    let v: Value = serde_json::from_str(&w.ok(&["image", "ls", "--format", "json"])).unwrap();
+    assert_eq!(v[0]["Containers"], 1);
+    let out = std::mem::replace(
+        &mut run.0,
+        Command::new("true").spawn().expect("spawn true"),
+    )
+    .wait_with_output()
+    .expect("wait run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "new\n",
+        "the container's ls"
+    );
+    assert!(!mine.exists(), "the record outlived the run");
+    let out = w.ok(&["image", "rm", "app:1"]);
+    assert!(
+        out.starts_with(&format!("removed app:1 ({})\n", &id[..12])),
+        "{out}"
+    );
+    assert_eq!(
+        w.root().join("layers/sha256").read_dir().unwrap().count(),
+        0
+    );
+}
+
+// ---- image save: round trips through podman and skopeo ----
+
+/// The stored layers of `image` in store `root`, as trees (whiteouts, opaque dirs, modes,
+/// owners, times, xattrs).
+fn layer_trees(root: &Path, image: &str) -> Vec<common::Tree> {
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(root)
+        .args(["image", "inspect", image])
+        .output()
+        .expect("inspect");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    v["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let mut t = common::Tree::layer_digest(Path::new(l["Path"].as_str().expect("path")));
+            // The layer directory itself is the store's (made at unpack), not in the tar.
+            t.entries.remove(Path::new(""));
+            // What the formats carry: whole-second times (tar headers); a whiteout's time is
+            // the unpack's.
+            for e in t.entries.values_mut() {
+                let whiteout = e.rdev == Some((0, 0)) && e.kind == common::Kind::CharDev;
+                e.mtime = e.mtime.filter(|_| !whiteout);
+                e.mtime = e.mtime.map(|(s, _)| (s, 0));
+            }
+            t
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_same_layers(a: &[common::Tree], b: &[common::Tree]) {
+    assert_eq!(a.len(), b.len(), "layer count");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if let Some(d) = x.diff(y, true) {
+            panic!("layer {i} differs after the round trip:\n{d}");
+        }
+    }
+}
+
+#[test]
+fn image_save_round_trips_through_podman_load_and_skopeo() {
+    if !is_root() {
+        skip_or_fail_in_ci("podman load into a private store needs root here");
+        return;
+    }
+    if !tool("podman") || !tool("skopeo") {
+        skip_or_fail_in_ci("podman or skopeo missing (apt-get install podman skopeo)");
+        return;
+    }
+    // Two layers with a whiteout, an opaque directory, modes and owners.
+    let (w, _) = run_image_world();
+    let original = layer_trees(&w.root(), "app:1");
+    let dk = w.p("app-docker.tar");
+    let out = w.ok(&["image", "save", "app:1", "-o", dk.to_str().unwrap()]);
+    let id = out
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(id, _)| id.to_string())
+        .expect("an id in the output");
+    assert_eq!(
+        out,
+        format!("saved app:1 to {} ({id}): 2 layers\n", dk.display())
+    );
+
+    // podman load (a private store), then podman save, then import: the same image.
+    let proot = w.p("podman");
+    let podman = |args: &[&str]| {
+        let o = Command::new("podman")
+            .arg("--root")
+            .arg(proot.join("root"))
+            .arg("--runroot")
+            .arg(proot.join("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(["--cgroup-manager", "cgroupfs"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn podman");
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let loaded = podman(&["load", "-i", dk.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: localhost/app:1"), "{loaded}");
+    let pid = podman(&["image", "inspect", "localhost/app:1", "--format", "{{.Id}}"]);
+    assert!(pid.starts_with(&id), "podman's id {pid} is not {id}");
+    let back = w.p("back.tar");
+    podman(&[
+        "save",
+        "--format",
+        "docker-archive",
+        "-o",
+        back.to_str().unwrap(),
+        "app:1",
+    ]);
+    let root2 = w.p("store2");
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(&root2)
+        .args(["image", "import", back.to_str().unwrap()])
+        .output()
+        .expect("import");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&format!("({id})")),
+        "{out}"
+    );
+    assert_same_layers(&original, &layer_trees(&root2, "app:1"));
+
+    // OCI layout directory: skopeo reads it and converts it to a docker-archive we import.
+    let oci = w.p("app-oci");
+    w.ok(&[
+        "image",
+        "save",
+        "app:1",
+        "-o",
+        oci.to_str().unwrap(),
+        "--format",
+        "oci-dir",
+    ]);
+    let conv = w.p("via-skopeo.tar");
+    sh(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:1", oci.display()),
+        &format!("docker-archive:{}:app:1", conv.display()),
+    ]));
+    let root3 = w.p("store3");
+    let o = Command::new(BIN)
+        .arg("--root")
+        .arg(&root3)
+        .args(["image", "import", conv.to_str().unwrap()])
+        .output()
+        .expect("import");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(&format!("({id})")),
+        "{out}"
+    );
+    assert_same_layers(&original, &layer_trees(&root3, "app:1"));
+
+    // OCI layout tar: skopeo inspects it, podman loads it.
+    let ocitar = w.p("app-oci.tar");
+    w.ok(&[
+        "image",
+        "save",
+        "app:1",
+        "-o",
+        ocitar.to_str().unwrap(),
+        "--format",
+        "oci-archive",
+    ]);
+    let o = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", ocitar.display()),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: Value = serde_json::from_slice(&o.stdout).expect("config json");
+    assert_eq!(cfg["config"]["WorkingDir"], "/data");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(2));
+    podman(&["rmi", "localhost/app:1"]);
+    let loaded = podman(&["load", "-i", ocitar.to_str().unwrap()]);
+    assert!(loaded.contains("app:1"), "{loaded}");
+    let pid = podman(&["image", "inspect", "localhost/app:1", "--format", "{{.Id}}"]);
+    assert!(pid.starts_with(&id), "podman's id {pid} is not {id}");
 }

@@ -461,8 +461,9 @@ fn writes_land_in_the_upper_never_in_the_lower() {
         "not a whiteout"
     );
     assert!(upper.join("var/lib/x").is_dir());
-    // The work dir lives next to the upper (config::default_workdir) and is kept.
-    assert!(unionfuse::config::default_workdir(&upper).is_dir());
+    // The work dir was in the run's private directory (on the upper's filesystem here), not
+    // next to the upper (README, `run --overlay-workdir`).
+    assert!(!unionfuse::config::default_workdir(&upper).exists());
     // A second run on the same upper sees the changes.
     let out = ok(&w.run(
         &["--upper", u],

@@ -41,7 +41,7 @@ pub enum Command {
     /// Mount LOWER[:LOWER...] (top-first) with an optional writable UPPER at MNT.
     Mount(MountArgs),
     // Images (src/image/, docs/images.md).
-    /// Manage the image store: import, ls, inspect, rm.
+    /// Manage the image store: import, ls, inspect, rm, tag, prune, save.
     #[command(subcommand)]
     Image(ImageCommand),
     /// List a container layer's changes as `docker diff` does (A added, C changed, D deleted).
@@ -132,21 +132,33 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
     let image_failed = |e: crate::image::ImageError| Failure::new(1, e);
     match cli.command {
         Command::Run(args) => {
-            init_logging(args.verbose, true);
+            init_logging(args.verbose, LogTo::Stderr);
             // LAYERS may name an image: its layers and config fill the request.
-            let req = args
+            let (req, in_use) = args
                 .into_request(&root)
                 .map_err(|e| Failure::run(RUN_SETUP, e))?;
-            let code = crate::runtime::run(&req).map_err(|e| Failure::run(RUN_SETUP, e))?;
-            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+            let code = crate::runtime::run(&req).map_err(|e| {
+                let mut msg = e.to_string();
+                if req.overlay_workdir.is_none() && msg.contains(".unionfuse-work") {
+                    msg.push_str(" (give --overlay-workdir DIR, on the upper's filesystem)");
+                }
+                Failure::run(RUN_SETUP, msg)
+            });
+            drop(in_use);
+            // `diff` and `commit` without --from find the lowers of this container layer here.
+            if let Some(upper) = &req.upper {
+                let store = crate::image::Store::at(&root);
+                crate::image::containers::record_upper(&store, upper, &req.lowers);
+            }
+            Ok(ExitCode::from(code?.clamp(0, 255) as u8))
         }
         Command::Image(cmd) => {
-            init_logging(0, true);
+            init_logging(0, LogTo::Stderr);
             image::image(&root, &cmd).map_err(image_failed)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff { upper, from, lower } => {
-            init_logging(0, true);
+            init_logging(0, LogTo::Stderr);
             image::diff(&root, &upper, from.as_deref(), lower.as_ref()).map_err(image_failed)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -156,7 +168,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
             tag,
             from,
         } => {
-            init_logging(0, true);
+            init_logging(0, LogTo::Stderr);
             crate::image::cmd::commit(
                 &root,
                 &upper,
@@ -168,7 +180,11 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mount(args) => {
-            init_logging(args.verbose, args.foreground);
+            let to = match &args.log_file {
+                Some(path) => LogTo::File(open_log(path)?),
+                None => LogTo::Stderr,
+            };
+            init_logging(args.verbose, to);
             let cmd = args.into_command().map_err(|e| Failure::new(USAGE, e))?;
             mount::run(cmd)
         }
@@ -191,21 +207,54 @@ fn run_compat(args: &[OsString]) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    init_logging(cmd.verbose, cmd.foreground);
+    init_logging(cmd.verbose, LogTo::Stderr);
     mount::run(*cmd)
 }
 
-fn init_logging(verbose: u8, foreground: bool) {
-    let level = match (verbose, foreground) {
-        (0, _) => "warn",
-        (1, _) => "info",
-        (2, _) => "debug",
+/// Where log lines go: stderr, or a file (`mount --log-file`), which a daemon keeps writing to
+/// after it has let go of the terminal.
+pub enum LogTo {
+    Stderr,
+    File(std::fs::File),
+}
+
+/// The environment variable holding a log filter (`tracing_subscriber::EnvFilter` syntax,
+/// e.g. `UNIONFUSE_LOG=debug` or `UNIONFUSE_LOG=unionfuse=trace`); it overrides `-V`.
+/// `RUST_LOG` is not read: it is meant for whatever Rust program the user runs in a container.
+pub const LOG_ENV: &str = "UNIONFUSE_LOG";
+
+/// Install the log subscriber: level from `verbose` (warn, info, debug, trace) unless
+/// `UNIONFUSE_LOG` says otherwise; colours only when writing to a terminal.
+fn init_logging(verbose: u8, to: LogTo) {
+    use std::io::IsTerminal;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("UNIONFUSE_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match to {
+        LogTo::Stderr => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+        LogTo::File(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+    }
+}
+
+/// Open `--log-file PATH` for appending (created 0600).
+fn open_log(path: &std::path::Path) -> Result<std::fs::File, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure::new(USAGE, format!("--log-file {}: {e}", path.display())))
 }

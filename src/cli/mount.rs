@@ -19,19 +19,26 @@ pub struct MountArgs {
     /// and the mount is read-only.
     #[arg(num_args = 1..=2, required = true)]
     pub paths: Vec<PathBuf>,
-    /// Where copy-ups are prepared; must be on the upper's filesystem.
-    #[arg(long)]
+    /// Where copy-ups are prepared; must be on the upper's filesystem (default
+    /// UPPER/../.NAME.unionfuse-work). The older spelling `--workdir` still works (hidden: in
+    /// `run` it is the container's working directory, as in podman).
+    #[arg(long = "overlay-workdir", alias = "workdir", value_name = "DIR")]
     pub workdir: Option<PathBuf>,
     /// Mount options: ro, allow_other, default_permissions, volatile, userxattr,
     /// timeout=SECS, threads=N.
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     pub options: Vec<String>,
-    /// Stay in the foreground and log to stderr.
+    /// Stay in the foreground (logs go to stderr, or to --log-file).
     #[arg(long, short = 'f')]
     pub foreground: bool,
-    /// Log more (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// Log more (repeat for more): -V info, -VV debug, -VVV trace. `-v` is `run`'s --volume,
+    /// so it has no meaning here.
+    #[arg(short = 'V', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Append the log to FILE, also after the daemon has detached (without it a background
+    /// mount's log is discarded once it is mounted).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 impl MountArgs {
@@ -92,7 +99,7 @@ pub fn run(cmd: MountCommand) -> std::result::Result<ExitCode, Failure> {
             Err(e) => return Err(Failure::new(1, format!("cannot start the daemon: {e}"))),
         }
     };
-    let session = mount::mount(&cmd.config);
+    let session = mount::mount_typed(&cmd.config);
     if let Some(pipe) = pipe {
         mount::report(pipe, session.as_ref().map(|_| ()));
         if session.is_err() {

@@ -99,6 +99,30 @@ pub struct RunArgs {
     /// With an IMAGE: run this instead of the image's Entrypoint (and drop its Cmd).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
+    // The union's own options, and podman's flags that have a meaning here.
+    /// The union's work dir, where copy-ups are prepared: on --upper's filesystem (default: the
+    /// run's private directory when it is, else UPPER/../.NAME.unionfuse-work). Not
+    /// -w/--workdir, which is the container's working directory, as in podman.
+    #[arg(long, value_name = "DIR", requires = "upper")]
+    pub overlay_workdir: Option<PathBuf>,
+    /// Read variables from FILE: KEY=VAL or KEY (copied from here) per line, `#` comments;
+    /// the image's Env, then the files in order, then -e.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Mount a fresh tmpfs at CTR; OPTS: ro, exec, suid, dev, size=, mode=, uid=, gid=, ...
+    /// (default rw,noexec,nosuid,nodev, as podman).
+    #[arg(long, value_name = "CTR[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// With --read-only: writable tmpfs on /run, /tmp and /var/tmp (podman's default, true).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_only_tmpfs: bool,
+    /// Accepted for podman's command lines: a run never outlives its command (mount,
+    /// processes and a temporary container layer go at exit; an --upper DIR stays).
+    #[arg(long)]
+    pub rm: bool,
+    /// Accepted for podman's command lines: the command's stdin is always this one's.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Lower layers, top-first, separated by ':', or an image name from the store (src/image/).
     #[arg(value_name = "LAYERS|IMAGE")]
     pub layers: OsString,
@@ -113,14 +137,34 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The request to run. LAYERS may name an image in the store at `root`: its layers and
-    /// config then fill the request (`image::apply_run_image`). The error is for the user.
-    pub fn into_request(self, root: &Path) -> Result<RunRequest, String> {
+    /// config then fill the request (`image::apply_run_image`), and the image is marked in use
+    /// (`image rm` refuses it) until the returned guard is dropped. The error is for the user.
+    pub fn into_request(
+        self,
+        root: &Path,
+    ) -> Result<(RunRequest, Option<image::containers::InUse>), String> {
         let found = image::find_run_image(root, &self.layers).map_err(|e| e.to_string())?;
+        let store = image::Store::at(root);
+        let in_use = found
+            .as_ref()
+            .and_then(|img| img.image.as_ref())
+            .and_then(|rec| image::containers::hold(&store, rec));
+        // Held, the image's layers must still be there (an `image rm` may have run meanwhile).
+        if let Some(img) = &found
+            && let Some(missing) = img.lowers.iter().find(|l| !l.is_dir())
+        {
+            return Err(format!("image layer {} was removed", missing.display()));
+        }
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            env.extend(read_env_file(f)?);
+        }
+        env.extend(self.env);
         let mut req = RunRequest {
             lowers: vec![],
             upper: self.upper,
             hostname: self.hostname,
-            env: self.env,
+            env,
             workdir: self.workdir,
             user: self.user,
             volumes: self.volumes,
@@ -138,6 +182,9 @@ impl RunArgs {
             uidmap: self.contain.uidmap,
             gidmap: self.contain.gidmap,
             cmd: self.cmd,
+            overlay_workdir: self.overlay_workdir,
+            tmpfs: self.tmpfs,
+            read_only_tmpfs: self.read_only_tmpfs,
         };
         match found {
             Some(img) => image::apply_run_image(&img, self.entrypoint.as_deref(), &mut req),
@@ -146,6 +193,31 @@ impl RunArgs {
                     .map_err(|why| format!("LAYERS {}: {why}", self.layers.to_string_lossy()))?;
             }
         }
-        Ok(req)
+        Ok((req, in_use))
     }
+}
+
+/// `--env-file FILE`: one `KEY=VAL` or `KEY` per line (as `-e`); blank lines and lines starting
+/// with `#` are skipped, as podman does. Values are taken as written (no quotes removed).
+fn read_env_file(path: &Path) -> Result<Vec<OsString>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let data = std::fs::read(path).map_err(|e| format!("--env-file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in data.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let trimmed = line.trim_ascii_start();
+        if trimmed.is_empty() || trimmed.starts_with(b"#") {
+            continue;
+        }
+        let key = trimmed.split(|&b| b == b'=').next().unwrap_or_default();
+        if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
+            return Err(format!(
+                "--env-file {}: line {}: expected KEY=VALUE or KEY",
+                path.display(),
+                n + 1
+            ));
+        }
+        out.push(std::ffi::OsStr::from_bytes(trimmed).to_owned());
+    }
+    Ok(out)
 }

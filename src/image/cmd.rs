@@ -1,4 +1,5 @@
-//! The image subcommands as the CLI runs them: `image import|ls|inspect|rm`, `diff`, `commit`.
+//! The image subcommands as the CLI runs them: `image import|ls|inspect|rm|tag|prune`, `diff`,
+//! `commit`.
 //! Output formatting lives here; the work is in store, import and export.
 
 use std::io::Write;
@@ -39,9 +40,17 @@ pub fn import(root: &Path, path: &Path, name: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `image ls`.
-pub fn list(root: &Path) -> Result<()> {
-    let _ = write!(std::io::stdout(), "{}", Store::at(root).list()?);
+/// `image ls [--format json]`.
+pub fn list(root: &Path, json: bool) -> Result<()> {
+    let store = Store::at(root);
+    if json {
+        let v = store.list_json()?;
+        let s = serde_json::to_string_pretty(&v)
+            .map_err(|e| ImageError::new(format!("encode: {e}")))?;
+        say!("{s}");
+    } else {
+        let _ = write!(std::io::stdout(), "{}", store.list()?);
+    }
     Ok(())
 }
 
@@ -54,18 +63,65 @@ pub fn inspect(root: &Path, image: &str) -> Result<()> {
     Ok(())
 }
 
-/// `image rm IMAGE...`.
-pub fn remove(root: &Path, images: &[String]) -> Result<()> {
+/// `image rm [--force] IMAGE...`: every name removed is printed, then the layers.
+pub fn remove(root: &Path, images: &[String], force: bool) -> Result<()> {
     let store = Store::open(root)?;
     for spec in images {
-        let (rec, layers) = store.remove_image(spec)?;
-        if rec.names.is_empty() || !layers.is_empty() || !rec.names.iter().any(|n| n == spec) {
-            say!("removed {spec} ({})", rec.short_id());
+        let done = store.remove_image(spec, force)?;
+        for n in &done.untagged {
+            say!("untagged {n}");
         }
-        for l in layers {
+        if let Some(rec) = &done.image {
+            if rec.names.is_empty() {
+                say!("removed {}", rec.short_id());
+            }
+            for n in &rec.names {
+                say!("removed {n} ({})", rec.short_id());
+            }
+        }
+        for l in done.layers {
             say!("removed layer {l}");
         }
     }
+    Ok(())
+}
+
+/// `image tag IMAGE NAME...`.
+pub fn tag(root: &Path, image: &str, names: &[String]) -> Result<()> {
+    let store = Store::open(root)?;
+    for name in names {
+        let rec = store.tag(image, name)?;
+        say!(
+            "tagged {} ({})",
+            super::normalize_name(name),
+            rec.short_id()
+        );
+    }
+    Ok(())
+}
+
+/// `image save IMAGE -o PATH [--format F]`.
+pub fn save(root: &Path, image: &str, out: &Path, format: super::save::SaveFormat) -> Result<()> {
+    let store = Store::at(root);
+    let saved = super::save::save(&store, image, out, format)?;
+    let hex = saved.id.strip_prefix("sha256:").unwrap_or(&saved.id);
+    say!(
+        "saved {image} to {} ({}): {} layers",
+        out.display(),
+        &hex[..12.min(hex.len())],
+        saved.layers.len()
+    );
+    Ok(())
+}
+
+/// `image prune`: layers no image uses.
+pub fn prune(root: &Path) -> Result<()> {
+    let store = Store::open(root)?;
+    let removed = store.prune()?;
+    for l in &removed {
+        say!("removed layer {l}");
+    }
+    say!("{} layers removed", removed.len());
     Ok(())
 }
 
@@ -77,6 +133,10 @@ pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lowers: &[PathBuf]) -
             let store = Store::at(root);
             let rec = store.get(img)?;
             store.run_image(&rec)?.lowers
+        }
+        // The lowers the last `run --upper UPPER` mounted, when the store remembers them.
+        None if lowers.is_empty() => {
+            super::containers::recorded_lowers(&Store::at(root), upper).unwrap_or_default()
         }
         None => lowers.to_vec(),
     };
@@ -126,6 +186,12 @@ pub fn commit(
         );
     }
     if let Some(tag) = tag {
+        if from.is_none() {
+            eprintln!(
+                "unionfuse: warning: {tag} holds only the container layer (the diff), not the \
+                 image it ran on; give --from IMAGE for an image that runs on its own"
+            );
+        }
         let store = Store::open(root)?;
         let im = export::commit_image(&store, &path, &diff_id, from, tag)?;
         let hex = im.id.strip_prefix("sha256:").unwrap_or(&im.id);

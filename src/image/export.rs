@@ -208,6 +208,8 @@ struct Exporter<W: Write> {
     links: HashMap<(u64, u64), PathBuf>,
     /// The image's layers (top-first), to keep run's artifacts out; empty: origin xattrs decide.
     lowers: Vec<PathBuf>,
+    /// A stored image layer, not a container's: everything in it is content (`image save`).
+    whole: bool,
 }
 
 fn header(m: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -253,7 +255,7 @@ impl<W: Write> Exporter<W> {
             let full = upper.join(&r);
             let m = std::fs::symlink_metadata(&full)
                 .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
-            if run_artifact(upper, &r, &m) {
+            if !self.whole && run_artifact(upper, &r, &m) {
                 let existed = if self.lowers.is_empty() {
                     has_origin(&full)
                 } else {
@@ -350,6 +352,21 @@ impl<W: Write> Exporter<W> {
 /// Write `upper` as a layer tar to `out`. Returns (diff_id, size). `lowers` (top-first) are the
 /// layers it ran on, if known.
 pub fn write_layer<W: Write>(upper: &Path, lowers: &[PathBuf], out: W) -> Result<(String, u64)> {
+    export_dir(upper, lowers, false, out)
+}
+
+/// Write a stored layer directory (overlay format) as a layer tar, all of it. Returns
+/// (diff_id, size).
+pub fn write_stored_layer<W: Write>(layer: &Path, out: W) -> Result<(String, u64)> {
+    export_dir(layer, &[], true, out)
+}
+
+fn export_dir<W: Write>(
+    upper: &Path,
+    lowers: &[PathBuf],
+    whole: bool,
+    out: W,
+) -> Result<(String, u64)> {
     let meta = std::fs::symlink_metadata(upper)
         .map_err(|e| ImageError::io(format!("{}", upper.display()), &e))?;
     if !meta.is_dir() {
@@ -366,6 +383,7 @@ pub fn write_layer<W: Write>(upper: &Path, lowers: &[PathBuf], out: W) -> Result
         }),
         links: HashMap::new(),
         lowers: lowers.to_vec(),
+        whole,
     };
     ex.tar.mode(tar::HeaderMode::Complete);
     ex.walk(upper, Path::new(""))?;

@@ -84,6 +84,35 @@ fn clean(p: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
+/// Is `h` the first header block of a tar (or an empty archive's zero block)? Its checksum
+/// field (octal, at 148) must equal the sum of its bytes with that field read as spaces.
+fn is_tar_header(h: &[u8; 512]) -> bool {
+    if h.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = &h[148..156];
+    let digits: String = field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
+    let Ok(want) = u32::from_str_radix(digits.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    sum == want
+}
+
 impl Source {
     fn open(path: &Path) -> Result<Source> {
         let meta = std::fs::metadata(path)
@@ -99,6 +128,15 @@ impl Source {
             return Err(ImageError::new(format!(
                 "{}: a compressed archive; decompress it first (docker save and OCI layout \
                  tars are plain tar)",
+                path.display()
+            )));
+        }
+        let mut header = [0u8; 512];
+        let n = file.read_at(&mut header, 0).unwrap_or(0);
+        if n < header.len() || !is_tar_header(&header) {
+            return Err(ImageError::new(format!(
+                "{}: not a tar archive (expected a docker-archive or OCI layout tar, as \
+                 `podman save` writes, or an OCI layout directory)",
                 path.display()
             )));
         }

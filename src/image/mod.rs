@@ -4,9 +4,11 @@
 //! is a valid `lowerdir=`. Knows nothing of FUSE; `run` gets plain layer directories from here.
 
 pub mod cmd;
+pub mod containers;
 pub mod export;
 pub mod import;
 mod progress;
+pub mod save;
 pub mod store;
 mod unpack;
 
@@ -101,6 +103,8 @@ pub struct RunImage {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    /// The image's record (for `containers::hold`).
+    pub image: Option<ImageRecord>,
 }
 
 /// The image `run LAYERS` names, if LAYERS names one in the store at `root`. A path (starting
@@ -130,7 +134,9 @@ pub fn find_run_image(root: &Path, spec: &OsStr) -> Result<Option<RunImage>> {
             root.display()
         )));
     };
-    Store::at(root).run_image(&rec).map(Some)
+    let mut img = Store::at(root).run_image(&rec)?;
+    img.image = Some(rec);
+    Ok(Some(img))
 }
 
 /// Fill a run request from an image, as docker does: the layers become the image's, and its
@@ -188,6 +194,7 @@ mod tests {
             env: vec!["PATH=/img".into(), "A=img".into()],
             workdir: Some("/work".into()),
             user: Some("1000".into()),
+            image: None,
         }
     }
 

@@ -65,6 +65,14 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// What `image rm` did: names taken off an image that keeps others, or the image removed
+/// (with all its names) and the layers that went with it.
+pub struct Removal {
+    pub untagged: Vec<String>,
+    pub image: Option<ImageRecord>,
+    pub layers: Vec<String>,
+}
+
 /// The store's exclusive lock; released on drop (close).
 pub struct StoreLock {
     _file: File,
@@ -291,33 +299,115 @@ impl Store {
         })
     }
 
-    /// `image rm`: untag `spec` if the image has other names, else remove the image and every
-    /// layer no other image uses. Returns the diff_ids removed.
-    pub fn remove_image(&self, spec: &str) -> Result<(ImageRecord, Vec<String>)> {
+    /// `image rm`: untag `spec` if it is one of the image's names and the image has others;
+    /// else remove the image and every layer no other image (and no running container) uses.
+    /// Without `force`, refuses an image named by id that has several names, and an image a
+    /// running container uses (`containers::hold`).
+    pub fn remove_image(&self, spec: &str, force: bool) -> Result<Removal> {
         let _lock = self.lock()?;
         let mut rec = self.get(spec)?;
         let norm = normalize_name(spec);
         let by_name = rec.names.iter().any(|n| *n == norm || n == spec);
         if by_name && rec.names.len() > 1 {
+            let untagged: Vec<String> = rec
+                .names
+                .iter()
+                .filter(|n| **n == norm || *n == spec)
+                .cloned()
+                .collect();
             rec.names.retain(|n| *n != norm && n != spec);
             self.write_record(&rec)?;
-            return Ok((rec, vec![]));
+            return Ok(Removal {
+                untagged,
+                image: None,
+                layers: vec![],
+            });
+        }
+        if rec.names.len() > 1 && !force {
+            return Err(ImageError::new(format!(
+                "{spec}: image {} has {} names ({}): remove them by name, or use --force",
+                rec.short_id(),
+                rec.names.len(),
+                rec.names.join(", ")
+            )));
+        }
+        let users = super::containers::users(self, &rec.id);
+        if !users.is_empty() && !force {
+            let pids: Vec<String> = users.iter().map(u32::to_string).collect();
+            return Err(ImageError::new(format!(
+                "{spec}: image {} is in use by a running container (unionfuse run, pid {}): \
+                 stop it, or use --force (its layers stay until it exits)",
+                rec.short_id(),
+                pids.join(", ")
+            )));
         }
         let p = self.record_path(&rec.id);
         std::fs::remove_file(&p)
             .map_err(|e| ImageError::io(format!("remove {}", p.display()), &e))?;
         let others = self.images()?;
+        let busy = super::containers::layers_in_use(self);
         let mut removed = Vec::new();
         for l in &rec.layers {
-            let used = others
-                .iter()
-                .any(|o| o.layers.iter().any(|x| x.diff_id == l.diff_id));
+            let used = busy.contains(&l.diff_id)
+                || others
+                    .iter()
+                    .any(|o| o.layers.iter().any(|x| x.diff_id == l.diff_id));
             if !used && self.has_layer(&l.diff_id) && !removed.contains(&l.diff_id) {
                 self.remove_layer(&l.diff_id)?;
                 removed.push(l.diff_id.clone());
             }
         }
-        Ok((rec, removed))
+        Ok(Removal {
+            untagged: vec![],
+            image: Some(rec),
+            layers: removed,
+        })
+    }
+
+    /// `image tag IMAGE NAME`: add a name (taken from the image that had it).
+    pub fn tag(&self, spec: &str, name: &str) -> Result<ImageRecord> {
+        let _lock = self.lock()?;
+        let mut rec = self.get(spec)?;
+        let name = normalize_name(name);
+        if name.is_empty() || name.starts_with(':') || name.contains(char::is_whitespace) {
+            return Err(ImageError::new(format!("{name}: not an image name")));
+        }
+        if !rec.names.contains(&name) {
+            rec.names.push(name);
+        }
+        self.put_image(&rec)?;
+        Ok(rec)
+    }
+
+    /// `image prune`: remove every layer directory no image lists and no running container
+    /// uses. Returns their diff_ids.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
+        let listed: std::collections::BTreeSet<String> = self
+            .images()?
+            .into_iter()
+            .flat_map(|r| r.layers.into_iter().map(|l| l.diff_id))
+            .collect();
+        let busy = super::containers::layers_in_use(self);
+        let dir = self.root.join("layers/sha256");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(ImageError::io(format!("read {}", dir.display()), &e)),
+        };
+        let mut orphans = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| ImageError::io(format!("read {}", dir.display()), &e))?;
+            let id = format!("sha256:{}", ent.file_name().to_string_lossy());
+            if !listed.contains(&id) && !busy.contains(&id) {
+                orphans.push(id);
+            }
+        }
+        orphans.sort();
+        for id in &orphans {
+            self.remove_layer(id)?;
+        }
+        Ok(orphans)
     }
 
     /// The layer directories (top-first) and process config of an image, for `run`.
@@ -358,6 +448,7 @@ impl Store {
             env: strings(&c["Env"]),
             workdir: string(&c["WorkingDir"]),
             user: string(&c["User"]),
+            image: None,
         })
     }
 
@@ -396,6 +487,38 @@ impl Store {
             "Size": rec.layers.iter().map(|l| l.size).sum::<u64>(),
             "Layers": layers,
         }))
+    }
+
+    /// `image ls --format json`: one object per image, as `podman images --format json`
+    /// names them where they mean the same.
+    pub fn list_json(&self) -> Result<serde_json::Value> {
+        let images = self.images()?;
+        let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &images {
+            for l in &r.layers {
+                *uses.entry(&l.diff_id).or_default() += 1;
+            }
+        }
+        let list: Vec<serde_json::Value> = images
+            .iter()
+            .map(|r| {
+                let shared = r
+                    .layers
+                    .iter()
+                    .filter(|l| uses.get(l.diff_id.as_str()).copied().unwrap_or(0) > 1)
+                    .count();
+                serde_json::json!({
+                    "Id": r.hex(),
+                    "Names": r.names,
+                    "Layers": r.layers.len(),
+                    "Size": r.layers.iter().map(|l| l.size).sum::<u64>(),
+                    "SharedLayers": shared,
+                    "Created": r.config.get("created"),
+                    "Containers": super::containers::users(self, &r.id).len(),
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list))
     }
 
     /// `image ls`: one line per image.

@@ -42,7 +42,11 @@ impl RunDir {
     /// the base is then searchable by all (0711), and the container layer and work dir are in
     /// a private directory (0700), as files the container owns there are stored with its ids
     /// (setuid-root ones included).
-    fn create(upper: Option<&Path>, userns_root: bool) -> RunResult<RunDir> {
+    fn create(
+        upper: Option<&Path>,
+        overlay_workdir: Option<&Path>,
+        userns_root: bool,
+    ) -> RunResult<RunDir> {
         let base = sys::mkdtemp(&std::env::temp_dir().join("unionfuse-run-"))?;
         let mut d = RunDir {
             mnt: base.join("mnt"),
@@ -59,8 +63,14 @@ impl RunDir {
         }
         if let Some(u) = upper {
             d.upper = u.to_path_buf();
-            // config::default_workdir, next to the upper.
-            d.work = None;
+            // The work dir must be on the upper's filesystem: ours (removed at exit, nothing
+            // appears next to the upper) when it is, else config::default_workdir next to it.
+            if !same_filesystem(&d.base, u) {
+                d.work = None;
+            }
+        }
+        if let Some(w) = overlay_workdir {
+            d.work = Some(w.to_path_buf());
         }
         let mut dirs = vec![&d.mnt, &d.init];
         if userns_root {
@@ -87,6 +97,14 @@ impl RunDir {
             }
         }
         Ok(d)
+    }
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
     }
 }
 
@@ -128,7 +146,11 @@ fn supervise(args: &RunRequest) -> RunResult<i32> {
         },
     };
     let container_userns = plan.container_ids.is_some();
-    let dir = RunDir::create(plan.upper.as_deref(), container_userns)?;
+    let dir = RunDir::create(
+        plan.upper.as_deref(),
+        args.overlay_workdir.as_deref(),
+        container_userns,
+    )?;
     rootfs::write_init_files(&dir.init, &plan.hostname, plan.net == NetMode::None)?;
     if container_userns {
         // As podman: the generated /etc files belong to the container's root.

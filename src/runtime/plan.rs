@@ -15,6 +15,28 @@ use super::sys::{self, RunError, RunResult, Sys};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// `--tmpfs` mounts, then (under `--read-only` with `read_only_tmpfs`) /run, /tmp and /var/tmp
+/// where no `--tmpfs` is.
+fn plan_tmpfs(args: &RunRequest) -> RunResult<Vec<Tmpfs>> {
+    let mut out: Vec<Tmpfs> = args
+        .tmpfs
+        .iter()
+        .map(|t| parse_tmpfs(t))
+        .collect::<RunResult<_>>()?;
+    if args.read_only && args.read_only_tmpfs {
+        for (ctr, mode) in [("/run", "0755"), ("/tmp", "1777"), ("/var/tmp", "1777")] {
+            if !out.iter().any(|t| t.ctr == Path::new(ctr)) {
+                out.push(Tmpfs {
+                    ctr: ctr.into(),
+                    flags: sys::MS_NOSUID | sys::MS_NODEV,
+                    data: format!("mode={mode}"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `-v HOST:CTR[:ro]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bind {
@@ -62,6 +84,46 @@ pub struct RunPlan {
     pub cmd: Vec<OsString>,
     pub verbose: u8,
     pub security: Security,
+    /// `--tmpfs`, and /run, /tmp, /var/tmp under `--read-only` (`read_only_tmpfs`).
+    pub tmpfs: Vec<Tmpfs>,
+}
+
+/// `--tmpfs CTR[:OPTS]`: mount flags from OPTS' flag words, the rest as tmpfs's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub ctr: PathBuf,
+    pub flags: u64,
+    pub data: String,
+}
+
+/// podman's defaults for `--tmpfs` (rw,noexec,nosuid,nodev) changed by OPTS' flag words;
+/// other options (size=, mode=, uid=, ...) go to the kernel, which checks them.
+fn parse_tmpfs(v: &str) -> RunResult<Tmpfs> {
+    let (ctr, opts) = v.split_once(':').unwrap_or((v, ""));
+    let ctr = absolute_clean(Path::new(ctr), "--tmpfs")?;
+    if ctr == Path::new("/") {
+        return Err(RunError::new(format!("--tmpfs {v}: not on /")));
+    }
+    let mut flags = sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "rw" => flags &= !sys::MS_RDONLY,
+            "ro" => flags |= sys::MS_RDONLY,
+            "exec" => flags &= !sys::MS_NOEXEC,
+            "noexec" => flags |= sys::MS_NOEXEC,
+            "suid" => flags &= !sys::MS_NOSUID,
+            "nosuid" => flags |= sys::MS_NOSUID,
+            "dev" => flags &= !sys::MS_NODEV,
+            "nodev" => flags |= sys::MS_NODEV,
+            _ => data.push(o),
+        }
+    }
+    Ok(Tmpfs {
+        ctr,
+        flags,
+        data: data.join(","),
+    })
 }
 
 /// One thing done to the kernel. Container paths (`ctr`) are inside the new root.
@@ -319,6 +381,7 @@ impl RunPlan {
             cmd: args.cmd.clone(),
             verbose: args.verbose,
             security,
+            tmpfs: plan_tmpfs(args)?,
         })
     }
 
@@ -521,6 +584,19 @@ impl RunPlan {
                     recursive: true,
                 });
             }
+        }
+        for t in &self.tmpfs {
+            s.push(Step::MkdirAll {
+                ctr: t.ctr.clone(),
+                mode: 0o755,
+            });
+            s.push(Step::Mount {
+                source: "tmpfs".into(),
+                ctr: t.ctr.clone(),
+                fstype: "tmpfs".into(),
+                flags: t.flags,
+                data: t.data.clone(),
+            });
         }
         // The switch: afterwards the host's tree is unreachable (old root detached).
         s.push(Step::PivotRoot(root.to_path_buf()));

@@ -52,4 +52,11 @@ pub struct RunRequest {
     pub gidmap: Vec<String>,
     /// The command and its arguments.
     pub cmd: Vec<OsString>,
+    /// The union's work dir (`--overlay-workdir`); None: the run's private directory when it
+    /// is on the upper's filesystem, else next to the upper (`config::default_workdir`).
+    pub overlay_workdir: Option<PathBuf>,
+    /// `--tmpfs CTR[:OPTS]`: a fresh tmpfs at CTR.
+    pub tmpfs: Vec<String>,
+    /// With `read_only`: writable tmpfs on /run, /tmp and /var/tmp (podman's --read-only-tmpfs).
+    pub read_only_tmpfs: bool,
 }

@@ -1,6 +1,8 @@
 //! Process-level calls of the mount daemon: the fork into the background, the signal mask and
-//! the wait for a signal, stdio redirection. Safe wrappers; the `unsafe` stays here.
+//! the wait for a signal, stdio redirection, and its own mount(2)/umount2(2) of a /dev/fuse fd.
+//! Safe wrappers; the `unsafe` stays here.
 
+use std::ffi::CStr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, Result};
@@ -71,4 +73,32 @@ pub fn redirect_stdio(fd: BorrowedFd<'_>) {
         // SAFETY: dup2 onto the standard fds; `fd` is open for the duration of the call.
         unsafe { libc::dup2(fd.as_raw_fd(), target) };
     }
+}
+
+/// mount(2) of a filesystem of type `fstype` from `source` on `target` (the kernel parses
+/// `data`). Errors carry the raw errno (EPERM: not allowed here, e.g. not root).
+pub fn mount(source: &CStr, target: &CStr, fstype: &CStr, flags: u64, data: &CStr) -> Result<()> {
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags as libc::c_ulong,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::last());
+    }
+    Ok(())
+}
+
+/// umount2(2) of `target` with `flags` (0, or MNT_DETACH).
+pub fn umount(target: &CStr, flags: i32) -> Result<()> {
+    // SAFETY: target is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::umount2(target.as_ptr(), flags) } != 0 {
+        return Err(Error::last());
+    }
+    Ok(())
 }
