@@ -274,3 +274,57 @@ fn copy_up_never_widens_permissions_even_for_a_moment() {
     d.unmount();
     stack.assert_lowers_unchanged(&before);
 }
+
+/// The daemon run by an ordinary user (uid 65534, no capabilities, no user namespace, mounted
+/// through fusermount3): appending, creating and truncating work, and write's privilege drop
+/// (setuid gone after a write) works without CAP_SETFCAP or CAP_FOWNER.
+#[test]
+fn daemon_run_by_an_ordinary_user_writes_appends_and_truncates() {
+    if !require_fuse() || !setpriv_available() {
+        return;
+    }
+    let Some(_fuse) = common::rootless::require_dev_fuse_for_users() else {
+        return;
+    };
+    if common::rootless::which("fusermount3").is_none() {
+        common::skip_or_fail_in_ci("fusermount3 is not installed (package fuse3)");
+        return;
+    }
+    let stack = Stack::new(1);
+    common::write_file(&stack.lower(0).join("a"), b"a\n", 0o644);
+    common::write_file(&stack.lower(0).join("empty"), b"", 0o644);
+    common::write_file(&stack.lower(0).join("suid"), b"s\n", 0o4755);
+    let work = stack.new_workdir();
+    common::rootless::chown_tree(stack.base.path(), NOBODY);
+    // After the chown, which clears setuid.
+    common::chmod(&stack.lower(0).join("suid"), 0o4755);
+    open_up(&stack);
+    let before = stack.lower_digests();
+    let bin = common::mount::binary();
+    let (l, u, m, w) = (stack.lower(0), stack.upper(), &stack.mnt, &work);
+    let _unmount = common::mount::UnmountOnDrop(m.clone());
+    let out = as_nobody(&format!(
+        "set -e; '{bin}' mount '{}' '{}' '{}' --workdir '{}'
+         cd '{}'
+         echo x >> a; echo new > b; truncate -s 10 empty; echo y >> suid
+         cat a b; stat -c '%n %s %a' empty suid",
+        l.display(),
+        u.display(),
+        m.display(),
+        w.display(),
+        m.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "as uid 65534: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "a\nx\nnew\nempty 10 644\nsuid 4 755\n");
+    // The upper holds the results, owned by the user who ran the daemon.
+    let st = fs::metadata(u.join("a")).unwrap();
+    assert_eq!((st.len(), st.uid()), (4, NOBODY));
+    assert_eq!(fs::read(u.join("b")).unwrap(), b"new\n");
+    drop(_unmount);
+    stack.assert_lowers_unchanged(&before);
+}
