@@ -1,4 +1,4 @@
-//! Permissions: with `allow_other`, an unprivileged user (uid/gid 65534 via
+//! Permissions: with `allow_other` (the default for root), an unprivileged user (uid/gid 65534 via
 //! `setpriv`) can read, write, chmod, chown, unlink, link and set xattrs exactly where kernel
 //! overlay lets them, on a copy of the same layers; setuid/setgid bits are dropped on write by
 //! a non-owner as on ext4; and copy-up never widens permissions, not even for a moment: a
@@ -327,4 +327,49 @@ fn daemon_run_by_an_ordinary_user_writes_appends_and_truncates() {
     assert_eq!(fs::read(u.join("b")).unwrap(), b"new\n");
     drop(_unmount);
     stack.assert_lowers_unchanged(&before);
+}
+
+/// `cat` each of `names` under `root` as uid 65534: "NAME: ok" or "NAME: " plus the error.
+fn cat_as_nobody(root: &Path, names: &[&str]) -> String {
+    let mut script = String::new();
+    for n in names {
+        script += &format!(
+            "if out=$(cat '{}' 2>&1 >/dev/null); then echo '{n}: ok'; else echo \"{n}: ${{out##*: }}\"; fi\n",
+            root.join(n).display()
+        );
+    }
+    String::from_utf8(as_nobody(&script).stdout).unwrap()
+}
+
+/// As root, `unionfuse mount` serves every user as kernel overlay does (allow_other with
+/// default_permissions by default): the modes decide. `-o noallow_other` keeps the mount to
+/// its owner: everyone else gets EACCES on everything.
+#[test]
+fn root_mount_serves_other_users_by_mode_unless_noallow_other() {
+    if !require_fuse() || !setpriv_available() {
+        return;
+    }
+    let stack = Stack::new(1);
+    build_perm_lower(stack.lower(0));
+    open_up(&stack);
+    let names = ["pub_ro", "secret"];
+    let expected = "pub_ro: ok\nsecret: Permission denied\n";
+    {
+        let m = UnionMount::new(&stack);
+        assert_eq!(cat_as_nobody(m.mnt(), &names), expected, "default mount");
+    }
+    if common::overlay_available() {
+        let kstack = stack.duplicate();
+        open_up(&kstack);
+        let k = KernelOverlay::new(&kstack);
+        assert_eq!(cat_as_nobody(k.mnt(), &names), expected, "kernel overlay");
+    }
+    let m = UnionMount::with_args(&stack, &["-o", "noallow_other"]);
+    assert_eq!(
+        cat_as_nobody(m.mnt(), &names),
+        "pub_ro: Permission denied\nsecret: Permission denied\n",
+        "-o noallow_other"
+    );
+    // The owner (root) still uses it.
+    assert_eq!(fs::read(m.path("secret")).unwrap(), b"secret");
 }

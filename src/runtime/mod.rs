@@ -147,7 +147,7 @@ fn mount_and_release(
 ) -> RunResult<fuser::BackgroundSession> {
     let opts = MountOpts {
         // The command may run as any uid (-u); the mount is private to our namespaces anyway.
-        allow_other: true,
+        allow_other: Some(true),
         ..MountOpts::default()
     };
     let cfg = MountConfig::new(
