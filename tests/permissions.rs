@@ -17,8 +17,12 @@ use std::time::Duration;
 use common::{Daemon, as_nobody, within};
 use common::{KernelOverlay, Stack, UnionMount, require_fuse};
 
+/// setpriv exists and may switch to uid 65534 (as root, of the initial or a user namespace).
 fn setpriv_available() -> bool {
-    std::process::Command::new("setpriv")
+    common::runs_in(
+        &[common::Mode::Root, common::Mode::Userns],
+        "switching to uid 65534 needs root (CAP_SETUID)",
+    ) && std::process::Command::new("setpriv")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -207,7 +211,7 @@ fn watch(
 
 #[test]
 fn copy_up_never_widens_permissions_even_for_a_moment() {
-    if !require_fuse() {
+    if !require_fuse() || !common::can_chown() {
         return;
     }
     let stack = Stack::new(1);
@@ -280,7 +284,11 @@ fn copy_up_never_widens_permissions_even_for_a_moment() {
 /// (setuid gone after a write) works without CAP_SETFCAP or CAP_FOWNER.
 #[test]
 fn daemon_run_by_an_ordinary_user_writes_appends_and_truncates() {
-    if !require_fuse() || !setpriv_available() {
+    // Mode `user` runs every mounted suite this way.
+    if !common::needs_initial_root("starts the daemon as another user and opens /dev/fuse to it")
+        || !require_fuse()
+        || !setpriv_available()
+    {
         return;
     }
     let Some(_fuse) = common::rootless::require_dev_fuse_for_users() else {
