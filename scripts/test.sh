@@ -208,6 +208,10 @@ fi
 if [[ $# -eq 0 ]]; then
     step "pjdfstest" conformance scripts/conformance/pjdfstest.sh
     step "fsx" conformance scripts/conformance/fsx.sh
+    # Again as root of a user namespace mapped as rootless podman maps it (lib.sh): pjdfstest
+    # side by side with kernel overlay (userxattr) there, fsx without passthrough.
+    step "pjdfstest (userns)" conformance env CONF_MODE=userns scripts/conformance/pjdfstest.sh
+    step "fsx (userns)" conformance env CONF_MODE=userns scripts/conformance/fsx.sh
 fi
 step "mount leak check" check_no_mount_left
 
