@@ -17,6 +17,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 PACKAGES=(fuse3 attr acl fuse-overlayfs busybox-static podman runc uidmap)
 PACKAGES+=(make)  # tests/cli.rs runs `make install`
 PACKAGES+=(skopeo umoci)  # tests/image.rs: image save round trips, images made by umoci
+PACKAGES+=(jq) # scripts/modes.sh reads cargo's JSON
 CI="${CI:-false}"
 TEST_TIMEOUT="${UNIONFUSE_TEST_TIMEOUT:-40m}"
 
@@ -26,6 +27,8 @@ after="$(mktemp)"
 suite_lines="$(mktemp)"
 export UNIONFUSE_DIFF_STATS="$suite_lines.differential" UNIONFUSE_MODEL_STATS="$suite_lines.model"
 export PJDFSTEST_SUMMARY="$suite_lines" FSX_SUMMARY="$suite_lines"
+export UNIONFUSE_SKIP_LOG="$suite_lines.skips"
+: >"$UNIONFUSE_SKIP_LOG"
 declare -a results=()
 failed=0
 
@@ -124,8 +127,34 @@ check_fuse() {
 # Built with the test hooks (`fault-injection`: -o debug_panic_on) that release builds lack.
 run_tests() {
     # --no-fail-fast: one failing test binary must not hide the others' results (and counts).
+    # The output is kept for the per-mode count (`count_root_mode`).
     timeout --kill-after=30s "$TEST_TIMEOUT" cargo test --features fault-injection --no-fail-fast \
-        -- --test-threads=2 "$@"
+        -- --test-threads=2 "$@" 2>&1 | tee "$suite_lines.rootlog"
+    return "${PIPESTATUS[0]}"
+}
+
+# Mode root's line of the summary: tests run and passed, skipped (each printed its reason),
+# failed, over every test binary of `cargo test`.
+count_root_mode() {
+    [[ -s "$suite_lines.rootlog" ]] || return 0
+    local p f skipped
+    p=$(grep -E '^test result:' "$suite_lines.rootlog" | sed -E 's/.* ([0-9]+) passed.*/\1/' |
+        awk '{ s += $1 } END { print s + 0 }')
+    f=$(grep -E '^test result:' "$suite_lines.rootlog" | sed -E 's/.* ([0-9]+) failed.*/\1/' |
+        awk '{ s += $1 } END { print s + 0 }')
+    skipped=$(sort -u "$UNIONFUSE_SKIP_LOG" 2>/dev/null | wc -l)
+    echo "mode root: $((p - skipped)) tests ran and passed, $skipped skipped, $f failed (all test binaries)" \
+        >>"$suite_lines.modes"
+}
+
+# Modes user and userns (scripts/modes.sh): the mounted suites as an ordinary user and as
+# root of a user namespace mapped as rootless podman maps it. Needs root to set them up.
+unprivileged_modes() {
+    if [[ $EUID -ne 0 ]]; then
+        echo "skipped: setting up the unprivileged modes needs root"
+        return 0
+    fi
+    MODES_SUMMARY="$suite_lines.modes" scripts/modes.sh user userns
 }
 
 # The external suites need root, /dev/fuse and kernel overlayfs (check_fuse already refused to
@@ -166,6 +195,7 @@ check_fuse
 step "format" cargo fmt --all --check
 step "clippy" cargo clippy --all-targets --features fault-injection -- -D warnings
 step "tests" run_tests "$@"
+count_root_mode
 # The same mounted suites on the other data path (no passthrough: reads and writes through the
 # daemon, as for rootless users).
 if [[ $# -eq 0 ]]; then
@@ -173,18 +203,23 @@ if [[ $# -eq 0 ]]; then
         timeout --kill-after=30s "$TEST_TIMEOUT" \
         cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2
+    step "modes user, userns" unprivileged_modes
 fi
 # Conformance: the external suites against live mounts, compared with kernel overlayfs.
 # They run the whole suite; a name filter given to this script applies to the tests above only.
 if [[ $# -eq 0 ]]; then
     step "pjdfstest" conformance scripts/conformance/pjdfstest.sh
     step "fsx" conformance scripts/conformance/fsx.sh
+    # Again as root of a user namespace mapped as rootless podman maps it (lib.sh): pjdfstest
+    # side by side with kernel overlay (userxattr) there, fsx without passthrough.
+    step "pjdfstest (userns)" conformance env CONF_MODE=userns scripts/conformance/pjdfstest.sh
+    step "fsx (userns)" conformance env CONF_MODE=userns scripts/conformance/fsx.sh
 fi
 step "mount leak check" check_no_mount_left
 
 log "summary"
 printf '  %s\n' "${results[@]}"
-for f in "$suite_lines.model" "$suite_lines.differential" "$suite_lines"; do
+for f in "$suite_lines.modes" "$suite_lines.model" "$suite_lines.differential" "$suite_lines"; do
     [[ -s "$f" ]] && sed 's/^/  /' "$f"
 done
 if [[ $failed -ne 0 ]]; then

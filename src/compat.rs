@@ -80,7 +80,7 @@ pub fn is_compat_invocation(args: &[OsString], subcommands: &[&str]) -> bool {
 pub fn parse(args: &[OsString]) -> Result<CompatAction> {
     // fuse-overlayfs prepends "-o default_permissions,allow_other,suid" when run as root.
     let mut opts = MountOpts {
-        allow_other: crate::sys::geteuid() == 0,
+        allow_other: Some(crate::sys::geteuid() == 0),
         ..MountOpts::default()
     };
     let mut foreground = false;

@@ -142,7 +142,7 @@ fn flags_and_values_set_their_options() {
         "ro,allow_other,default_permissions,noacl,static_nlink,squash_to_root,\
          timeout=0,threaded=0,userxattr,nosuid,nodev,noexec,fsname=myfs",
     );
-    assert!(o.read_only && o.allow_other && !o.no_default_permissions);
+    assert!(o.read_only && o.allow_other == Some(true) && !o.no_default_permissions);
     assert!(o.noacl && o.static_nlink && o.squash_to_root && o.userxattr == Some(true));
     assert_eq!(o.ttl, Some(Duration::ZERO));
     assert_eq!(o.threads, Some(1));

@@ -1,4 +1,4 @@
-//! Permissions: with `allow_other`, an unprivileged user (uid/gid 65534 via
+//! Permissions: with `allow_other` (the default for root), an unprivileged user (uid/gid 65534 via
 //! `setpriv`) can read, write, chmod, chown, unlink, link and set xattrs exactly where kernel
 //! overlay lets them, on a copy of the same layers; setuid/setgid bits are dropped on write by
 //! a non-owner as on ext4; and copy-up never widens permissions, not even for a moment: a
@@ -17,8 +17,12 @@ use std::time::Duration;
 use common::{Daemon, as_nobody, within};
 use common::{KernelOverlay, Stack, UnionMount, require_fuse};
 
+/// setpriv exists and may switch to uid 65534 (as root, of the initial or a user namespace).
 fn setpriv_available() -> bool {
-    std::process::Command::new("setpriv")
+    common::runs_in(
+        &[common::Mode::Root, common::Mode::Userns],
+        "switching to uid 65534 needs root (CAP_SETUID)",
+    ) && std::process::Command::new("setpriv")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -207,7 +211,7 @@ fn watch(
 
 #[test]
 fn copy_up_never_widens_permissions_even_for_a_moment() {
-    if !require_fuse() {
+    if !require_fuse() || !common::can_chown() {
         return;
     }
     let stack = Stack::new(1);
@@ -273,4 +277,107 @@ fn copy_up_never_widens_permissions_even_for_a_moment() {
     }
     d.unmount();
     stack.assert_lowers_unchanged(&before);
+}
+
+/// The daemon run by an ordinary user (uid 65534, no capabilities, no user namespace, mounted
+/// through fusermount3): appending, creating and truncating work, and write's privilege drop
+/// (setuid gone after a write) works without CAP_SETFCAP or CAP_FOWNER.
+#[test]
+fn daemon_run_by_an_ordinary_user_writes_appends_and_truncates() {
+    // Mode `user` runs every mounted suite this way.
+    if !common::needs_initial_root("starts the daemon as another user and opens /dev/fuse to it")
+        || !require_fuse()
+        || !setpriv_available()
+    {
+        return;
+    }
+    let Some(_fuse) = common::rootless::require_dev_fuse_for_users() else {
+        return;
+    };
+    if common::rootless::which("fusermount3").is_none() {
+        common::skip_or_fail_in_ci("fusermount3 is not installed (package fuse3)");
+        return;
+    }
+    let stack = Stack::new(1);
+    common::write_file(&stack.lower(0).join("a"), b"a\n", 0o644);
+    common::write_file(&stack.lower(0).join("empty"), b"", 0o644);
+    common::write_file(&stack.lower(0).join("suid"), b"s\n", 0o4755);
+    let work = stack.new_workdir();
+    common::rootless::chown_tree(stack.base.path(), NOBODY);
+    // After the chown, which clears setuid.
+    common::chmod(&stack.lower(0).join("suid"), 0o4755);
+    open_up(&stack);
+    let before = stack.lower_digests();
+    let bin = common::mount::binary();
+    let (l, u, m, w) = (stack.lower(0), stack.upper(), &stack.mnt, &work);
+    let _unmount = common::mount::UnmountOnDrop(m.clone());
+    let out = as_nobody(&format!(
+        "set -e; '{bin}' mount '{}' '{}' '{}' --workdir '{}'
+         cd '{}'
+         echo x >> a; echo new > b; truncate -s 10 empty; echo y >> suid
+         cat a b; stat -c '%n %s %a' empty suid",
+        l.display(),
+        u.display(),
+        m.display(),
+        w.display(),
+        m.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "as uid 65534: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "a\nx\nnew\nempty 10 644\nsuid 4 755\n");
+    // The upper holds the results, owned by the user who ran the daemon.
+    let st = fs::metadata(u.join("a")).unwrap();
+    assert_eq!((st.len(), st.uid()), (4, NOBODY));
+    assert_eq!(fs::read(u.join("b")).unwrap(), b"new\n");
+    drop(_unmount);
+    stack.assert_lowers_unchanged(&before);
+}
+
+/// `cat` each of `names` under `root` as uid 65534: "NAME: ok" or "NAME: " plus the error.
+fn cat_as_nobody(root: &Path, names: &[&str]) -> String {
+    let mut script = String::new();
+    for n in names {
+        script += &format!(
+            "if out=$(cat '{}' 2>&1 >/dev/null); then echo '{n}: ok'; else echo \"{n}: ${{out##*: }}\"; fi\n",
+            root.join(n).display()
+        );
+    }
+    String::from_utf8(as_nobody(&script).stdout).unwrap()
+}
+
+/// As root, `unionfuse mount` serves every user as kernel overlay does (allow_other with
+/// default_permissions by default): the modes decide. `-o noallow_other` keeps the mount to
+/// its owner: everyone else gets EACCES on everything.
+#[test]
+fn root_mount_serves_other_users_by_mode_unless_noallow_other() {
+    if !require_fuse() || !setpriv_available() {
+        return;
+    }
+    let stack = Stack::new(1);
+    build_perm_lower(stack.lower(0));
+    open_up(&stack);
+    let names = ["pub_ro", "secret"];
+    let expected = "pub_ro: ok\nsecret: Permission denied\n";
+    {
+        let m = UnionMount::new(&stack);
+        assert_eq!(cat_as_nobody(m.mnt(), &names), expected, "default mount");
+    }
+    if common::overlay_available() {
+        let kstack = stack.duplicate();
+        open_up(&kstack);
+        let k = KernelOverlay::new(&kstack);
+        assert_eq!(cat_as_nobody(k.mnt(), &names), expected, "kernel overlay");
+    }
+    let m = UnionMount::with_args(&stack, &["-o", "noallow_other"]);
+    assert_eq!(
+        cat_as_nobody(m.mnt(), &names),
+        "pub_ro: Permission denied\nsecret: Permission denied\n",
+        "-o noallow_other"
+    );
+    // The owner (root) still uses it.
+    assert_eq!(fs::read(m.path("secret")).unwrap(), b"secret");
 }

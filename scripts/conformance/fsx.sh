@@ -18,6 +18,8 @@
 #        FSX_SEED=N      base seed (default fixed, so a CI failure reproduces)
 #        FSX_MODES="passthrough nopassthrough"
 #        FSX_SUMMARY=F   append the summary line to F
+#        CONF_MODE=userns  as root of a user namespace mapped as rootless podman maps it
+#                        (lib.sh; mode nopassthrough only: no passthrough there)
 #        UNIONFUSE_BIN   the binary to test (default: cargo build, target/debug/unionfuse)
 #        CONF_KEEP=1     keep the temp dir (layers, logs, fsx artifacts) for inspection
 # The soak (millions of operations, not in CI): scripts/conformance/fsx-soak.sh
@@ -29,10 +31,13 @@ conf_setup fsx
 OPS="${FSX_OPS:-100000}"
 SEED="${FSX_SEED:-20240601}"
 MODES="${FSX_MODES:-passthrough nopassthrough}"
+[[ "${CONF_MODE:-root}" != userns ]] || MODES="${FSX_MODES:-nopassthrough}"
 BLOCK_OPS=$((OPS / 5))
 
 conf_install fsx 0.3.2
 BIN="$(conf_binary)"
+# CONF_MODE=userns: as root of a user namespace (see lib.sh), where passthrough is not offered.
+conf_userns_reexec "$0" fsx "$@"
 
 cat >"$CONF_TMP/fsx.toml" <<'TOML'
 flen = 1048576

@@ -64,13 +64,69 @@ conf_mount_union() {
     return 1
 }
 
-# conf_mount_kernel LOWERS UPPER MNT WORK: kernel overlayfs with the reference options.
+# conf_mount_kernel LOWERS UPPER MNT WORK: kernel overlayfs with the reference options. In a
+# user namespace: `userxattr` (trusted.* is out of reach), which implies redirect_dir=nofollow
+# and refuses "off" (neither creates redirects).
 conf_mount_kernel() {
-    local lowers=$1 upper=$2 mnt=$3 work=$4
+    local lowers=$1 upper=$2 mnt=$3 work=$4 opts=redirect_dir=off
+    [[ "${CONF_MODE:-root}" != userns ]] || opts=userxattr
     CONF_MOUNTS+=("$mnt")
     mount -t overlay overlay \
-        -o "lowerdir=$lowers,upperdir=$upper,workdir=$work,redirect_dir=off,index=off,metacopy=off" \
+        -o "lowerdir=$lowers,upperdir=$upper,workdir=$work,$opts,index=off,metacopy=off" \
         "$mnt"
+}
+
+# With CONF_MODE=userns (and not yet inside): run SCRIPT again, with the same arguments, as root
+# of a user namespace mapped as rootless podman maps it (0 = uid 4242, 1..65535 = its
+# /etc/subuid range, through newuidmap/newgidmap) with its own mount namespace, then exit
+# with its status. TOOLS (on PATH here) and the unionfuse binary are copied where that user
+# reaches them; the summary lines come back prefixed "mode userns: ".
+# Usage: conf_userns_reexec SCRIPT "TOOL..." ARGS...
+CONF_MODE_UID=4242
+conf_userns_reexec() {
+    [[ "${CONF_MODE:-root}" == userns && -z "${CONF_INSIDE:-}" ]] || return 0
+    local script tools=$2 tool f rc=0 fuse_mode
+    script="$(realpath "$1")"
+    shift 2
+    for tool in setpriv unshare newuidmap newgidmap; do
+        command -v "$tool" >/dev/null || { conf_log "$tool is missing (util-linux, uidmap)"; exit 2; }
+    done
+    getent passwd "$CONF_MODE_UID" >/dev/null ||
+        useradd -M -s /usr/sbin/nologin -u "$CONF_MODE_UID" podtest
+    local user
+    user="$(getent passwd "$CONF_MODE_UID" | cut -d: -f1)"
+    for f in /etc/subuid /etc/subgid; do
+        grep -q "^$user:" "$f" 2>/dev/null || echo "$user:100000:65536" >>"$f"
+    done
+    mkdir -p "$CONF_TMP/bin" "$CONF_TMP/inner"
+    for tool in $tools; do
+        cp "$(command -v "$tool")" "$CONF_TMP/bin/"
+    done
+    cp "$BIN" "$CONF_TMP/bin/unionfuse"
+    : >"$CONF_TMP/summary"
+    chown -R "$CONF_MODE_UID:$CONF_MODE_UID" "$CONF_TMP/inner" "$CONF_TMP/summary"
+    chmod -R a+rX "$CONF_TMP/bin"
+    # The daemon opens /dev/fuse as that user: open it to users meanwhile (as distributions
+    # have it), under the lock the rootless tests take (tests/common/rootless.rs).
+    exec 9>/tmp/unionfuse-podman-rootless.lock
+    flock 9
+    fuse_mode="$(stat -c %a /dev/fuse)"
+    chmod 0666 /dev/fuse
+    conf_log "running as root of a user namespace (uid $CONF_MODE_UID, subordinate ids)"
+    (cd / && setpriv --reuid="$CONF_MODE_UID" --regid="$CONF_MODE_UID" --clear-groups \
+        unshare --user --map-auto --map-root-user --mount --propagation private \
+        env CONF_INSIDE=1 CONF_MODE=userns TMPDIR="$CONF_TMP/inner" PATH="$CONF_TMP/bin:$PATH" \
+        UNIONFUSE_BIN="$CONF_TMP/bin/unionfuse" PJDFSTEST_SUMMARY="$CONF_TMP/summary" \
+        FSX_SUMMARY="$CONF_TMP/summary" bash "$script" "$@" 9>&-) || rc=$?
+    chmod "$fuse_mode" /dev/fuse
+    exec 9>&-
+    for f in PJDFSTEST_SUMMARY FSX_SUMMARY; do
+        if [[ -n "${!f:-}" ]]; then
+            sed 's/^/mode userns: /' "$CONF_TMP/summary" >>"${!f}"
+            break
+        fi
+    done
+    exit "$rc"
 }
 
 # Unmount MNT (lazily if busy) and reap every daemon we started that has exited or must.
@@ -135,6 +191,8 @@ conf_setup() {
         exit 2
     fi
     CONF_TMP="$(mktemp -d "${TMPDIR:-/tmp}/unionfuse-$CONF_NAME.XXXXXX")"
+    # Inside a user namespace the mount and the dummy users must reach it too.
+    [[ -z "${CONF_INSIDE:-}" ]] || chmod 0755 "${TMPDIR:-/tmp}"
     chmod 0755 "$CONF_TMP" # the dummy users pjdfstest switches to must reach the mount
     trap conf_cleanup EXIT
     trap 'exit 130' INT

@@ -9,7 +9,9 @@
 # docs/testing.md). Failures both share are reported, not fatal.
 #
 # Usage: scripts/conformance/pjdfstest.sh [TEST_PATTERNS...]   (as root; CI runs it without args)
-# Env:   PJDFSTEST_SUMMARY=F  append the summary line to F
+# Env:   CONF_MODE=userns     both run as root of a user namespace mapped as rootless podman
+#                             maps it (kernel overlay with userxattr), see lib.sh
+#        PJDFSTEST_SUMMARY=F  append the summary line to F
 #        UNIONFUSE_BIN        the binary to test (default: cargo build, target/debug/unionfuse)
 #        CONF_KEEP=1          keep the temp dir (layers, logs) for inspection
 set -euo pipefail
@@ -28,6 +30,8 @@ if ! id tests >/dev/null 2>&1; then
     useradd --no-create-home --user-group --shell /usr/sbin/nologin tests
 fi
 nobody_group="$(id -gn nobody)"
+# CONF_MODE=userns: everything below, both mounts included, as root of a user namespace.
+conf_userns_reexec "$0" pjdfstest "$@"
 
 # Linux features: no chflags, no NFSv4 ACLs, no st_birthtime in struct stat.
 cat >"$CONF_TMP/pjdfstest.toml" <<TOML

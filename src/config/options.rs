@@ -15,7 +15,8 @@ use crate::idmap::IdRange;
 #[derive(Clone, Debug, Default)]
 pub struct MountOpts {
     pub read_only: bool,
-    pub allow_other: bool,
+    /// `allow_other` / `noallow_other`; unset: on for root (see `validate`).
+    pub allow_other: Option<bool>,
     pub no_default_permissions: bool,
     pub volatile: bool,
     pub userxattr: Option<bool>,
@@ -71,7 +72,8 @@ impl MountOpts {
         match (key, val) {
             ("ro", None) => self.read_only = true,
             ("rw", None) => self.read_only = false,
-            ("allow_other", None) => self.allow_other = true,
+            ("allow_other", None) => self.allow_other = Some(true),
+            ("noallow_other", None) => self.allow_other = Some(false),
             ("default_permissions", None) => self.no_default_permissions = false,
             ("nodefault_permissions", None) => self.no_default_permissions = true,
             ("volatile", None) => self.volatile = true,
@@ -321,7 +323,7 @@ mod tests {
         let mut o = MountOpts::default();
         o.parse_into("ro,,allow_other,volatile,timeout=0.5,threads=4")
             .expect("valid options");
-        assert!(o.read_only && o.allow_other && o.volatile);
+        assert!(o.read_only && o.allow_other == Some(true) && o.volatile);
         assert_eq!(o.ttl, Some(Duration::from_millis(500)));
         assert_eq!(o.threads, Some(4));
         let err = MountOpts::default()

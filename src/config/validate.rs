@@ -140,7 +140,12 @@ impl MountConfig {
             workdir,
             mountpoint,
             read_only,
-            allow_other: opts.allow_other,
+            // As kernel overlay, a mount serves every user (the kernel checks permissions:
+            // default_permissions). An ordinary user's daemon only where fusermount3 allows
+            // it (`user_allow_other` in /etc/fuse.conf); otherwise it would refuse to mount.
+            allow_other: opts
+                .allow_other
+                .unwrap_or_else(|| root || fuse_conf_allows_other()),
             default_permissions: !opts.no_default_permissions,
             fsync: !opts.volatile,
             userxattr: opts.userxattr.unwrap_or(!privileged),
@@ -165,6 +170,15 @@ impl MountConfig {
             ignored: opts.ignored,
         })
     }
+}
+
+/// Does /etc/fuse.conf let ordinary users mount with `allow_other` (a `user_allow_other`
+/// line)? fusermount3 refuses `allow_other` from them otherwise.
+fn fuse_conf_allows_other() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|conf| {
+        conf.lines()
+            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
+    })
 }
 
 /// `UPPER/../.<name>.unionfuse-work`: on the upper's filesystem in the common case, and outside

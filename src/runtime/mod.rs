@@ -230,7 +230,7 @@ fn mount_and_release(
     let ids = |r: &[idmap::Range]| plan.container_ids.is_some().then(|| idmap::mount_ranges(r));
     let opts = MountOpts {
         // The command may run as any uid (-u); the mount is private to our namespaces anyway.
-        allow_other: true,
+        allow_other: Some(true),
         uid_map: ids(&map.uids),
         gid_map: ids(&map.gids),
         ..MountOpts::default()

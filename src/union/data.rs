@@ -234,15 +234,22 @@ pub(super) fn kill_priv_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
 }
 
 /// Drop setuid, setgid (when group-executable) and file capabilities, as `file_remove_privs`
-/// does for a writer without CAP_FSETID.
+/// does for a writer without CAP_FSETID. Acts only on what is there: removing
+/// `security.capability` needs CAP_SETFCAP even when the file has none, which an unprivileged
+/// daemon lacks, so a write to an ordinary file must not even try. A capability that is there
+/// and cannot be removed fails the write (EPERM) rather than survive it.
 fn kill_priv_fd(fd: BorrowedFd<'_>) -> Result<()> {
     let st = sys::fstat(fd)?;
     let mode = without_privileges(st.st_mode);
     if mode != st.st_mode {
         sys::fchmod(fd, mode & 0o7777)?;
     }
+    if !sys::fhasxattr(fd, c"security.capability")? {
+        return Ok(());
+    }
     match sys::fremovexattr(fd, c"security.capability") {
-        Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(()),
+        // Gone meanwhile (another writer dropped it).
+        Err(e) if e.is(libc::ENODATA) => Ok(()),
         r => r,
     }
 }

@@ -71,10 +71,11 @@ pub fn make_whiteout(dir: &Path, name: impl AsRef<OsStr>) {
     );
 }
 
-/// Mark a directory opaque (kernel overlayfs trusted.* form; needs root).
+/// Mark a directory opaque (kernel overlayfs form: trusted.* as root, user.* in the
+/// unprivileged modes).
 pub fn set_opaque(dir: &Path) {
     ok(
-        sys::lsetxattr(dir, "trusted.overlay.opaque", b"y"),
+        sys::lsetxattr(dir, opaque_name(), b"y"),
         "set opaque xattr on",
         dir,
     );
@@ -91,7 +92,7 @@ pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
 /// The opaque xattr of a stack this process builds and mounts without FUSE: kernel overlay's
 /// `trusted.*` form as root, its `userxattr` form otherwise.
 pub fn opaque_name() -> &'static str {
-    if sys::is_root() {
+    if super::mode::mode() == super::mode::Mode::Root {
         "trusted.overlay.opaque"
     } else {
         "user.overlay.opaque"
@@ -135,7 +136,7 @@ pub fn is_whiteout(p: &Path) -> bool {
 
 /// The opaque xattr value on a directory on disk (None if absent).
 pub fn opaque_xattr(p: &Path) -> Option<Vec<u8>> {
-    sys::lgetxattr(p, "trusted.overlay.opaque").ok()
+    sys::lgetxattr(p, opaque_name()).ok()
 }
 
 /// A non-UTF-8 file name for tests.

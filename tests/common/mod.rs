@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod layers;
+pub mod mode;
 pub mod mount;
 pub mod process;
 pub mod rng;
@@ -17,6 +18,7 @@ pub mod view;
 
 pub use daemon::Daemon;
 pub use layers::*;
+pub use mode::{Mode, can_chown, mode, needs_initial_root, overlay_prefix, runs_in};
 pub use mount::{
     KernelOverlay, Stack, UnionMount, kernel_backend, mounted, overlay_available, require_fuse,
     skip_or_fail_in_ci,

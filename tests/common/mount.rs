@@ -20,15 +20,27 @@ use super::tree::Tree;
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// True when mounts can be made. Without /dev/fuse or root: panics under CI=true, otherwise
-/// prints why and returns false so the test returns early.
+/// True when mounts can be made in this mode (see `mode`): as root of the initial namespace;
+/// as an ordinary user with /dev/fuse open to users and fusermount3; as root of a user
+/// namespace with /dev/fuse open to it. Otherwise: panics under CI=true, or prints why and
+/// returns false so the test returns early.
 pub fn require_fuse() -> bool {
+    use super::mode::{Mode, dev_fuse_usable, mode};
     if !Path::new("/dev/fuse").exists() {
-        skip_or_fail_in_ci("/dev/fuse is missing")
-    } else if !super::sys::is_root() {
-        skip_or_fail_in_ci("not running as root")
-    } else {
-        true
+        return skip_or_fail_in_ci("/dev/fuse is missing");
+    }
+    match mode() {
+        Mode::Root if super::sys::euid() != 0 => skip_or_fail_in_ci("not running as root"),
+        Mode::Root => true,
+        Mode::User if super::rootless::which("fusermount3").is_none() => {
+            skip_or_fail_in_ci("fusermount3 is not installed (package fuse3)")
+        }
+        _ if !dev_fuse_usable() => skip_or_fail_in_ci(&format!(
+            "/dev/fuse cannot be opened by uid {} (mode {})",
+            super::sys::euid(),
+            mode().name()
+        )),
+        _ => true,
     }
 }
 
@@ -40,12 +52,19 @@ pub fn skip_or_fail_in_ci(reason: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("test cannot run under CI: {reason}");
     }
-    eprintln!("skipping: {reason}");
+    super::mode::note_skip(&format!("skipping: {reason}"));
     false
 }
 
-/// True when this kernel has overlayfs (for the tests that compare with it).
+/// True when this kernel has overlayfs and this mode may mount it (for the tests that compare
+/// with it): not as an ordinary user outside a user namespace (says so).
 pub fn overlay_available() -> bool {
+    if !super::mode::runs_in(
+        &[super::mode::Mode::Root, super::mode::Mode::Userns],
+        "kernel overlay (the reference) cannot be mounted by an ordinary user outside a user namespace",
+    ) {
+        return false;
+    }
     std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay\n"))
 }
 
@@ -54,8 +73,13 @@ pub fn kernel_backend() -> bool {
     std::env::var("UNIONFUSE_TEST_BACKEND").as_deref() == Ok("kernel")
 }
 
+/// The unionfuse binary: `UNIONFUSE_BIN` when set (scripts/modes.sh copies it where the
+/// unprivileged user can reach it), else the one cargo built for this test.
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_unionfuse")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("UNIONFUSE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_unionfuse").into())
+    })
 }
 
 /// Undo mountinfo's octal escapes (`\040` for space etc).
@@ -100,13 +124,19 @@ pub fn is_mounted(p: &Path) -> bool {
     mount_fstype(p).is_some()
 }
 
-/// `umount p`, then `umount -l p` if that fails. Returns whether `p` is no longer mounted.
+/// `umount p`, then `umount -l p` if that fails (`fusermount3 -u`, `-u -z` as an ordinary
+/// user). Returns whether `p` is no longer mounted.
 pub fn force_unmount(p: &Path) -> bool {
-    for args in [&[][..], &["-l"][..]] {
+    let user = super::mode::mode() == super::mode::Mode::User;
+    let (prog, tries) = match user {
+        true => ("fusermount3", [&["-u"][..], &["-u", "-z"][..]]),
+        false => ("umount", [&[][..], &["-l"][..]]),
+    };
+    for args in tries {
         if !is_mounted(p) {
             return true;
         }
-        let _ = Command::new("umount")
+        let _ = Command::new(prog)
             .args(args)
             .arg(p)
             .stderr(Stdio::null())
@@ -465,11 +495,20 @@ impl<'a> KernelOverlay<'a> {
         if let Some(u) = &stack.upper {
             let work = stack.new_workdir();
             opts += &format!(",upperdir={},workdir={}", u.display(), work.display());
-            opts += ",redirect_dir=off,index=off,metacopy=off";
+            // userxattr implies redirect_dir=nofollow and refuses "off" (both create no
+            // redirects: renaming a merged directory is EXDEV).
+            if super::mode::mode() != super::mode::Mode::Userns {
+                opts += ",redirect_dir=off";
+            }
+            opts += ",index=off,metacopy=off";
         }
         if !extra.is_empty() {
             opts += ",";
             opts += extra;
+        }
+        // Root of a user namespace: trusted.* is out of reach, as for rootless podman.
+        if super::mode::mode() == super::mode::Mode::Userns {
+            opts += ",userxattr";
         }
         let out = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", &opts])

@@ -96,6 +96,33 @@ fn prepare_rootless() -> Result<RootlessSetup, String> {
         ));
     }
     // The mount program opens /dev/fuse as the user (root only in its user namespace).
+    open_dev_fuse(lock)
+}
+
+/// /dev/fuse readable and writable by every user (as udev sets it on distributions; this
+/// machine may have 0600) until the result is dropped: a FUSE daemon run by an ordinary user
+/// opens it itself. None (after printing why, or failing under CI=true) when it can't be.
+pub fn require_dev_fuse_for_users() -> Option<RootlessSetup> {
+    let lock = std::fs::File::create("/tmp/unionfuse-podman-rootless.lock")
+        .map_err(|e| format!("lock file: {e}"));
+    // SAFETY: flock on an fd we own; no memory involved.
+    let locked = lock.and_then(|l| {
+        match unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&l), libc::LOCK_EX) } {
+            0 => Ok(l),
+            _ => Err(format!("flock: {}", std::io::Error::last_os_error())),
+        }
+    });
+    match locked.and_then(open_dev_fuse) {
+        Ok(setup) => Some(setup),
+        Err(reason) => {
+            super::mount::skip_or_fail_in_ci(&reason);
+            None
+        }
+    }
+}
+
+fn open_dev_fuse(lock: std::fs::File) -> Result<RootlessSetup, String> {
+    use std::os::unix::fs::PermissionsExt;
     let mut setup = RootlessSetup {
         _lock: lock,
         fuse_mode: None,

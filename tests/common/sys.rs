@@ -30,8 +30,10 @@ pub fn egid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// Root of the initial user namespace (mode `root`): trusted.* xattrs, device nodes, any
+/// owner. Root of a user namespace (mode `userns`) is not.
 pub fn is_root() -> bool {
-    euid() == 0
+    euid() == 0 && super::mode::mode() == super::mode::Mode::Root
 }
 
 /// Turn a libc return value (-1 = error) into `Result` with the errno.

@@ -72,7 +72,8 @@ pub struct SnapOpts {
 }
 
 impl SnapOpts {
-    /// What a user of a merged view compares: user.* xattrs, no directory nlink.
+    /// What a user of a merged view compares: user.* xattrs (but the overlay's private
+    /// user.overlay.* in the unprivileged modes), no directory nlink.
     pub const VIEW: SnapOpts = SnapOpts {
         all_xattrs: false,
         dir_nlink: false,
@@ -109,6 +110,7 @@ fn proc_path(dir: &OwnedFd, name: &OsStr) -> PathBuf {
 }
 
 fn read_xattrs(p: &Path, all: bool) -> Vec<(String, Vec<u8>)> {
+    let private = super::mode::overlay_prefix();
     let names = match sys::llistxattr(p) {
         Ok(n) => n,
         Err(libc::EOPNOTSUPP) => return Vec::new(),
@@ -116,7 +118,10 @@ fn read_xattrs(p: &Path, all: bool) -> Vec<(String, Vec<u8>)> {
     };
     names
         .into_iter()
-        .filter(|n| all || n.starts_with("user."))
+        // Without `all`: what users see, so not the overlay's own user.overlay.* of the
+        // unprivileged modes (its trusted.overlay.* as root is outside user.* anyway). That
+        // the merged view hides them is checked by listxattr in mount_xattrs and hostile.
+        .filter(|n| all || (n.starts_with("user.") && !n.starts_with(private)))
         .map(|n| {
             let v = sys::lgetxattr(p, &n).unwrap_or_else(|e| {
                 panic!("lgetxattr {} {n}: {}", p.display(), sys::errno_name(e))
