@@ -52,6 +52,10 @@ pub struct Node {
     /// The fd of the latest open handle, so a node that lost its last name while open can
     /// still be stat'ed and changed through it.
     pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
+    /// An O_PATH fd on the object, taken when its last known name is removed: an open file,
+    /// an open directory or a cwd keeps working (stat, read, xattrs) as on kernel overlay.
+    /// Dropped with the node, when the kernel forgets it.
+    pub removed: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +94,7 @@ impl Node {
             copy_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             open_fd: Mutex::new(std::sync::Weak::new()),
+            removed: Mutex::new(None),
         }
     }
 
@@ -118,11 +123,21 @@ impl Node {
         }
     }
 
-    pub fn remove_alias(&self, parent: u64, name: &CString) {
-        self.state
-            .lock()
-            .aliases
-            .retain(|(p, n)| !(*p == parent && n == name));
+    /// Forget the name `parent/name`, which was removed. `obj`: an O_PATH fd on the object,
+    /// kept if that was its last known name (see `removed`).
+    pub fn remove_alias(&self, parent: u64, name: &CString, obj: Option<Arc<OwnedFd>>) {
+        let mut st = self.state.lock();
+        st.aliases.retain(|(p, n)| !(*p == parent && n == name));
+        let last = st.aliases.is_empty();
+        drop(st);
+        if last && let Some(fd) = obj {
+            *self.removed.lock() = Some(fd);
+        }
+    }
+
+    /// Has this node lost every name it was known by (and is not the root)?
+    pub fn is_removed(&self) -> bool {
+        self.ino != ROOT && self.state.lock().aliases.is_empty()
     }
 }
 

@@ -55,7 +55,14 @@ impl Union {
         }
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let (dir, name) = self.at(&node)?;
-        let (fd, flags) = self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?;
+        // A file read from a lower keeps its atime (kernel overlay opens lowers O_NOATIME).
+        let (fd, flags) = if self.has_upper(&node) {
+            self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?
+        } else {
+            let flags = open_flags(flags);
+            let fd = sys::openat_noatime(dir.as_fd(), &name, flags | libc::O_NOFOLLOW)?;
+            (fd, flags)
+        };
         let fd = Arc::new(fd);
         *node.open_fd.lock() = Arc::downgrade(&fd);
         Ok(self.handles.insert(Handle::File(FileHandle {
@@ -107,12 +114,12 @@ impl Union {
             }
         }
         let (dir, name) = self.at(&f.node)?;
-        let fd = Arc::new(sys::openat(
-            dir.as_fd(),
-            &name,
-            f.flags | libc::O_NOFOLLOW,
-            0,
-        )?);
+        let fd = Arc::new(if name.is_empty() {
+            // Copied up, then unlinked (log rotation): the reader goes on with the copy.
+            sys::reopen(dir.as_fd(), f.flags)?
+        } else {
+            sys::openat(dir.as_fd(), &name, f.flags | libc::O_NOFOLLOW, 0)?
+        });
         *f.fd.write() = (fd.clone(), cgen);
         Ok(fd)
     }
