@@ -146,7 +146,8 @@ impl Node {
 struct Ids {
     nodes: HashMap<u64, Arc<Node>>,
     /// Ids whose node is dead but still held by the kernel -> the id now used for the real
-    /// object that took over that inode number.
+    /// object that took over that inode number; and a split hard link's copy -> the node of
+    /// the name that was copied up (`adopt`).
     redirect: HashMap<u64, u64>,
 }
 
@@ -231,6 +232,24 @@ impl NodeTable {
         let mut m = self.by_alias.lock();
         *m.entry((parent, name.clone()))
             .or_insert_with(|| self.next_fallback.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Let node `ino` stand for the object whose derived id is `derived` (a lower file with
+    /// several links, whose name has its own node, after its copy-up): a later lookup of
+    /// another name of the copy (a `link`) finds this node, so both names are one inode, as
+    /// on kernel overlay. Nothing changes if a live node already stands for `derived`.
+    pub fn adopt(&self, derived: u64, ino: u64) {
+        let mut ids = self.ids.write();
+        let cur = ids.current(derived);
+        if cur == ino
+            || ids
+                .nodes
+                .get(&cur)
+                .is_some_and(|n| !n.dead.load(Ordering::Acquire))
+        {
+            return;
+        }
+        ids.redirect.insert(derived, ino);
     }
 
     /// Hand the kernel one more reference to node `ino`, creating it if it is new, and record

@@ -95,6 +95,7 @@ impl Union {
                 ust.st_ino,
             );
             node.st_ino.store(own, Ordering::Relaxed);
+            self.nodes.adopt(own, node.ino);
         }
         {
             let mut state = node.state.lock();
