@@ -255,6 +255,53 @@ fn an_unlinked_open_file_keeps_its_xattrs() {
     }
 }
 
+/// An unlinked file can be opened again through /proc/self/fd/N (how a program hands a deleted
+/// file to another), for reading its data and, once in the upper, for writing and chmod.
+#[test]
+fn an_unlinked_file_reopens_through_proc() {
+    if !require_fuse() {
+        return;
+    }
+    let got = side_by_side(
+        1,
+        |s| write_file(&s.lower(0).join("low"), b"lower", 0o644),
+        |m| {
+            write_file(&m.join("new"), b"upper", 0o644);
+            let mut out = Vec::new();
+            for name in ["new", "low"] {
+                let fd = open(&m.join(name), libc::O_RDONLY);
+                must(sys::unlink(&m.join(name)), "unlink");
+                let proc = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ));
+                let data = sys::open(&proc, libc::O_RDONLY, 0).and_then(|f| sys::pread(&f, 100, 0));
+                let write = sys::open(&proc, libc::O_WRONLY, 0).and_then(|f| sys::write(&f, b"W"));
+                let chmod = sys::chmod(&proc, 0o600);
+                out.push((name, data, write, chmod, sys::pread(&fd, 100, 0)));
+            }
+            out
+        },
+    );
+    let new = (
+        "new",
+        Ok(b"upper".to_vec()),
+        Ok(1),
+        Ok(()),
+        Ok(b"Wpper".to_vec()),
+    );
+    assert_eq!(got[0], new);
+    // Still only in a lower, it can't be copied up without a name.
+    let low = (
+        "low",
+        Ok(b"lower".to_vec()),
+        Err(libc::EEXIST),
+        Err(libc::EEXIST),
+        Ok(b"lower".to_vec()),
+    );
+    assert_eq!(got[1], low);
+}
+
 // ---- hard links ------------------------------------------------------------------------------
 
 /// `ln h3 h4` where h1..h3 are one lower file: h3 is copied up (a split link) and h4 links to
