@@ -68,8 +68,11 @@ fn sh(script: &str, arg: &Path) -> Result<String, String> {
 
 // ---- reads leave the lowers alone ------------------------------------------------------------
 
+/// (seconds, nanoseconds).
+type Time = (i64, i64);
+
 /// (atime, ctime) of each path, by lstat (which itself changes nothing).
-fn atimes(paths: &[PathBuf]) -> Vec<(PathBuf, (i64, i64), (i64, i64))> {
+fn atimes(paths: &[PathBuf]) -> Vec<(PathBuf, Time, Time)> {
     paths
         .iter()
         .map(|p| {
