@@ -49,13 +49,12 @@ pub struct Node {
     /// number may be reused by the filesystem at once, so its id must not be handed out for
     /// another object while the kernel still holds it.
     pub dead: AtomicBool,
-    /// The fd of the latest open handle, so a node that lost its last name while open can
-    /// still be stat'ed and changed through it.
-    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
     /// An O_PATH fd on the object, taken when its last known name is removed: an open file,
     /// an open directory or a cwd keeps working (stat, read, xattrs) as on kernel overlay.
     /// Dropped with the node, when the kernel forgets it.
     pub removed: Mutex<Option<Arc<OwnedFd>>>,
+    /// File handles open on this node: a file nobody has open needs no `removed` fd.
+    pub open_files: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -93,8 +92,8 @@ impl Node {
             dir_lock: Mutex::new(()),
             copy_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
-            open_fd: Mutex::new(std::sync::Weak::new()),
             removed: Mutex::new(None),
+            open_files: AtomicU64::new(0),
         }
     }
 

@@ -68,7 +68,6 @@ impl Union {
             (fd, flags)
         };
         let fd = Arc::new(fd);
-        *node.open_fd.lock() = Arc::downgrade(&fd);
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,
             fd: parking_lot::RwLock::new((fd, cgen)),

@@ -169,8 +169,7 @@ impl Union {
     /// Where a node's top copy is, as (directory fd, name) for the `*at` calls: a directory is
     /// (itself, "."), anything else (its parent's copy in the same layer, its name).
     ///
-    /// A node whose last name was removed is its kept O_PATH fd with an empty name (or, for
-    /// an older handle, its open fd): fstat, reads and xattrs of an open but removed object
+    /// A node whose last name was removed is its kept O_PATH fd with an empty name: fstat, reads and xattrs of an open but removed object
     /// work on every local filesystem and on kernel overlay. Every change first copies up,
     /// which fails with ENOENT for a node that has no name, so a removed lower object is only
     /// ever read.
@@ -186,17 +185,20 @@ impl Union {
         match found {
             Err(e) if node.is_removed() => {
                 let held = node.removed.lock().clone();
-                held.or_else(|| node.open_fd.lock().upgrade())
-                    .map(|fd| (fd, c"".to_owned()))
-                    .ok_or(e)
+                held.map(|fd| (fd, c"".to_owned())).ok_or(e)
             }
             r => r,
         }
     }
 
     /// An O_PATH fd on `node`'s top copy, taken before its name `parent/name` is removed, when
-    /// that is its last known name (for `Node::removed`).
+    /// that is its last known name (for `Node::removed`): always for a directory (it may be a
+    /// cwd, and its fd is usually cached), for a file only while it is open (an unlink storm
+    /// pays no extra open).
     fn hold_before_remove(&self, node: &Node, parent: u64, name: &CStr) -> Option<Arc<OwnedFd>> {
+        if !node.is_dir && node.open_files.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let only = {
             let st = node.state.lock();
             st.aliases.len() == 1 && st.aliases[0].0 == parent && st.aliases[0].1.as_c_str() == name
