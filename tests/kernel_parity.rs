@@ -9,6 +9,7 @@ mod common;
 
 use std::fmt::Debug;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,7 +23,8 @@ fn kernel_too() -> bool {
 }
 
 /// Build layers with `build`, run `scenario` on unionfuse over them and, where it can, on
-/// kernel overlay over a copy; both must give the same result. Returns unionfuse's.
+/// kernel overlay over a copy; both must give the same result, and neither may change a lower:
+/// its digest (as `mounted` checks) nor its atimes (`lower_atimes`). Returns unionfuse's result.
 #[track_caller]
 fn side_by_side<T: Debug + PartialEq>(
     lowers: usize,
@@ -31,14 +33,32 @@ fn side_by_side<T: Debug + PartialEq>(
 ) -> T {
     let s = Stack::new(lowers);
     build(&s);
-    let kernel = kernel_too().then(|| {
-        let k = s.duplicate();
-        let m = KernelOverlay::new(&k);
-        scenario(m.mnt())
+    let k = kernel_too().then(|| s.duplicate());
+    let kernel = k.as_ref().map(|k| {
+        let before = lower_atimes(k);
+        let m = KernelOverlay::new(k);
+        let r = scenario(m.mnt());
+        drop(m);
+        assert_eq!(
+            lower_paths(k).1,
+            before.1,
+            "kernel overlay changed a lower's atime"
+        );
+        r
     });
-    let mut ours = None;
-    mounted(&s, |m| ours = Some(scenario(m.mnt())));
-    let ours = ours.expect("scenario ran");
+    // As `mounted`, with the atimes checked between the digests (which read the files).
+    let digest = s.lower_digests();
+    let before = lower_atimes(&s);
+    let ours = {
+        let m = UnionMount::new(&s);
+        scenario(m.mnt())
+    };
+    assert_eq!(
+        lower_paths(&s).1,
+        before.1,
+        "unionfuse changed a lower's atime"
+    );
+    s.assert_lowers_unchanged(&digest);
     if let Some(kernel) = kernel {
         assert_eq!(
             ours, kernel,
@@ -46,6 +66,54 @@ fn side_by_side<T: Debug + PartialEq>(
         );
     }
     ours
+}
+
+/// Set the atime of everything in the stack's lowers far in the past (so relatime would update
+/// it on any read), and return the paths with their atimes (`lower_paths`).
+fn lower_atimes(s: &Stack) -> (Vec<PathBuf>, Vec<Time>) {
+    let (paths, _) = lower_paths(s);
+    for p in &paths {
+        let st = must(sys::lstat(p), "lstat");
+        let mtime = (st.st_mtime, st.st_mtime_nsec);
+        must(
+            sys::utimens(p, (1_000_000_000, 0), mtime, true),
+            "age atime",
+        );
+    }
+    lower_paths(s)
+}
+
+/// Every object in the stack's lowers, with its atime. The walk opens directories O_NOATIME
+/// and stats with lstat, so it changes nothing itself. (Layer digests can't hold atimes: they
+/// read the files.)
+fn lower_paths(s: &Stack) -> (Vec<PathBuf>, Vec<Time>) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let fd = must(
+            sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOATIME, 0),
+            "open lower dir",
+        );
+        for name in must(sys::read_dir_names(&fd, false), "readdir lower") {
+            let p = dir.join(std::ffi::OsStr::from_bytes(&name));
+            let st = must(sys::lstat(&p), "lstat");
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                walk(&p, out);
+            }
+            out.push(p);
+        }
+    }
+    let mut paths = Vec::new();
+    for l in &s.lowers {
+        walk(l, &mut paths);
+        paths.push(l.clone());
+    }
+    let times = paths
+        .iter()
+        .map(|p| {
+            let st = must(sys::lstat(p), "lstat");
+            (st.st_atime, st.st_atime_nsec)
+        })
+        .collect();
+    (paths, times)
 }
 
 fn open(p: &Path, flags: i32) -> OwnedFd {
@@ -71,67 +139,41 @@ fn sh(script: &str, arg: &Path) -> Result<String, String> {
 /// (seconds, nanoseconds).
 type Time = (i64, i64);
 
-/// (atime, ctime) of each path, by lstat (which itself changes nothing).
-fn atimes(paths: &[PathBuf]) -> Vec<(PathBuf, Time, Time)> {
-    paths
-        .iter()
-        .map(|p| {
-            let st = must(sys::lstat(p), "lstat");
-            (
-                p.clone(),
-                (st.st_atime, st.st_atime_nsec),
-                (st.st_ctime, st.st_ctime_nsec),
-            )
-        })
-        .collect()
-}
-
 /// Kernel overlay opens lower files and directories O_NOATIME: reading a file, listing a
-/// directory and copying a file up (its data is read) leave the lower's atime as it was. The
-/// layer digest does not record atimes (it reads the files itself), so they are compared here
-/// with lstat, set far in the past first so that relatime would update them on any read.
+/// directory, reading xattrs and copying a file up (its data is read) leave the lower's atime
+/// as it was (`side_by_side` checks every lower's atimes).
 #[test]
 fn reads_leave_lower_atimes_alone() {
     if !require_fuse() {
         return;
     }
-    let build = |s: &Stack| {
-        let l = s.lower(0);
-        write_file(&l.join("f"), b"lower-data\n", 0o644);
-        write_file(&l.join("d/a"), b"a", 0o644);
-        write_file(&l.join("c"), b"copy me", 0o644);
-        for p in ["f", "d/a", "d", "c", ""] {
-            set_times(&l.join(p), 1_000_000_000, 0);
-        }
-    };
-    let check = |s: &Stack, m: &Path| {
-        let l = s.lower(0);
-        let watched: Vec<PathBuf> = ["f", "d", "d/a", "c", ""]
-            .iter()
-            .map(|p| l.join(p))
-            .collect();
-        let before = atimes(&watched);
-        assert_eq!(read(&m.join("f")), b"lower-data\n");
-        assert_eq!(read(&m.join("d/a")), b"a");
-        assert_eq!(listing(&m.join("d")), names(&[".", "..", "a"]));
-        assert_eq!(listing(m).len(), 5);
-        // A copy-up reads the lower's data.
-        must(sys::truncate(&m.join("c"), 3), "truncate c");
-        assert_eq!(
-            atimes(&watched),
-            before,
-            "a read through the mount changed a lower"
-        );
-    };
-    if kernel_too() {
-        let s = Stack::new(1);
-        build(&s);
-        let m = KernelOverlay::new(&s);
-        check(&s, m.mnt());
-    }
-    let s = Stack::new(1);
-    build(&s);
-    mounted(&s, |m| check(&s, m.mnt()));
+    let got = side_by_side(
+        2,
+        |s| {
+            write_file(&s.lower(0).join("f"), b"lower-data\n", 0o644);
+            write_file(&s.lower(0).join("d/a"), b"a", 0o644);
+            write_file(&s.lower(1).join("d/b"), b"b", 0o644);
+            write_file(&s.lower(1).join("c"), b"copy me", 0o644);
+            set_xattr(&s.lower(0).join("f"), "user.x", b"1");
+        },
+        |m| {
+            // A copy-up reads the lower's data.
+            must(sys::truncate(&m.join("c"), 4), "truncate c");
+            (
+                read(&m.join("f")),
+                read(&m.join("d/a")),
+                listing(&m.join("d")),
+                listing(m),
+                sys::lgetxattr(&m.join("f"), "user.x"),
+                read(&m.join("c")),
+            )
+        },
+    );
+    assert_eq!(got.0, b"lower-data\n");
+    assert_eq!(got.2, names(&[".", "..", "a", "b"]));
+    assert_eq!(got.3, names(&[".", "..", "c", "d", "f"]));
+    assert_eq!(got.4, Ok(b"1".to_vec()));
+    assert_eq!(got.5, b"copy");
 }
 
 // ---- open but removed objects ----------------------------------------------------------------
