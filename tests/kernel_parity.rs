@@ -381,6 +381,72 @@ fn link_of_a_split_lower_hard_link_shows_one_inode_at_once() {
     assert_eq!(got, (true, true, vec![3, 3, 2, 2]));
 }
 
+// ---- d_ino -----------------------------------------------------------------------------------
+
+/// (name, d_ino == st_ino) of each entry of `dir`, sorted.
+fn d_ino_matches(dir: &Path) -> Vec<(String, bool)> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut out: Vec<(String, bool)> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| {
+            let e = e.expect("dirent");
+            let st = must(sys::lstat(&e.path()), "lstat");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.ino() == st.st_ino,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// readdir's d_ino is st_ino for a lower file, a merged directory, an upper file and a copied-up
+/// file. A name of a lower file with several links is its own node (also once that name was
+/// copied up), and FUSE's READDIRPLUS carries the node id as d_ino (docs/semantics.md, D13).
+#[test]
+fn d_ino_is_st_ino_but_for_names_of_a_multi_link_lower_file() {
+    if !require_fuse() {
+        return;
+    }
+    let build = |s: &Stack| {
+        let l = s.lower(0);
+        write_file(&l.join("f"), b"f", 0o644);
+        write_file(&l.join("copied"), b"c", 0o644);
+        write_file(&l.join("d/x"), b"x", 0o644);
+        mkdir(&s.upper().join("d"), 0o755);
+        write_file(&s.upper().join("up"), b"u", 0o644);
+        write_file(&l.join("h1"), b"h", 0o644);
+        hardlink(&l.join("h1"), &l.join("h2"));
+        hardlink(&l.join("h1"), &l.join("h3"));
+    };
+    let scenario = |m: &Path| {
+        must(sys::truncate(&m.join("copied"), 0), "copy up");
+        must(sys::truncate(&m.join("h3"), 0), "split h3");
+        d_ino_matches(m)
+    };
+    let all = |h: bool| {
+        ["copied", "d", "f", "h1", "h2", "h3", "up"]
+            .iter()
+            .map(|n| (n.to_string(), h || !n.starts_with('h')))
+            .collect::<Vec<_>>()
+    };
+    if kernel_too() {
+        let s = Stack::new(1);
+        build(&s);
+        let k = KernelOverlay::new(&s);
+        assert_eq!(scenario(k.mnt()), all(true), "kernel overlay");
+    }
+    let s = Stack::new(1);
+    build(&s);
+    let want = if kernel_backend() {
+        all(true)
+    } else {
+        all(false)
+    };
+    mounted(&s, |m| assert_eq!(scenario(m.mnt()), want, "unionfuse"));
+}
+
 // ---- xattr names -----------------------------------------------------------------------------
 
 /// The bare private prefix is no name: get, set and remove give EINVAL, and nothing is copied
