@@ -211,7 +211,7 @@ fn a_reader_follows_the_copy_after_copy_up_and_unlink() {
 }
 
 /// A directory held open, or as a cwd, after rmdir: fstat works and reports st_nlink 0 (an
-/// upper directory; 1 for one only in a lower, hidden by a whiteout), and listing it gives
+/// upper-only directory; 1, as before, for one with a lower copy), and listing it gives
 /// nothing.
 #[test]
 fn a_removed_directory_held_open_can_be_stat_and_listed() {
@@ -223,11 +223,13 @@ fn a_removed_directory_held_open_can_be_stat_and_listed() {
         |s| {
             write_file(&s.lower(0).join("low/a"), b"a", 0o644);
             mkdir(&s.upper().join("up"), 0o755);
+            mkdir(&s.upper().join("merged"), 0o755);
+            mkdir(&s.lower(0).join("merged"), 0o755);
         },
         |m| {
             let mut out = Vec::new();
             must(sys::mkdir(&m.join("new"), 0o755), "mkdir new");
-            for name in ["new", "up", "low"] {
+            for name in ["new", "up", "low", "merged"] {
                 let fd = open(&m.join(name), libc::O_RDONLY | libc::O_DIRECTORY);
                 if name == "low" {
                     must(sys::unlink(&m.join("low/a")), "unlink low/a");
@@ -249,6 +251,7 @@ fn a_removed_directory_held_open_can_be_stat_and_listed() {
     assert_eq!(got.0[0], ("new", Ok(0), Ok(vec![])));
     assert_eq!(got.0[1], ("up", Ok(0), Ok(vec![])));
     assert_eq!(got.0[2], ("low", Ok(1), Ok(vec![])));
+    assert_eq!(got.0[3], ("merged", Ok(1), Ok(vec![])));
     assert_eq!(got.1, Ok("0".to_owned()));
 }
 

@@ -363,9 +363,9 @@ impl Union {
         if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
             st.st_nlink = 1;
         }
-        // A removed directory held open (or as a cwd): its upper copy was removed (the kept
-        // fd reports 0), or only a whiteout hides its lower copy, which kernel overlay then
-        // reports as 1 (*observed*).
+        // A removed directory held open (or as a cwd): an upper-only one reports 0 (its kept
+        // fd's count), one with a lower copy 1, as before (*observed* on kernel overlay); a
+        // merged one got 1 above.
         if node.is_dir && node.is_removed() && !self.stack.is_upper(node.top()) {
             st.st_nlink = 1;
         }
