@@ -169,10 +169,10 @@ impl Union {
     /// Where a node's top copy is, as (directory fd, name) for the `*at` calls: a directory is
     /// (itself, "."), anything else (its parent's copy in the same layer, its name).
     ///
-    /// A node whose last name was removed is its kept O_PATH fd with an empty name: fstat, reads and xattrs of an open but removed object
-    /// work on every local filesystem and on kernel overlay. Every change first copies up,
-    /// which fails with ENOENT for a node that has no name, so a removed lower object is only
-    /// ever read.
+    /// A node whose last name was removed is its kept O_PATH fd with an empty name: fstat,
+    /// reads and xattrs of an open but removed object work on every local filesystem and on
+    /// kernel overlay. Every change first copies up, which fails (EEXIST) for a node that has
+    /// no name, so a removed lower object is only ever read.
     fn at(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
         let top = node.top();
         let found = match node.is_dir {
