@@ -34,7 +34,7 @@ pub fn build_copy(
     // after the owner. Either way the copy sits in the 0700 work dir, out of anyone's reach.
     let data_fd: Option<OwnedFd> = match kind {
         libc::S_IFREG => {
-            let src = sys::openat(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+            let src = sys::openat_noatime(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW)?;
             let mode = if opts.chown { 0 } else { 0o600 };
             let dst = sys::openat(
                 work,

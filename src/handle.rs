@@ -57,6 +57,9 @@ impl Default for Handles {
 
 impl Handles {
     pub fn insert(&self, h: Handle) -> u64 {
+        if let Handle::File(f) = &h {
+            f.node.open_files.fetch_add(1, Ordering::Relaxed);
+        }
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
         self.map.write().insert(fh, Arc::new(h));
         fh
@@ -75,7 +78,11 @@ impl Handles {
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.map.write().remove(&fh)
+        let h = self.map.write().remove(&fh);
+        if let Some(Handle::File(f)) = h.as_deref() {
+            f.node.open_files.fetch_sub(1, Ordering::Relaxed);
+        }
+        h
     }
 
     pub fn len(&self) -> usize {

@@ -49,9 +49,12 @@ pub struct Node {
     /// number may be reused by the filesystem at once, so its id must not be handed out for
     /// another object while the kernel still holds it.
     pub dead: AtomicBool,
-    /// The fd of the latest open handle, so a node that lost its last name while open can
-    /// still be stat'ed and changed through it.
-    pub open_fd: Mutex<std::sync::Weak<OwnedFd>>,
+    /// An O_PATH fd on the object, taken when its last known name is removed: an open file,
+    /// an open directory or a cwd keeps working (stat, read, xattrs) as on kernel overlay.
+    /// Dropped with the node, when the kernel forgets it.
+    pub removed: Mutex<Option<Arc<OwnedFd>>>,
+    /// File handles open on this node: a file nobody has open needs no `removed` fd.
+    pub open_files: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -89,7 +92,8 @@ impl Node {
             dir_lock: Mutex::new(()),
             copy_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
-            open_fd: Mutex::new(std::sync::Weak::new()),
+            removed: Mutex::new(None),
+            open_files: AtomicU64::new(0),
         }
     }
 
@@ -118,11 +122,21 @@ impl Node {
         }
     }
 
-    pub fn remove_alias(&self, parent: u64, name: &CString) {
-        self.state
-            .lock()
-            .aliases
-            .retain(|(p, n)| !(*p == parent && n == name));
+    /// Forget the name `parent/name`, which was removed. `obj`: an O_PATH fd on the object,
+    /// kept if that was its last known name (see `removed`).
+    pub fn remove_alias(&self, parent: u64, name: &CString, obj: Option<Arc<OwnedFd>>) {
+        let mut st = self.state.lock();
+        st.aliases.retain(|(p, n)| !(*p == parent && n == name));
+        let last = st.aliases.is_empty();
+        drop(st);
+        if last && let Some(fd) = obj {
+            *self.removed.lock() = Some(fd);
+        }
+    }
+
+    /// Has this node lost every name it was known by (and is not the root)?
+    pub fn is_removed(&self) -> bool {
+        self.ino != ROOT && self.state.lock().aliases.is_empty()
     }
 }
 
@@ -131,7 +145,8 @@ impl Node {
 struct Ids {
     nodes: HashMap<u64, Arc<Node>>,
     /// Ids whose node is dead but still held by the kernel -> the id now used for the real
-    /// object that took over that inode number.
+    /// object that took over that inode number; and a split hard link's copy -> the node of
+    /// the name that was copied up (`adopt`).
     redirect: HashMap<u64, u64>,
 }
 
@@ -216,6 +231,24 @@ impl NodeTable {
         let mut m = self.by_alias.lock();
         *m.entry((parent, name.clone()))
             .or_insert_with(|| self.next_fallback.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Let node `ino` stand for the object whose derived id is `derived` (a lower file with
+    /// several links, whose name has its own node, after its copy-up): a later lookup of
+    /// another name of the copy (a `link`) finds this node, so both names are one inode, as
+    /// on kernel overlay. Nothing changes if a live node already stands for `derived`.
+    pub fn adopt(&self, derived: u64, ino: u64) {
+        let mut ids = self.ids.write();
+        let cur = ids.current(derived);
+        if cur == ino
+            || ids
+                .nodes
+                .get(&cur)
+                .is_some_and(|n| !n.dead.load(Ordering::Acquire))
+        {
+            return;
+        }
+        ids.redirect.insert(derived, ino);
     }
 
     /// Hand the kernel one more reference to node `ino`, creating it if it is new, and record

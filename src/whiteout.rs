@@ -41,6 +41,15 @@ impl Format {
         }
     }
 
+    /// EINVAL for the bare private prefix (`trusted.overlay.`, or `user.overlay.` under
+    /// userxattr): kernel overlay refuses to get, set or remove an empty name in its namespace.
+    pub fn check_name(&self, name: &CStr) -> Result<()> {
+        if name.to_bytes() == self.prefix.as_bytes() {
+            return Err(crate::error::Error::Invalid);
+        }
+        Ok(())
+    }
+
     /// The name an xattr set through the mount is stored under. Overlay's own namespace is
     /// escaped, as kernel overlay (6.7+) does: `trusted.overlay.foo` is stored as
     /// `trusted.overlay.overlay.foo`, so users can't forge overlay metadata.

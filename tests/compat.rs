@@ -873,6 +873,50 @@ fn override_stat_is_shown_and_chown_chmod_are_kept_in_it() {
     );
 }
 
+/// The override_stat xattr is the mount's own bookkeeping: getxattr hides it, setxattr refuses
+/// it, and removexattr answers ENODATA as for a name the file lacks, before and after a
+/// copy-up, so the stored owner, mode and type stay.
+#[test]
+fn override_stat_xattr_cannot_be_removed_through_the_mount() {
+    if !common::require_fuse() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const X: &str = "user.containers.override_stat";
+    let stack = common::Stack::new(1);
+    let lower = stack.lower(0);
+    setxattr(lower, X, b"0:0:0755");
+    std::fs::write(lower.join("f"), "x").unwrap();
+    setxattr(&lower.join("f"), X, b"1234:1235:0644");
+    let owner = |p: &Path| {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        (md.uid(), md.gid(), md.mode() & 0o7777)
+    };
+    with_compat_mount(&stack, ",xattr_permissions=2", |m| {
+        let f = m.join("f");
+        assert_eq!(
+            common::sys::lremovexattr(&f, X),
+            Err(libc::ENODATA),
+            "lower file"
+        );
+        assert_eq!(owner(&f), (1234, 1235, 0o644));
+        common::sys::lsetxattr(&f, "user.other", b"1").expect("setxattr copies up");
+        assert_eq!(
+            common::sys::lremovexattr(&f, X),
+            Err(libc::ENODATA),
+            "upper file"
+        );
+        assert_eq!(
+            common::sys::lsetxattr(&f, X, b"0:0:0777"),
+            Err(libc::EPERM),
+            "setxattr refuses it"
+        );
+        assert_eq!(owner(&f), (1234, 1235, 0o644));
+    });
+    let up = stack.upper().join("f");
+    assert_eq!(getxattr(&up, X).as_deref(), Some(&b"1234:1235:0644"[..]));
+}
+
 /// `getfacl -n` of `p`, the entry lines only (no comments), or the error text.
 fn getfacl(p: &Path) -> Result<Vec<String>, String> {
     let out = run(Command::new("getfacl").args(["-n", "-p"]).arg(p));

@@ -56,6 +56,28 @@ fn within(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
 
+/// Kernel overlay refuses a lower given twice ("conflicting lowerdir path") or one inside
+/// another ("overlapping lowerdir path") with ELOOP: a layer seen through itself has no single
+/// place in the stack, and a change to the outer one is a change under the inner. `lowers` are
+/// canonical; the error names both paths.
+fn check_lowers_disjoint(lowers: &[PathBuf]) -> Result<()> {
+    for (i, a) in lowers.iter().enumerate() {
+        for b in &lowers[i + 1..] {
+            let reason = if a == b {
+                "lower layer is given twice".to_owned()
+            } else if within(b, a) {
+                format!("lower layer contains lower layer {}", b.display())
+            } else if within(a, b) {
+                format!("lower layer is inside lower layer {}", b.display())
+            } else {
+                continue;
+            };
+            return Err(Error::config(a, reason));
+        }
+    }
+    Ok(())
+}
+
 impl MountConfig {
     pub fn new(
         lowers: &[PathBuf],
@@ -82,6 +104,7 @@ impl MountConfig {
             .iter()
             .map(|l| canonical(l, "lower layer"))
             .collect::<Result<_>>()?;
+        check_lowers_disjoint(&lowers)?;
         let upper = upper.map(|u| canonical(u, "upper layer")).transpose()?;
         let mountpoint = canonical(mountpoint, "mountpoint")?;
         for l in &lowers {
@@ -284,6 +307,51 @@ mod tests {
         )
         .expect_err("mountpoint inside a layer");
         assert!(err.to_string().contains("overlaps"), "{err}");
+    }
+
+    #[test]
+    fn a_lower_given_twice_or_nested_is_refused_naming_both() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let base = t.path().canonicalize().expect("canonical");
+        let (l1, l2, sub) = (base.join("l1"), base.join("l2"), base.join("l1/sub"));
+        let mnt = base.join("mnt");
+        for d in [&l2, &sub, &mnt] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let refused = |lowers: &[&PathBuf]| {
+            let lowers: Vec<PathBuf> = lowers.iter().map(|p| p.to_path_buf()).collect();
+            MountConfig::new(&lowers, None, None, &mnt, MountOpts::default())
+                .expect_err("overlapping lowers")
+                .to_string()
+        };
+        let e = refused(&[&l1, &l2, &l1]);
+        assert!(
+            e.contains(&format!("{}: lower layer is given twice", l1.display())),
+            "{e}"
+        );
+        let e = refused(&[&l1, &sub]);
+        let both = format!(
+            "{}: lower layer contains lower layer {}",
+            l1.display(),
+            sub.display()
+        );
+        assert!(e.contains(&both), "{e}");
+        let e = refused(&[&sub, &l2, &l1]);
+        let both = format!(
+            "{}: lower layer is inside lower layer {}",
+            sub.display(),
+            l1.display()
+        );
+        assert!(e.contains(&both), "{e}");
+        // The same directory through another spelling (a symlink, `..`) is the same layer.
+        std::os::unix::fs::symlink(&l1, base.join("alias")).expect("symlink");
+        let e = refused(&[&l1, &base.join("l2/../alias")]);
+        assert!(e.contains("given twice"), "{e}");
+        // Siblings whose names share a prefix do not overlap.
+        let l1b = base.join("l1b");
+        std::fs::create_dir(&l1b).expect("mkdir");
+        MountConfig::new(&[l1.clone(), l1b], None, None, &mnt, MountOpts::default())
+            .expect("l1 and l1b are disjoint");
     }
 
     #[test]

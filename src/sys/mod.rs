@@ -49,6 +49,16 @@ pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> Result
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// openat for reading without touching the file's atime (kernel overlay opens lower files with
+/// O_NOATIME, so reads through the mount leave the lowers as they were). O_NOATIME needs the
+/// file's owner or CAP_FOWNER: on EPERM the open is retried once without it.
+pub fn openat_noatime(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> Result<OwnedFd> {
+    match openat(dir, name, flags | libc::O_NOATIME, 0) {
+        Err(e) if e.is(libc::EPERM) && flags & libc::O_NOATIME == 0 => openat(dir, name, flags, 0),
+        r => r,
+    }
+}
+
 /// An O_PATH handle on a directory in a layer, refusing symlinks.
 pub fn open_dir_path(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
     openat(
@@ -184,9 +194,13 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<
 
 /// chmod of a non-symlink named relative to `dir` (the callers never pass a symlink: the kernel
 /// resolves them before SETATTR, and copy-up skips mode for symlinks).
+/// An empty name is `dir` itself, which may be an O_PATH fd (fchmod would give EBADF): its
+/// /proc magic link is followed to exactly that inode.
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
     if name.is_empty() {
-        return fchmod(dir, mode);
+        let path = proc_path(dir, EMPTY);
+        // SAFETY: plain syscall on a valid path.
+        return check(unsafe { libc::chmod(path.as_ptr(), mode) }).map(drop);
     }
     // SAFETY: plain syscall on valid pointers.
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
@@ -229,11 +243,15 @@ impl Time {
     }
 }
 
+/// An empty name is `dir` itself, which may be an O_PATH fd, as in `fchmodat`.
 pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: Time, mtime: Time) -> Result<()> {
-    if name.is_empty() {
-        return futimens(dir, atime, mtime);
-    }
     let ts = [atime.spec(), mtime.spec()];
+    if name.is_empty() {
+        let path = proc_path(dir, EMPTY);
+        // SAFETY: ts holds two timespecs; the path is valid.
+        return check(unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), ts.as_ptr(), 0) })
+            .map(drop);
+    }
     let flags = libc::AT_SYMLINK_NOFOLLOW
         | if name.is_empty() {
             libc::AT_EMPTY_PATH
@@ -252,7 +270,8 @@ pub fn futimens(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> Result<()> {
 
 /// "/proc/self/fd/N/name": lets the l*xattr calls act on an entry of a directory held as an
 /// O_PATH fd. Only the magic link of our own fd is followed, never a link inside the layer,
-/// because the l* calls do not follow the last component.
+/// because the l* calls do not follow the last component. With an empty name, the fd's own
+/// object (see `is_fd_link`).
 pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -263,10 +282,25 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
     CString::new(p).unwrap_or_default()
 }
 
+/// Is `path` a bare `/proc/self/fd/N` (`proc_path` with an empty name): the fd's object itself?
+/// The l*xattr wrappers below follow that one magic link, which lands on exactly the inode the
+/// fd holds (never further: a symlink held by an O_PATH fd is acted on itself), so they work on
+/// an object that has no name left. Any longer path is not followed in its last component.
+fn is_fd_link(path: &CStr) -> bool {
+    path.to_bytes()
+        .strip_prefix(b"/proc/self/fd/")
+        .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+}
+
 pub fn lgetxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> Result<usize> {
+    let get = if is_fd_link(path) {
+        libc::getxattr
+    } else {
+        libc::lgetxattr
+    };
     // SAFETY: buf is writable for its length (a zero length asks for the size).
     check_size(unsafe {
-        libc::lgetxattr(
+        get(
             path.as_ptr(),
             name.as_ptr(),
             buf.as_mut_ptr().cast(),
@@ -298,9 +332,14 @@ pub fn lgetxattr_vec(path: &CStr, name: &CStr) -> Result<Option<Vec<u8>>> {
 }
 
 pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
+    let set = if is_fd_link(path) {
+        libc::setxattr
+    } else {
+        libc::lsetxattr
+    };
     // SAFETY: value is readable for its length.
     check(unsafe {
-        libc::lsetxattr(
+        set(
             path.as_ptr(),
             name.as_ptr(),
             value.as_ptr().cast(),
@@ -312,8 +351,13 @@ pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> Result<(
 }
 
 pub fn lremovexattr(path: &CStr, name: &CStr) -> Result<()> {
+    let remove = if is_fd_link(path) {
+        libc::removexattr
+    } else {
+        libc::lremovexattr
+    };
     // SAFETY: plain syscall on valid pointers.
-    check(unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+    check(unsafe { remove(path.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
 /// Does the open file `fd` have xattr `name`?
@@ -335,8 +379,13 @@ pub fn fremovexattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<()> {
 }
 
 pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize> {
+    let list = if is_fd_link(path) {
+        libc::listxattr
+    } else {
+        libc::llistxattr
+    };
     // SAFETY: buf is writable for its length.
-    check_size(unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+    check_size(unsafe { list(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// All xattr names of an object (NUL-separated list split into names).
@@ -497,9 +546,10 @@ pub struct RawDirent {
     pub dtype: u8,
 }
 
-/// Every entry of a directory except `.` and `..`. `dir` may be an O_PATH fd.
+/// Every entry of a directory except `.` and `..`. `dir` may be an O_PATH fd. The listing leaves
+/// the directory's atime alone (see `openat_noatime`).
 pub fn read_dir(dir: BorrowedFd<'_>) -> Result<Vec<RawDirent>> {
-    let fd = openat(dir, DOT, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let fd = openat_noatime(dir, DOT, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let raw: RawFd = std::os::fd::IntoRawFd::into_raw_fd(fd);
     // SAFETY: raw is an open directory fd; fdopendir takes ownership of it (closedir closes it).
     let dirp = unsafe { libc::fdopendir(raw) };

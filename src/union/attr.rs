@@ -12,7 +12,7 @@ use crate::lookup::Hit;
 use crate::override_stat::{Override, read_override_at, store_override};
 use crate::sys::{self, Stat, Time};
 
-use super::data::kill_priv_at;
+use super::data::{kill_priv_at, open_object};
 use super::{SetAttr, Union, require_dir};
 
 impl Union {
@@ -66,12 +66,7 @@ impl Union {
             let handle = fh.map(|fh| self.handles.file(fh)).transpose()?;
             let f = match handle.as_deref().map(Handle::as_file).transpose()? {
                 Some(f) if f.flags & libc::O_ACCMODE != libc::O_RDONLY => self.file_fd(f)?,
-                _ => Arc::new(sys::openat(
-                    fd.as_fd(),
-                    &name,
-                    libc::O_WRONLY | libc::O_NOFOLLOW,
-                    0,
-                )?),
+                _ => Arc::new(open_object(fd.as_fd(), &name, libc::O_WRONLY, 0)?),
             };
             sys::ftruncate(f.as_fd(), size)?;
         }

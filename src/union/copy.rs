@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inode::{Node, ROOT};
 use crate::layer;
 use crate::sys::{self, Time};
@@ -20,6 +20,11 @@ impl Union {
         self.upper()?;
         if node.ino == ROOT || self.has_upper(node) {
             return Ok(());
+        }
+        // Removed while open and still only in a lower: there is no name to copy it up to.
+        // Kernel overlay answers EEXIST here (*observed*: its copy-up meets the whiteout).
+        if node.is_removed() {
+            return Err(Error::Exists);
         }
         let mut chain = vec![node.clone()];
         loop {
@@ -95,6 +100,7 @@ impl Union {
                 ust.st_ino,
             );
             node.st_ino.store(own, Ordering::Relaxed);
+            self.nodes.adopt(own, node.ino);
         }
         {
             let mut state = node.state.lock();

@@ -276,7 +276,6 @@ impl Union {
         let (node, st, fd) =
             self.create_entry(parent, name, creds, NewObject::File { mode, flags })?;
         let fd = Arc::new(fd.ok_or(Error::Internal)?);
-        *node.open_fd.lock() = Arc::downgrade(&fd);
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let fh = self.handles.insert(Handle::File(FileHandle {
             node: node.clone(),

@@ -36,10 +36,10 @@ impl Union {
         mode: u32,
     ) -> Result<(OwnedFd, i32)> {
         let wide = self.handle_flags(flags);
-        match sys::openat(dir, name, wide | extra, mode) {
+        match open_object(dir, name, wide | extra, mode) {
             Err(e) if wide != open_flags(flags) && e.is(libc::EACCES) => {
                 let own = open_flags(flags);
-                Ok((sys::openat(dir, name, own | extra, mode)?, own))
+                Ok((open_object(dir, name, own | extra, mode)?, own))
             }
             r => Ok((r?, wide)),
         }
@@ -55,9 +55,19 @@ impl Union {
         }
         let cgen = node.copy_gen.load(Ordering::Acquire);
         let (dir, name) = self.at(&node)?;
-        let (fd, flags) = self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?;
+        // A file read from a lower keeps its atime (kernel overlay opens lowers O_NOATIME).
+        let (fd, flags) = if self.has_upper(&node) {
+            self.open_handle_fd(dir.as_fd(), &name, flags, libc::O_NOFOLLOW, 0)?
+        } else {
+            let flags = open_flags(flags);
+            // O_NOATIME needs the owner or CAP_FOWNER (see `sys::openat_noatime`).
+            let fd = match open_object(dir.as_fd(), &name, flags | libc::O_NOATIME, 0) {
+                Err(e) if e.is(libc::EPERM) => open_object(dir.as_fd(), &name, flags, 0)?,
+                r => r?,
+            };
+            (fd, flags)
+        };
         let fd = Arc::new(fd);
-        *node.open_fd.lock() = Arc::downgrade(&fd);
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,
             fd: parking_lot::RwLock::new((fd, cgen)),
@@ -83,12 +93,7 @@ impl Union {
             Some(fd) => fd,
             None => {
                 let (dir, name) = self.at(&node)?;
-                Arc::new(sys::openat(
-                    dir.as_fd(),
-                    &name,
-                    libc::O_RDWR | libc::O_NOFOLLOW,
-                    0,
-                )?)
+                Arc::new(open_object(dir.as_fd(), &name, libc::O_RDWR, 0)?)
             }
         };
         if has_privileges(fd.as_fd())? {
@@ -107,12 +112,8 @@ impl Union {
             }
         }
         let (dir, name) = self.at(&f.node)?;
-        let fd = Arc::new(sys::openat(
-            dir.as_fd(),
-            &name,
-            f.flags | libc::O_NOFOLLOW,
-            0,
-        )?);
+        // Copied up, then maybe unlinked (log rotation): the reader goes on with the copy.
+        let fd = Arc::new(open_object(dir.as_fd(), &name, f.flags, 0)?);
         *f.fd.write() = (fd.clone(), cgen);
         Ok(fd)
     }
@@ -187,6 +188,22 @@ impl Union {
         let fi = self.file_fd(hi.as_file()?)?;
         let fo = self.file_fd(ho.as_file()?)?;
         sys::copy_file_range(fi.as_fd(), off_in, fo.as_fd(), off_out, len as usize)
+    }
+}
+
+/// Open the object `Union::at` gave as (`dir`, `name`), never following a symlink in the layer:
+/// `name` in `dir`, or with an empty name (a node whose last name is gone) the object `dir`
+/// holds, through its /proc magic link (reopening /proc/self/fd/N opens exactly that inode).
+pub(super) fn open_object(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: i32,
+    mode: u32,
+) -> Result<OwnedFd> {
+    if name.is_empty() {
+        sys::reopen(dir, flags & !libc::O_NOFOLLOW)
+    } else {
+        sys::openat(dir, name, flags | libc::O_NOFOLLOW, mode)
     }
 }
 

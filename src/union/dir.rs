@@ -46,6 +46,11 @@ impl Union {
     /// not positions: the kernel's directory cache may be filled from several handles'
     /// snapshots taken at different moments, and positions would shift between them.
     fn list_dir(&self, node: &Node) -> Result<Vec<DirEntry>> {
+        // Removed while open: nothing is left in it, not even "." and ".." (as a removed
+        // directory reads on a local filesystem).
+        if node.is_removed() {
+            return Ok(Vec::new());
+        }
         let layers = node.layers();
         let entries = readdir::list(&self.fmt, &layers, |l| self.dir_fd(node, l))?;
         let mut out = Vec::with_capacity(entries.len() + 2);

@@ -168,26 +168,50 @@ impl Union {
 
     /// Where a node's top copy is, as (directory fd, name) for the `*at` calls: a directory is
     /// (itself, "."), anything else (its parent's copy in the same layer, its name).
+    ///
+    /// A node whose last name was removed is its kept O_PATH fd with an empty name: fstat,
+    /// reads and xattrs of an open but removed object work on every local filesystem and on
+    /// kernel overlay. Every change first copies up, which fails (EEXIST) for a node that has
+    /// no name, so a removed lower object is only ever read.
     fn at(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
         let top = node.top();
-        if node.is_dir {
-            return Ok((self.dir_fd(node, top)?, c".".to_owned()));
-        }
-        let (parent, name) = match node.alias() {
-            Ok(a) => a,
-            // Unlinked while open: act on the open file itself (fstat of such a file works
-            // on every local filesystem and on kernel overlay).
-            Err(e) => {
-                return node
-                    .open_fd
-                    .lock()
-                    .upgrade()
-                    .map(|fd| (fd, c"".to_owned()))
-                    .ok_or(e);
-            }
+        let found = match node.is_dir {
+            true => self.dir_fd(node, top).map(|fd| (fd, c".".to_owned())),
+            false => node.alias().and_then(|(parent, name)| {
+                let parent = self.nodes.get(parent)?;
+                Ok((self.dir_fd(&parent, top)?, name))
+            }),
         };
-        let parent = self.nodes.get(parent)?;
-        Ok((self.dir_fd(&parent, top)?, name))
+        match found {
+            Err(e) if node.is_removed() => {
+                let held = node.removed.lock().clone();
+                held.map(|fd| (fd, c"".to_owned())).ok_or(e)
+            }
+            r => r,
+        }
+    }
+
+    /// An O_PATH fd on `node`'s top copy, taken before its name `parent/name` is removed, when
+    /// that is its last known name (for `Node::removed`): always for a directory (it may be a
+    /// cwd, and its fd is usually cached), for a file only while it is open (an unlink storm
+    /// pays no extra open).
+    fn hold_before_remove(&self, node: &Node, parent: u64, name: &CStr) -> Option<Arc<OwnedFd>> {
+        if !node.is_dir && node.open_files.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let only = {
+            let st = node.state.lock();
+            st.aliases.len() == 1 && st.aliases[0].0 == parent && st.aliases[0].1.as_c_str() == name
+        };
+        if !only {
+            return None;
+        }
+        let (fd, name) = self.at(node).ok()?;
+        if node.is_dir {
+            return Some(fd);
+        }
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        sys::openat(fd.as_fd(), &name, flags, 0).ok().map(Arc::new)
     }
 
     fn resolve(&self, parent: &Node, name: &CStr) -> Result<Hit> {
@@ -337,6 +361,12 @@ impl Union {
         // A merged directory's link count is not that of any one copy: report 1 ("unknown"),
         // as kernel overlay does, so tools like find don't trust it.
         if node.is_dir && (self.opts.static_nlink || node.state.lock().layers.len() > 1) {
+            st.st_nlink = 1;
+        }
+        // A removed directory held open (or as a cwd): an upper-only one reports 0 (its kept
+        // fd's count), one with a lower copy 1, as before (*observed* on kernel overlay); a
+        // merged one got 1 above.
+        if node.is_dir && node.is_removed() && !self.stack.is_upper(node.top()) {
             st.st_nlink = 1;
         }
         if !self.opts.ids.is_identity() {

@@ -58,6 +58,9 @@ impl Union {
         {
             child.dead.store(true, Ordering::Release);
         }
+        let held = child
+            .as_ref()
+            .and_then(|c| self.hold_before_remove(c, parent_ino, &name));
         let removed = if self.stack.is_upper(found.top()) {
             self.remove_upper_entry(pfd.as_fd(), &name, found.is_dir, whiteout)
         } else {
@@ -70,7 +73,7 @@ impl Union {
             return Err(e);
         }
         if let Some(child) = child {
-            child.remove_alias(parent_ino, &name);
+            child.remove_alias(parent_ino, &name, held);
             if child.is_dir {
                 self.nodes.drop_dir_fds(child.ino);
             }

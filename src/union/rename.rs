@@ -123,8 +123,8 @@ impl Union {
             self.fmt.set_opaque(e.npfd, e.newname)?;
         }
         sys::renameat2(e.pfd, e.name, e.npfd, e.newname, libc::RENAME_EXCHANGE)?;
-        src.remove_alias(e.parent.ino, e.name);
-        dst.remove_alias(e.newparent.ino, e.newname);
+        src.remove_alias(e.parent.ino, e.name, None);
+        dst.remove_alias(e.newparent.ino, e.newname, None);
         src.add_alias(e.newparent.ino, e.newname);
         dst.add_alias(e.parent.ino, e.name);
         Ok(())
@@ -135,6 +135,7 @@ impl Union {
     fn replace(&self, e: &Ends<'_>, src: &Node, noreplace: bool) -> Result<()> {
         let mut upper_whiteout_at_dst = false;
         let mut dst_node = None;
+        let mut dst_held = None;
         match &e.dst {
             Hit::Found(d) => {
                 if noreplace {
@@ -157,6 +158,9 @@ impl Union {
                     }
                 }
                 dst_node = self.child_node(e.newparent, e.newname, d);
+                dst_held = dst_node
+                    .as_ref()
+                    .and_then(|n| self.hold_before_remove(n, e.newparent.ino, e.newname));
                 // The target's upper object is about to be replaced: if that was its last
                 // link, its inode number is free for reuse.
                 if let Some(n) = &dst_node
@@ -190,12 +194,12 @@ impl Union {
             sys::renameat2(e.pfd, e.name, e.npfd, e.newname, flags)?;
         }
         if let Some(d) = dst_node {
-            d.remove_alias(e.newparent.ino, e.newname);
+            d.remove_alias(e.newparent.ino, e.newname, dst_held);
             if d.is_dir {
                 self.nodes.drop_dir_fds(d.ino);
             }
         }
-        src.remove_alias(e.parent.ino, e.name);
+        src.remove_alias(e.parent.ino, e.name, None);
         src.add_alias(e.newparent.ino, e.newname);
         Ok(())
     }

@@ -24,7 +24,9 @@ impl Union {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.nodes.get(ino)?;
-        let real = self.fmt.escape(&sys::cname(name)?);
+        let name = sys::cname(name)?;
+        self.fmt.check_name(&name)?;
+        let real = self.fmt.escape(&name);
         // Most asks are for names the object lacks (`security.selinux` of every file in
         // `ls -l`): answered from the name cache, without building a path.
         if is_override_xattr(&real) || !self.xattr_names(&node)?.contains(&real) {
@@ -72,6 +74,7 @@ impl Union {
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = sys::cname(name)?;
+        self.fmt.check_name(&name)?;
         if is_override_xattr(&name) {
             return Err(Error::NotPermitted);
         }
@@ -96,7 +99,13 @@ impl Union {
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         let node = self.nodes.get(ino)?;
-        let real = self.fmt.escape(&sys::cname(name)?);
+        let name = sys::cname(name)?;
+        self.fmt.check_name(&name)?;
+        // Hidden like getxattr hides it: removing it would erase the owner and mode it stores.
+        if is_override_xattr(&name) {
+            return Err(Error::NoXattr);
+        }
+        let real = self.fmt.escape(&name);
         // Removing a name the object lacks changes nothing, so it needs no copy-up.
         let absent = {
             let (_fd, path) = self.xattr_path(&node)?;

@@ -399,3 +399,50 @@ pub fn umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(mask) }
 }
+
+/// `fgetxattr`, `flistxattr` (names sorted) and `fsetxattr` on an open file: they act on the
+/// object even after its last name is gone.
+pub fn fgetxattr(fd: &OwnedFd, name: &str) -> Result<Vec<u8>, i32> {
+    let n = cpath(name);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid fd, name and writable buffer.
+    let len = ck_size(unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+pub fn flistxattr(fd: &OwnedFd) -> Result<Vec<String>, i32> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid fd and writable buffer.
+    let len =
+        ck_size(unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    let mut names: Vec<String> = buf[..len]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+pub fn fsetxattr(fd: &OwnedFd, name: &str, value: &[u8]) -> Result<(), i32> {
+    let n = cpath(name);
+    // SAFETY: valid fd, name and value buffer.
+    ck(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
