@@ -422,7 +422,12 @@ impl Store {
                     self.root.display()
                 )));
             }
-            lowers.push(self.layer_dir(&l.diff_id));
+            // A diff_id the image repeats (identical empty layers do) is one directory: its top
+            // copy hides the lower ones completely, and a layer may appear only once in a stack.
+            let dir = self.layer_dir(&l.diff_id);
+            if !lowers.contains(&dir) {
+                lowers.push(dir);
+            }
         }
         if lowers.is_empty() {
             return Err(ImageError::new(format!(
@@ -613,4 +618,33 @@ pub fn remove_tree(p: &Path) -> Result<()> {
         remove_tree(&ent.path())?;
     }
     std::fs::remove_dir(p).map_err(|e| ImageError::io(format!("remove {}", p.display()), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_diff_id_is_one_lower_at_its_top_position() {
+        let root = std::env::temp_dir().join(format!("uf-store-test-{}", std::process::id()));
+        let store = Store::open(&root).unwrap();
+        let layer = |d: &str| LayerRecord {
+            diff_id: format!("sha256:{d}"),
+            size: 0,
+        };
+        for d in ["aa", "bb"] {
+            std::fs::create_dir_all(store.layer_dir(d)).unwrap();
+        }
+        let rec = ImageRecord {
+            id: "sha256:cc".into(),
+            names: vec!["t:1".into()],
+            layers: vec![layer("aa"), layer("bb"), layer("aa")],
+            config: serde_json::json!({}),
+            source: "test".into(),
+        };
+        let run = store.run_image(&rec);
+        std::fs::remove_dir_all(&root).unwrap();
+        let lowers = run.unwrap().lowers;
+        assert_eq!(lowers, vec![store.layer_dir("aa"), store.layer_dir("bb")]);
+    }
 }
