@@ -8,9 +8,11 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use fuser::{BackingId, FopenFlags};
+use fuser::{BackingId, FileHandle, FopenFlags, Generation, ReplyCreate, ReplyOpen};
 
 use super::Fs;
+use crate::inode::Node;
+use crate::sys::Stat;
 
 #[derive(Default)]
 pub(super) struct IoState {
@@ -70,6 +72,26 @@ impl Fs {
             FopenFlags::FOPEN_KEEP_CACHE
         };
         (flags, backing)
+    }
+
+    /// Answer an open of `ino` as handle `fh`, in the node's I/O mode (see `open_mode`).
+    pub(super) fn opened(&self, reply: ReplyOpen, ino: u64, fh: u64) {
+        match self.open_mode(ino, fh, |fd| reply.open_backing(fd)) {
+            (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
+            (f, None) => reply.opened(FileHandle(fh), f),
+        }
+    }
+
+    /// Answer a create: the entry (as for lookups, see `entry`: when st_ino differs from the
+    /// node id nothing is cached, so the next stat asks getattr) and the open handle `fh`.
+    pub(super) fn created(&self, reply: ReplyCreate, node: &Node, st: &Stat, fh: u64) {
+        let (a, ttl) = self.entry_attr(node, st);
+        match self.open_mode(node.ino, fh, |fd| reply.open_backing(fd)) {
+            (f, Some(b)) => {
+                reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
+            }
+            (f, None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
+        }
     }
 
     fn new_backing(

@@ -1,5 +1,6 @@
 //! Conversions between the core's types and fuser's: a stat becomes a `FileAttr`, a dirent
-//! type a `FileType`, a request's times and caller become the core's `Time` and `Creds`.
+//! type a `FileType`, a request's times, caller and SETATTR flags become the core's `Time`,
+//! `Creds` and `kill_priv`.
 //! Pure functions: no state, no replies.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -7,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType, INodeNo, Request, TimeOrNow};
 
 use crate::sys::{Stat, Time};
-use crate::union::Creds;
+use crate::union::{Creds, SetAttr};
 
 /// Attributes of "no such entry": node id 0 tells the kernel to cache a negative dentry.
 pub(super) fn negative_attr() -> FileAttr {
@@ -98,6 +99,21 @@ pub(super) fn time_arg(t: TimeOrNow) -> Time {
             }
         },
     }
+}
+
+/// Whether a SETATTR drops setuid/setgid bits. With HANDLE_KILLPRIV_V2 that is ours to do: on
+/// a truncate by anyone but root (the one caller with CAP_FSETID we can tell from a request),
+/// and on the kernel's bare "kill suid/sgid" SETATTR (FATTR_KILL_SUIDGID, which fuser does not
+/// pass on: it arrives as a request that changes nothing else).
+pub(super) fn kill_priv(set: &SetAttr, ctime: bool, caller_uid: u32) -> bool {
+    (set.size.is_some() && caller_uid != 0)
+        || (set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.size.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none()
+            && !ctime)
 }
 
 pub(super) fn creds(req: &Request) -> Creds {

@@ -1,22 +1,22 @@
 //! `impl fuser::Filesystem`: each handler translates its arguments, calls the core through
 //! `answer` (inline) or `UnionFs::serve` (a request that may block: copy-up, data I/O), and
-//! shapes the reply. No union logic here, and nothing that is not a reply to one request.
+//! shapes the reply (the longer reply bodies live in `reply` and `backing`). No union logic here.
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::UnionFs;
 use super::answer::{answer, guard};
-use super::convert::{attr, creds, negative_attr, time_arg};
-use super::reply::{fill, xattr_reply};
+use super::convert::{attr, creds, kill_priv, time_arg};
+use super::reply::{fill, statfs_reply, xattr_reply};
 use crate::union::SetAttr;
 
 impl Filesystem for UnionFs {
@@ -37,20 +37,8 @@ impl Filesystem for UnionFs {
                 Err(e) => Err(e),
             }
         };
-        answer("lookup", parent.0, reply, run, |reply, found| match found {
-            Some((node, st)) => {
-                tracing::trace!(
-                    parent = parent.0,
-                    ?name,
-                    node = node.ino,
-                    mode = st.st_mode,
-                    "lookup"
-                );
-                self.entry(reply, &node, &st)
-            }
-            // A negative entry the kernel may cache: names appear only through this daemon,
-            // and the kernel replaces the negative dentry when one is created through it.
-            None => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+        answer("lookup", parent.0, reply, run, |reply, found| {
+            self.lookup_reply(reply, parent.0, name, found)
         });
     }
 
@@ -93,26 +81,16 @@ impl Filesystem for UnionFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let set = SetAttr {
+        let mut set = SetAttr {
             mode,
             uid,
             gid,
             size,
             atime: atime.map(time_arg),
             mtime: mtime.map(time_arg),
-            // With HANDLE_KILLPRIV_V2 dropping privileges is ours: on a truncate by anyone but
-            // root (the one caller with CAP_FSETID we can tell from a request), and on the
-            // kernel's bare "kill suid/sgid" SETATTR (FATTR_KILL_SUIDGID, which fuser does not
-            // pass on: it arrives as a request that changes nothing else).
-            kill_priv: (size.is_some() && req.uid() != 0)
-                || (mode.is_none()
-                    && uid.is_none()
-                    && gid.is_none()
-                    && size.is_none()
-                    && atime.is_none()
-                    && mtime.is_none()
-                    && ctime.is_none()),
+            kill_priv: false,
         };
+        set.kill_priv = kill_priv(&set, ctime.is_some(), req.uid());
         self.serve(
             "setattr",
             ino.0,
@@ -262,10 +240,7 @@ impl Filesystem for UnionFs {
             reply,
             may_copy,
             move |fs| fs.core.open(ino.0, flags.0),
-            move |fs, reply, fh| match fs.open_mode(ino.0, fh, |fd| reply.open_backing(fd)) {
-                (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
-                (f, None) => reply.opened(FileHandle(fh), f),
-            },
+            move |fs, reply, fh| fs.opened(reply, ino.0, fh),
         );
     }
 
@@ -445,18 +420,7 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             || self.core.statfs(),
-            |reply, s| {
-                reply.statfs(
-                    s.f_blocks,
-                    s.f_bfree,
-                    s.f_bavail,
-                    s.f_files,
-                    s.f_ffree,
-                    s.f_bsize as u32,
-                    s.f_namemax as u32,
-                    s.f_frsize as u32,
-                )
-            },
+            |reply, s| statfs_reply(reply, &s),
         )
     }
 
@@ -539,17 +503,7 @@ impl Filesystem for UnionFs {
             parent.0,
             reply,
             || self.core.create(parent.0, name, mode, flags, creds(req)),
-            |reply, (node, st, fh)| {
-                // fuser takes the node id from attr.ino, as for lookups (see `entry`); when
-                // st_ino differs, nothing is cached so the next stat asks getattr.
-                let (a, ttl) = self.entry_attr(&node, &st);
-                match self.open_mode(node.ino, fh, |fd| reply.open_backing(fd)) {
-                    (f, Some(b)) => {
-                        reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
-                    }
-                    (f, None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
-                }
-            },
+            |reply, (node, st, fh)| self.created(reply, &node, &st, fh),
         )
     }
 

@@ -1,14 +1,16 @@
 //! Reply bodies with more to them than one value: entries (the node id and cache lifetimes
-//! fuser and the kernel expect), directory listings after a cookie, and the size-or-data
-//! protocol of xattr replies. A readdirplus entry that is not sent gives back its lookup.
+//! fuser and the kernel expect) and negative lookups, directory listings after a cookie, the
+//! size-or-data protocol of xattr replies, statfs's numbers. A readdirplus entry that is not
+//! sent gives back its lookup.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
     Errno, FileAttr, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
-    ReplyXattr,
+    ReplyStatfs, ReplyXattr,
 };
 
 use super::Fs;
@@ -25,6 +27,25 @@ impl Fs {
     pub(super) fn entry(&self, reply: ReplyEntry, node: &Node, st: &Stat) {
         let (a, attr_ttl) = self.entry_attr(node, st);
         reply.entry_with_ttls(&attr_ttl, &self.ttl, &a, Generation(0));
+    }
+
+    /// Reply to a lookup: the entry found, or a negative entry the kernel may cache (names
+    /// appear only through this daemon, and the kernel replaces the negative dentry when one
+    /// is created through it).
+    pub(super) fn lookup_reply(
+        &self,
+        reply: ReplyEntry,
+        parent: u64,
+        name: &OsStr,
+        found: Option<(Arc<Node>, Stat)>,
+    ) {
+        match found {
+            Some((node, st)) => {
+                tracing::trace!(parent, ?name, node = node.ino, mode = st.st_mode, "lookup");
+                self.entry(reply, &node, &st)
+            }
+            None => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+        }
     }
 
     pub(super) fn entry_attr(&self, node: &Node, st: &Stat) -> (FileAttr, Duration) {
@@ -105,6 +126,19 @@ pub(super) fn fill(mut reply: ReplyDirectory, entries: &[DirEntry], offset: u64)
 /// The entries of a cookie-ordered listing that come after cookie `offset`.
 fn after(entries: &[DirEntry], offset: u64) -> &[DirEntry] {
     &entries[entries.partition_point(|e| e.off <= offset)..]
+}
+
+pub(super) fn statfs_reply(reply: ReplyStatfs, s: &libc::statvfs) {
+    reply.statfs(
+        s.f_blocks,
+        s.f_bfree,
+        s.f_bavail,
+        s.f_files,
+        s.f_ffree,
+        s.f_bsize as u32,
+        s.f_namemax as u32,
+        s.f_frsize as u32,
+    )
 }
 
 pub(super) fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
