@@ -1,5 +1,5 @@
 //! The one error type of the filesystem core. Every failure carries an errno; the FUSE boundary
-//! (`fuse.rs`) converts it with [`Error::errno`] and nowhere else. Configuration errors carry the
+//! (`fuse/`) converts it with [`Error::errno`] and nowhere else. Configuration errors carry the
 //! path and a reason for the user.
 
 use std::fmt;

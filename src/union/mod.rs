@@ -1,5 +1,5 @@
 //! The union filesystem core: one `Result`-returning method per operation, on node ids and
-//! names. It knows nothing of fuser's reply types; `fuse.rs` translates. The rules are kernel
+//! names. It knows nothing of fuser's reply types; `fuse/` translates. The rules are kernel
 //! overlayfs's (Documentation/filesystems/overlayfs.rst); deviations are in docs/semantics.md.
 //!
 //! Lock order: a node's `copy_lock`, then its parent's `dir_lock`; two `dir_lock`s in node id

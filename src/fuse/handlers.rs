@@ -1,0 +1,605 @@
+//! `impl fuser::Filesystem`: each handler translates its arguments, calls the core through
+//! `answer` (inline) or `UnionFs::serve` (a request that may block: copy-up, data I/O), and
+//! shapes the reply (the longer reply bodies live in `reply` and `backing`). No union logic here.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::UnionFs;
+use super::answer::{answer, guard};
+use super::convert::{attr, creds, kill_priv, time_arg};
+use super::reply::{fill, statfs_reply, xattr_reply};
+use crate::union::SetAttr;
+
+impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        self.negotiate(config);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let run = || {
+            #[cfg(feature = "fault-injection")]
+            if self.panic_on.as_deref() == Some(name) {
+                panic!("debug_panic_on: lookup of {name:?}");
+            }
+            match self.core.lookup(parent.0, name) {
+                Ok(found) => Ok(Some(found)),
+                Err(e) if e.is(libc::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        answer("lookup", parent.0, reply, run, |reply, found| {
+            self.lookup_reply(reply, parent.0, name, found)
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // No reply to send, but a panic must not take the thread down either.
+        let _ = guard(|| {
+            self.core.forget(ino.0, nlookup);
+            Ok(())
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        answer(
+            "getattr",
+            ino.0,
+            reply,
+            || self.core.getattr(ino.0, fh.map(|f| f.0)),
+            |reply, st| {
+                tracing::trace!(ino = ino.0, mode = st.st_mode, "getattr");
+                reply.attr(&self.ttl, &attr(&st))
+            },
+        )
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_arg),
+            mtime: mtime.map(time_arg),
+            kill_priv: false,
+        };
+        set.kill_priv = kill_priv(&set, ctime.is_some(), req.uid());
+        self.serve(
+            "setattr",
+            ino.0,
+            reply,
+            set.size.is_some() || self.core.copy_up_is_slow(ino.0),
+            move |fs| fs.core.setattr(ino.0, fh.map(|f| f.0), set),
+            |fs, reply, st| reply.attr(&fs.ttl, &attr(&st)),
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        answer(
+            "readlink",
+            ino.0,
+            reply,
+            || self.core.readlink(ino.0),
+            |reply, t| reply.data(&t),
+        )
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        answer(
+            "mknod",
+            parent.0,
+            reply,
+            || self.core.mknod(parent.0, name, mode, rdev, creds(req)),
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        )
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        answer(
+            "mkdir",
+            parent.0,
+            reply,
+            || self.core.mkdir(parent.0, name, mode, creds(req)),
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        )
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        answer(
+            "unlink",
+            parent.0,
+            reply,
+            || self.core.unlink(parent.0, name),
+            |reply, ()| reply.ok(),
+        )
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        answer(
+            "rmdir",
+            parent.0,
+            reply,
+            || self.core.rmdir(parent.0, name),
+            |reply, ()| reply.ok(),
+        )
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        answer(
+            "symlink",
+            parent.0,
+            reply,
+            || {
+                self.core
+                    .symlink(parent.0, link_name, target.as_os_str(), creds(req))
+            },
+            |reply, (node, st)| self.entry(reply, &node, &st),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name.to_os_string(), newname.to_os_string());
+        self.serve(
+            "rename",
+            parent.0,
+            reply,
+            // A lower file renamed is copied up first.
+            self.core.dir_has_lowers(parent.0),
+            move |fs| {
+                fs.core
+                    .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+            },
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = newname.to_os_string();
+        self.serve(
+            "link",
+            ino.0,
+            reply,
+            self.core.copy_up_is_slow(ino.0),
+            move |fs| fs.core.link(ino.0, newparent.0, &newname),
+            |fs, reply, (node, st)| fs.entry(reply, &node, &st),
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let may_copy = crate::union::open_writes(flags.0) && self.core.copy_up_is_slow(ino.0);
+        self.serve(
+            "open",
+            ino.0,
+            reply,
+            may_copy,
+            move |fs| fs.core.open(ino.0, flags.0),
+            move |fs, reply, fh| fs.opened(reply, ino.0, fh),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.serve(
+            "read",
+            ino.0,
+            reply,
+            true,
+            move |fs| fs.core.read(fh.0, offset, size),
+            |_, reply, data| reply.data(&data),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let data = data.to_vec();
+        self.serve(
+            "write",
+            ino.0,
+            reply,
+            true,
+            move |fs| fs.core.write(fh.0, offset, &data, kill),
+            |_, reply, n| reply.written(n as u32),
+        );
+    }
+
+    /// Nothing to write back at close (writes reach the upper file before they are answered,
+    /// and POSIX locks stay in the kernel): ENOSYS makes the kernel stop sending FLUSH, one
+    /// round trip per close(2) saved. Answered here rather than by fuser's default, which
+    /// logs every one as a warning.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let run = || {
+            self.core.release(fh.0);
+            self.release_io(fh.0);
+            Ok(())
+        };
+        answer("release", ino.0, reply, run, |reply, ()| reply.ok());
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.serve(
+            "fsync",
+            ino.0,
+            reply,
+            true,
+            move |fs| fs.core.fsync(fh.0, datasync),
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel may cache the listing: every change to a directory goes through this
+        // daemon, and the kernel drops its cache on each such change itself.
+        let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+        answer(
+            "opendir",
+            ino.0,
+            reply,
+            || self.core.opendir(ino.0),
+            |reply, fh| reply.opened(FileHandle(fh), cache),
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let run = || self.core.dir_entries(fh.0, offset);
+        answer("readdir", ino.0, reply, run, |reply, entries| {
+            fill(reply, &entries, offset)
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let run = || self.core.dir_entries(fh.0, offset);
+        answer("readdirplus", ino.0, reply, run, |reply, entries| {
+            self.fill_plus(reply, ino.0, &entries, offset)
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let run = || {
+            self.core.release(fh.0);
+            Ok(())
+        };
+        answer("releasedir", ino.0, reply, run, |reply, ()| reply.ok());
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.serve(
+            "fsyncdir",
+            ino.0,
+            reply,
+            true,
+            move |fs| fs.core.fsync(fh.0, datasync),
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        answer(
+            "statfs",
+            ino.0,
+            reply,
+            || self.core.statfs(),
+            |reply, s| statfs_reply(reply, &s),
+        )
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, value) = (name.to_os_string(), value.to_vec());
+        self.serve(
+            "setxattr",
+            ino.0,
+            reply,
+            self.core.copy_up_is_slow(ino.0),
+            move |fs| fs.core.setxattr(ino.0, &name, &value, flags),
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        answer(
+            "getxattr",
+            ino.0,
+            reply,
+            || self.core.getxattr(ino.0, name),
+            |reply, v| xattr_reply(reply, &v, size),
+        )
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        answer(
+            "listxattr",
+            ino.0,
+            reply,
+            || self.core.listxattr(ino.0),
+            |reply, v| xattr_reply(reply, &v, size),
+        )
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_os_string();
+        self.serve(
+            "removexattr",
+            ino.0,
+            reply,
+            self.core.copy_up_is_slow(ino.0),
+            move |fs| fs.core.removexattr(ino.0, &name),
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Only reached without default_permissions; existence is all we check then.
+        answer(
+            "access",
+            ino.0,
+            reply,
+            || self.core.getattr(ino.0, None),
+            |reply, _| reply.ok(),
+        )
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        answer(
+            "create",
+            parent.0,
+            reply,
+            || self.core.create(parent.0, name, mode, flags, creds(req)),
+            |reply, (node, st, fh)| self.created(reply, &node, &st, fh),
+        )
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl means anything on a union file (isatty's TCGETS, say): the answer for a
+        // regular file on any filesystem.
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // ENOSYS makes the kernel answer poll itself from now on ("always ready"), which is
+        // right for files in a union: they are regular files, fifos opened by the kernel, or
+        // device nodes the kernel handles.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.serve(
+            "fallocate",
+            ino.0,
+            reply,
+            true,
+            move |fs| fs.core.fallocate(fh.0, mode, offset, length),
+            |_, reply, ()| reply.ok(),
+        );
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        answer(
+            "lseek",
+            ino.0,
+            reply,
+            || self.core.lseek(fh.0, offset, whence),
+            |reply, off| reply.offset(off),
+        )
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.serve(
+            "copy_file_range",
+            ino_in.0,
+            reply,
+            true,
+            move |fs| {
+                fs.core
+                    .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            },
+            |_, reply, n| reply.written(n as u32),
+        );
+    }
+}

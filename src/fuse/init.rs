@@ -1,0 +1,44 @@
+//! Negotiation with the kernel at mount: the optional capabilities asked for, and whether
+//! passthrough was granted (the one answer the rest of the adapter depends on, read through
+//! `Fs.passthrough`). Every capability is optional; the mount works without any of them.
+
+use std::sync::atomic::Ordering;
+
+use fuser::{InitFlags, KernelConfig};
+
+use super::Fs;
+
+impl Fs {
+    /// Ask the kernel for what `config` may grant; record whether passthrough is on.
+    pub(super) fn negotiate(&self, config: &mut KernelConfig) {
+        // Each is an optimisation the kernel may refuse; the mount works without any of them.
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            // The kernel enforces POSIX ACLs (as on kernel overlay) and caches them, so
+            // `ls -l` does not cost two getxattr round trips per file.
+            InitFlags::FUSE_POSIX_ACL,
+            // Dropping setuid bits and capabilities on write is ours to do (see
+            // `Union::write`); otherwise the kernel asks for security.capability before
+            // every single write, one round trip each.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        if self.want_passthrough
+            && crate::config::initial_ns_root()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+            self.core.set_share_backing();
+        }
+        tracing::info!(
+            passthrough = self.passthrough.load(Ordering::Relaxed),
+            "data path"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The fuser adapter: `UnionFs` is what fuser serves, `Fs` the state its handlers share. The
+//! handlers (`handlers`) translate arguments and call the core through `answer::answer`; this
+//! is the only user of fuser's reply types. Which requests may block, and so go to the worker
+//! pool, is decided per handler and dispatched here.
+
+mod answer;
+mod backing;
+mod convert;
+mod handlers;
+mod init;
+mod reply;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::pool::Pool;
+use crate::union::Union;
+use answer::{ReplyError, answer};
+use backing::IoState;
+
+pub use convert::attr;
+
+/// The filesystem fuser serves: the shared state, and the workers that take the requests
+/// which may block (see `pool`). Handlers reach the state through `Deref`.
+pub struct UnionFs {
+    fs: Arc<Fs>,
+    pool: Pool,
+}
+
+impl std::ops::Deref for UnionFs {
+    type Target = Fs;
+    fn deref(&self) -> &Fs {
+        &self.fs
+    }
+}
+
+pub struct Fs {
+    pub core: Union,
+    /// How long the kernel may cache entries and attributes. Only this daemon changes the
+    /// tree while mounted, and it tells the kernel through its replies, so this can be long.
+    pub ttl: Duration,
+    /// Passthrough was asked for; `passthrough` says whether the kernel agreed.
+    pub want_passthrough: bool,
+    passthrough: AtomicBool,
+    /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    panic_on: Option<std::ffi::OsString>,
+    /// How the kernel does I/O on each open node. It allows one mode per inode at a time
+    /// (cached, or passthrough to one backing file), so every open of a node follows the first.
+    io: Mutex<IoState>,
+}
+
+impl UnionFs {
+    /// `workers`: threads for the requests that may block (at least one).
+    pub fn new(
+        core: Union,
+        ttl: Duration,
+        want_passthrough: bool,
+        panic_on: Option<std::ffi::OsString>,
+        workers: usize,
+    ) -> std::io::Result<UnionFs> {
+        Ok(UnionFs {
+            fs: Arc::new(Fs {
+                core,
+                ttl,
+                want_passthrough,
+                passthrough: AtomicBool::new(false),
+                panic_on,
+                io: Mutex::new(IoState::default()),
+            }),
+            pool: Pool::new(workers)?,
+        })
+    }
+
+    /// Run `job` with the shared state on a worker thread if it `may_block`, else here and
+    /// now.
+    fn run(&self, job: impl FnOnce(&Fs) + Send + 'static, may_block: bool) {
+        if may_block {
+            let fs = self.fs.clone();
+            self.pool.run(move || job(&fs));
+        } else {
+            job(self);
+        }
+    }
+
+    /// `answer`, where `run` (given the shared state) may block: on a worker thread if
+    /// `may_block`, else here and now. `run` and `ok` own what they need, so the handler's
+    /// borrowed arguments are copied first.
+    fn serve<R: ReplyError + Send + 'static, T>(
+        &self,
+        op: &'static str,
+        ino: u64,
+        reply: R,
+        may_block: bool,
+        run: impl FnOnce(&Fs) -> crate::error::Result<T> + Send + 'static,
+        ok: impl FnOnce(&Fs, R, T) + Send + 'static,
+    ) {
+        let job = move |fs: &Fs| answer(op, ino, reply, || run(fs), |reply, v| ok(fs, reply, v));
+        self.run(job, may_block);
+    }
+}
