@@ -35,10 +35,11 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-fn r(container: u32, host: u32, count: u32) -> IdRange {
+/// A range in `uidmapping=`'s order: the id in the layers, the id the mount shows, the count.
+fn r(layer: u32, shown: u32, count: u32) -> IdRange {
     IdRange {
-        container,
-        host,
+        host: layer,
+        container: shown,
         count,
     }
 }
@@ -268,9 +269,15 @@ fn bad_id_mappings_are_refused_naming_the_problem() {
         ("uidmapping=0:4294967296:1", "out of range"),
         ("uidmapping=0:4294967295:1", "past"),
         ("uidmapping=1:0:4294967295", "past"),
-        ("gidmapping=0:1000:10:5:2000:1", "container ids overlap"),
-        ("gidmapping=0:1000:10:10:1005:1", "host ids overlap"),
-        ("gidmapping=10:1000:10:0:2000:11", "container ids overlap"),
+        ("gidmapping=0:1000:10:5:2000:1", "ids in the layers overlap"),
+        (
+            "gidmapping=0:1000:10:10:1005:1",
+            "ids seen through the mount overlap",
+        ),
+        (
+            "gidmapping=10:1000:10:0:2000:11",
+            "ids in the layers overlap",
+        ),
     ] {
         let e = opt_err(bad);
         assert!(e.contains(word), "{bad}: {e}");
@@ -282,14 +289,15 @@ fn bad_id_mappings_are_refused_naming_the_problem() {
 #[test]
 fn id_mappings_translate_both_ways_and_unmapped_ids_give_none() {
     let map = parse_id_map("0:1000:1:1:100000:65536").unwrap();
-    assert_eq!(map_to_host(&map, 0), Some(1000));
-    assert_eq!(map_to_host(&map, 1), Some(100000));
-    assert_eq!(map_to_host(&map, 65536), Some(165535));
-    assert_eq!(map_to_host(&map, 65537), None);
-    assert_eq!(map_to_container(&map, 1000), Some(0));
-    assert_eq!(map_to_container(&map, 165535), Some(65536));
-    assert_eq!(map_to_container(&map, 0), None);
-    assert_eq!(map_to_container(&map, 1001), None);
+    // fuse-overlayfs's order: layer id 0 shows as 1000, layer ids 1.. as 100000..
+    assert_eq!(map_to_container(&map, 0), Some(1000));
+    assert_eq!(map_to_container(&map, 1), Some(100000));
+    assert_eq!(map_to_container(&map, 65536), Some(165535));
+    assert_eq!(map_to_container(&map, 65537), None);
+    assert_eq!(map_to_host(&map, 1000), Some(0));
+    assert_eq!(map_to_host(&map, 165535), Some(65536));
+    assert_eq!(map_to_host(&map, 0), None);
+    assert_eq!(map_to_host(&map, 1001), None);
     let full = parse_id_map("0:0:4294967295").unwrap();
     assert_eq!(map_to_host(&full, 4294967294), Some(4294967294));
     assert_eq!(map_to_host(&full, u32::MAX), None);
@@ -709,7 +717,7 @@ fn uidmapping_shows_container_ids_and_stores_host_ids() {
     std::os::unix::fs::lchown(stack.lower(0).join("unmapped"), Some(7), Some(7)).unwrap();
     with_compat_mount(
         &stack,
-        ",uidmapping=0:1234:1:1:100000:1000,gidmapping=0:1234:1:1:100000:1000",
+        ",uidmapping=1234:0:1:100000:1:1000,gidmapping=1234:0:1:100000:1:1000",
         |m| {
             let md = std::fs::symlink_metadata(m.join("owned")).unwrap();
             assert_eq!(
@@ -976,7 +984,7 @@ fn acl_ids_follow_the_uid_and_gid_mapping() {
     let before = stack.lower_digests();
     with_compat_mount(
         &stack,
-        ",uidmapping=0:100000:65536,gidmapping=0:100000:65536",
+        ",uidmapping=100000:0:65536,gidmapping=100000:0:65536",
         |m| {
             // A lower file's ACL shows container ids.
             let acl = getfacl(&m.join("lowacl")).unwrap();

@@ -47,8 +47,8 @@ pub struct MountConfig {
     pub aufs_whiteouts: bool,
     /// Keep owner and mode changes in the upper in this xattr (`xattr_permissions=`).
     pub override_stat: Option<String>,
-    /// `uidmapping=`: owners as seen through the mount (container ids) <-> owners in the layers
-    /// (host ids). Empty: ids pass through unchanged. Validated: no overlap on either side.
+    /// `uidmapping=`: owners as seen through the mount (`container`) <-> owners in the layers
+    /// (`host`); written `host:container:count`, fuse-overlayfs's order. Empty: ids pass through unchanged. Validated: no overlap on either side.
     pub uid_map: Vec<IdRange>,
     /// `gidmapping=`, as `uid_map`.
     pub gid_map: Vec<IdRange>,

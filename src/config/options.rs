@@ -267,7 +267,7 @@ pub fn parse_id_map(v: &str) -> std::result::Result<Vec<IdRange>, String> {
     let fields: Vec<&str> = v.split(':').collect();
     if v.is_empty() || !fields.len().is_multiple_of(3) {
         return Err(format!(
-            "{v:?}: expected container:host:count triples joined by ':'"
+            "{v:?}: expected layer-id:mount-id:count triples joined by ':'"
         ));
     }
     let num = |f: &str| -> std::result::Result<u32, String> {
@@ -278,12 +278,14 @@ pub fn parse_id_map(v: &str) -> std::result::Result<Vec<IdRange>, String> {
     };
     let mut map: Vec<IdRange> = Vec::new();
     for t in fields.chunks(3) {
+        // fuse-overlayfs's order (containers-storage's ContainerID:HostID:Size): the id a
+        // layer holds, then the id the mount shows for it.
         let r = IdRange {
-            container: num(t[0])?,
-            host: num(t[1])?,
+            host: num(t[0])?,
+            container: num(t[1])?,
             count: num(t[2])?,
         };
-        let what = format!("{}:{}:{}", r.container, r.host, r.count);
+        let what = format!("{}:{}:{}", r.host, r.container, r.count);
         if r.count == 0 {
             return Err(format!("{what}: a range needs a count of at least 1"));
         }
@@ -298,14 +300,14 @@ pub fn parse_id_map(v: &str) -> std::result::Result<Vec<IdRange>, String> {
         for o in &map {
             if overlaps(r.container, o.container, o.count) {
                 return Err(format!(
-                    "{what}: container ids overlap the range {}:{}:{}",
-                    o.container, o.host, o.count
+                    "{what}: ids seen through the mount overlap the range {}:{}:{}",
+                    o.host, o.container, o.count
                 ));
             }
             if overlaps(r.host, o.host, o.count) {
                 return Err(format!(
-                    "{what}: host ids overlap the range {}:{}:{}",
-                    o.container, o.host, o.count
+                    "{what}: ids in the layers overlap the range {}:{}:{}",
+                    o.host, o.container, o.count
                 ));
             }
         }

@@ -181,10 +181,12 @@ pub fn parse_maps(uidmap: &[String], gidmap: &[String]) -> Result<IdMap, String>
         // One parse of every range together: each well-formed, none overlapping another.
         let ranges = crate::config::parse_id_map(&given.join(":"))
             .map_err(|why| format!("--{flag} {}: {why}", given.join(" --{flag} ")))?;
+        // parse_id_map reads a triple in uidmapping='s order, first field into `host`; here the
+        // first field is podman's CONTAINER id.
         for r in ranges {
             out.push(Range {
-                inside: r.container,
-                outside: r.host,
+                inside: r.host,
+                outside: r.container,
                 count: r.count,
             });
         }
