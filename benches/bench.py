@@ -32,11 +32,11 @@ MiB = 1 << 20
 # Mode parameters. Everything that decides the run time lives here.
 MODES = {
     "quick": dict(
-        reps=3, stack_files=15000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
-        untar=2000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
+        reps=3, stack_files=10000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
+        untar=1000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
-        fio_wsize=128 * MiB, c_files=60, ctr_files=2000, par_files=1500, par_untar=300,
-        par_fio_time=2, par_reps=2,
+        fio_wsize=128 * MiB, c_files=40, ctr_files=2000, par_files=1500, par_untar=300,
+        par_fio_time=1, par_reps=2,
     ),
     "full": dict(
         reps=5, stack_files=50000, bigdir=10000, bigfile=2048 * MiB, copyup=1024 * MiB,
@@ -122,7 +122,11 @@ def mountinfo(path: str = "/proc/self/mountinfo"):
 
 
 def is_mounted(path: str, mi: str = "/proc/self/mountinfo") -> bool:
-    return any(m["mnt"] == path for m in mountinfo(mi))
+    """False too when the namespace of `mi` is gone (its mounts went with it)."""
+    try:
+        return any(m["mnt"] == path for m in mountinfo(mi))
+    except FileNotFoundError:
+        return False
 
 
 def fuse_abort(path: str, mi: str = "/proc/self/mountinfo") -> None:
@@ -491,11 +495,7 @@ class Harness:
             m.mounted = False
         if m in self.live:
             self.live.remove(m)
-        try:
-            still = is_mounted(m.path, mi)
-        except OSError:  # the namespace is gone, and its mounts with it
-            still = False
-        if not still:
+        if not is_mounted(m.path, mi):
             shutil.rmtree(m.root, ignore_errors=True)
 
     def unmount_all(self) -> None:
