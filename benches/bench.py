@@ -696,6 +696,7 @@ class Harness:
             for j in range(5):
                 write(layer, f"{od}/opq{k}_{j}")
             union = [u for u in union if not u.startswith(od + "/")]
+            born_here: set[str] = set()  # names only this layer has: deleting one leaves no whiteout
             for _ in range(per_upper):
                 r = rng.random()
                 if r < 0.25 and union:  # overwrite a lower name
@@ -706,6 +707,11 @@ class Harness:
                     union[i] = union[-1]
                     union.pop()
                     full = os.path.join(layer, rel)
+                    if rel in born_here:
+                        # a whiteout hiding nothing would show in an opaque directory's
+                        # listing (kernel overlay lists it, lookup says ENOENT)
+                        os.unlink(full)
+                        continue
                     os.makedirs(os.path.dirname(full), exist_ok=True)
                     if os.path.lexists(full):
                         os.unlink(full)
@@ -715,6 +721,7 @@ class Harness:
                     rel = f"{rng.choice(pool)}/f{serial}"
                     write(layer, rel)
                     union.append(rel)
+                    born_here.add(rel)
         flat = self.flatten(name, lowers)
         nflat = sum(len(f) for _, _, f in os.walk(flat))
         self.stacks[name] = dict(lowers=lowers, flat=flat, files=nflat)
