@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --out) out=${2:?--out needs a directory}; shift ;;
         --out=*) out=${1#--out=} ;;
         --rev) rev=${2:?--rev needs a commit}; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
