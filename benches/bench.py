@@ -1118,11 +1118,11 @@ def wl_ctr_start(h: Harness, m: Mount):
 
 
 def ctr_opts(s: System) -> list[str]:
-    """On-disk ids 0.. shown as CTR_SHIFT... unionfuse reads the triple as shown:on-disk:count
-    (README); fuse-overlayfs 1.10 and 2.0, as measured here, as on-disk:shown:count."""
+    """On-disk ids 0.. shown as CTR_SHIFT..., in fuse-overlayfs's order (on-disk:shown:count),
+    which unionfuse reads too."""
     if s.kind == "overlay":
         return []
-    m = f"{CTR_SHIFT}:0:{CTR_IDS}" if s.kind == "unionfuse" else f"0:{CTR_SHIFT}:{CTR_IDS}"
+    m = f"0:{CTR_SHIFT}:{CTR_IDS}"
     return [f"uidmapping={m}", f"gidmapping={m}"]
 
 
