@@ -32,14 +32,26 @@ MiB = 1 << 20
 # Mode parameters. Everything that decides the run time lives here.
 MODES = {
     "quick": dict(
-        reps=3, stack_files=15000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
-        untar=2000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
+        reps=3, stack_files=10000, bigdir=10000, bigfile=256 * MiB, copyup=128 * MiB,
+        untar=1000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
+        fio_wsize=128 * MiB, c_files=40, ctr_files=2000, par_files=1500, par_untar=300,
+        par_fio_time=1, par_reps=2,
     ),
     "full": dict(
         reps=5, stack_files=50000, bigdir=10000, bigfile=2048 * MiB, copyup=1024 * MiB,
         untar=20000, fio_time=10, fio_reps=3, fio_region=1024 * MiB, py="all", git_files=5000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=200000, timeout=900,
+        fio_wsize=256 * MiB, c_files=300, ctr_files=20000, par_files=10000, par_untar=2000,
+        par_fio_time=5, par_reps=3,
+    ),
+    # a check of the harness itself (seconds per workload): the numbers mean nothing
+    "tiny": dict(
+        reps=1, stack_files=300, bigdir=300, bigfile=8 * MiB, copyup=4 * MiB,
+        untar=50, fio_time=1, fio_reps=1, fio_region=8 * MiB, py="few", git_files=50,
+        scale_layers=[1, 10], scale_files=50, rss_files=200, timeout=120,
+        fio_wsize=8 * MiB, c_files=6, ctr_files=50, par_files=50, par_untar=20,
+        par_fio_time=1, par_reps=1,
     ),
 }
 
@@ -51,7 +63,7 @@ TARGETS = {
     "seqread-cold": (1.1, 1.5), "seqread-warm": (1.1, 1.5), "seqwrite-fsync": (1.1, 1.5),
     "fio-randread": (1.1, 1.5), "fio-randwrite": (1.2, 1.2),
     "copyup": (1.0, 1.0), "untar": (1.3, 1.3), "rm-rf": (1.3, 1.3),
-    "compileall": (1.2, 1.2), "git-status-warm": (1.2, 1.2),
+    "compileall": (1.2, 1.2), "git-status-2nd": (1.2, 1.2), "git-status-3rd": (1.2, 1.2),
 }
 
 LOG_T0 = time.monotonic()
@@ -59,6 +71,12 @@ LOG_T0 = time.monotonic()
 
 def log(msg: str) -> None:
     print(f"[{time.monotonic() - LOG_T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# an opaque directory as each reader in each pass looks for it
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque")
+# ctr-start: the image's ids 0..N-1 shown as SHIFT.. (the container's range)
+CTR_SHIFT, CTR_IDS = 10000, 50000
 
 
 class BenchError(Exception):
@@ -93,9 +111,9 @@ def drop_caches(level: int = 3) -> None:
         f.write(str(level))
 
 
-def mountinfo():
+def mountinfo(path: str = "/proc/self/mountinfo"):
     out = []
-    with open("/proc/self/mountinfo") as f:
+    with open(path) as f:
         for line in f:
             parts = line.split()
             sep = parts.index("-")
@@ -103,12 +121,16 @@ def mountinfo():
     return out
 
 
-def is_mounted(path: str) -> bool:
-    return any(m["mnt"] == path for m in mountinfo())
+def is_mounted(path: str, mi: str = "/proc/self/mountinfo") -> bool:
+    """False too when the namespace of `mi` is gone (its mounts went with it)."""
+    try:
+        return any(m["mnt"] == path for m in mountinfo(mi))
+    except FileNotFoundError:
+        return False
 
 
-def fuse_abort(path: str) -> None:
-    for m in mountinfo():
+def fuse_abort(path: str, mi: str = "/proc/self/mountinfo") -> None:
+    for m in mountinfo(mi):
         if m["mnt"] == path and m["fstype"].startswith("fuse"):
             minor = m["dev"].split(":")[1]
             try:
@@ -158,6 +180,174 @@ def proc_status(pid: int) -> dict:
     return info
 
 
+# ---------------------------------------------------------------- where commands run
+# The root pass runs everything here. The rootless pass runs mounts and workloads in a user +
+# mount namespace (benches/nshelper.py); the driver stays root outside it, drops the caches and
+# times every request from here.
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class LocalCtx:
+    """Commands run by the driver itself, as root."""
+    rootless = False
+    label = "root"
+    mountinfo_path = "/proc/self/mountinfo"
+
+    def sh(self, cmd, *, timeout=None, cwd=None, check=True, capture=False, log=None):
+        if log is None:
+            return sh(cmd, timeout=timeout, cwd=cwd, check=check, capture=capture)
+        # a mount: the daemon inherits stdout/stderr, a file, never a pipe we would wait on
+        with open(log, "w") as logf:
+            try:
+                p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=logf,
+                                   stderr=subprocess.STDOUT, timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                raise BenchError(f"timeout after {timeout}s: {' '.join(map(str, cmd))}") from e
+        return Result(p.returncode, "", "")
+
+    def timed(self, cmd, *, timeout, cwd=None) -> float:
+        return timed(cmd, timeout=timeout, cwd=cwd)
+
+    def timed_all(self, cmds, *, timeout) -> float:
+        """Start every command at once; seconds until the last one exits."""
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for c in cmds]
+        errs = []
+        for c, p in zip(cmds, procs):
+            try:
+                _, e = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                errs.append(f"timeout after {timeout}s: {' '.join(map(str, c))}")
+                continue
+            if p.returncode != 0:
+                errs.append(f"exit {p.returncode}: {' '.join(map(str, c))}: {e.strip()[-300:]}")
+        t = time.perf_counter() - t0
+        if errs:
+            raise BenchError("; ".join(errs))
+        return t
+
+    def close(self) -> None:
+        pass
+
+
+class NsCtx:
+    """Commands run in a user + mount namespace owned by an ordinary user, mapped like
+    rootless podman: 0 = the user, 1..N = its subordinate range (newuidmap/newgidmap)."""
+    rootless = True
+    label = "rootless"
+
+    def __init__(self, user: "BenchUser", helper: str, env: dict, cwd: str):
+        self.user = user
+        asuser = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
+        self.p = subprocess.Popen(asuser + ["/usr/bin/python3", helper], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        try:
+            hello = self._read()
+            if "pid" not in hello:
+                raise BenchError(f"namespace helper: {hello.get('error', hello)}")
+            self.pid = hello["pid"]
+            for tool, start, count in (("newuidmap", user.subuid, user.subuid_n),
+                                       ("newgidmap", user.subgid, user.subgid_n)):
+                own = user.uid if tool == "newuidmap" else user.gid
+                sh(asuser + [tool, str(self.pid), "0", str(own), "1", "1", str(start), str(count)],
+                   timeout=30)
+            self.p.stdin.write("mapped\n")
+            self.p.stdin.flush()
+            ready = self._read()
+            if not ready.get("ready") or ready.get("uid") != 0:
+                raise BenchError(f"namespace helper: {ready.get('error', ready)}")
+        except Exception:
+            self.close()
+            raise
+        self.mountinfo_path = f"/proc/{self.pid}/mountinfo"
+        with open(f"/proc/{self.pid}/uid_map") as f:
+            self.uid_map = " / ".join(" ".join(ln.split()) for ln in f)
+
+    def _read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise BenchError("namespace helper exited")
+        return json.loads(line)
+
+    def request(self, cmds, *, timeout, capture=False, cwd=None, log=None) -> tuple[dict, float]:
+        req = dict(cmds=[list(map(str, c)) for c in cmds], timeout=timeout, capture=capture,
+                   cwd=cwd, log=log)
+        line = json.dumps(req) + "\n"
+        t0 = time.perf_counter()
+        self.p.stdin.write(line)
+        self.p.stdin.flush()
+        res = self._read()
+        t = time.perf_counter() - t0
+        return res, t
+
+    @staticmethod
+    def _errors(cmds, res, timeout) -> list[str]:
+        if res.get("timeout"):
+            return [f"timeout after {timeout}s: {' '.join(map(str, cmds[0]))}"]
+        return [f"exit {rc}: {' '.join(map(str, c))}: {e.strip()[-300:]}"
+                for c, rc, e in zip(cmds, res["rc"], res["err"]) if rc != 0]
+
+    def sh(self, cmd, *, timeout=None, cwd=None, check=True, capture=False, log=None):
+        res, _ = self.request([cmd], timeout=timeout, capture=capture, cwd=cwd, log=log)
+        errs = self._errors([cmd], res, timeout)
+        if res.get("timeout") or (check and errs):
+            raise BenchError("; ".join(errs) + " (in the user namespace)")
+        return Result(res["rc"][0], res["out"][0], res["err"][0])
+
+    def timed(self, cmd, *, timeout, cwd=None) -> float:
+        return self.timed_all([cmd], timeout=timeout, cwd=cwd)
+
+    def timed_all(self, cmds, *, timeout, cwd=None) -> float:
+        res, t = self.request(cmds, timeout=timeout, cwd=cwd)
+        errs = self._errors(cmds, res, timeout)
+        if errs:
+            raise BenchError("; ".join(errs) + " (in the user namespace)")
+        return t
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.write(json.dumps(dict(exit=True)) + "\n")
+                self.p.stdin.flush()
+                self.p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.p.kill()
+                self.p.wait()
+
+
+@dataclass
+class BenchUser:
+    name: str
+    uid: int
+    gid: int
+    subuid: int
+    subuid_n: int
+    subgid: int
+    subgid_n: int
+
+    @staticmethod
+    def lookup(name: str) -> "BenchUser":
+        import pwd
+        pw = pwd.getpwnam(name)
+
+        def sub(file: str) -> tuple[int, int]:
+            with open(file) as f:
+                for line in f:
+                    parts = line.strip().split(":")
+                    if len(parts) == 3 and parts[0] in (name, str(pw.pw_uid)):
+                        return int(parts[1]), int(parts[2])
+            raise BenchError(f"{name} has no range in {file}")
+
+        (su, sun), (sg, sgn) = sub("/etc/subuid"), sub("/etc/subgid")
+        return BenchUser(name, pw.pw_uid, pw.pw_gid, su, sun, sg, sgn)
+
+
 # ---------------------------------------------------------------- systems
 
 @dataclass
@@ -181,12 +371,15 @@ class Mount:
     root: str  # per-mount scratch dir (removed afterwards)
     mounted: bool
     lowers: list[str]
+    ctx: object = None
+    more: dict = field(default_factory=dict)  # further results of the same run (e.g. rm-rf)
 
 
 class Harness:
     def __init__(self, args):
         self.args = args
-        self.p = MODES["quick" if args.quick else "full"]
+        self.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+        self.p = MODES[self.mode]
         self.tmp = os.path.abspath(args.tmp)
         self.data = os.path.join(self.tmp, "d")
         self.mroot = os.path.join(self.tmp, "m")
@@ -199,13 +392,25 @@ class Harness:
         self.notes: list[str] = []
         self.odd: list[str] = []  # errors/crashes/hangs seen in unionfuse
         self.timeout = self.p["timeout"]
-        self.py = shutil.which("python3") or sys.executable
+        # the system python: the same interpreter inside the user namespace, where root's
+        # home (pyenv shims) is out of reach
+        self.py = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else \
+            (shutil.which("python3") or sys.executable)
+        self.ctx = LocalCtx()
+        self.rl_systems: list[System] = []  # the rootless pass's systems
+        self.user: BenchUser | None = None
+        if args.bench_user and "rootless" in args.passes.split(","):
+            self.user = BenchUser.lookup(args.bench_user)
+            os.chmod(self.tmp, 0o755)  # the user must reach the layers and mounts
+            os.chmod(self.data, 0o755)
+            os.chmod(self.mroot, 0o755)
 
     # ------------------------------------------------------------ mounts
-    def mount(self, sysm: System, stack: str, ext4: str = "flat") -> Mount:
+    def mount(self, sysm: System, stack: str, ext4: str = "flat", opts=()) -> Mount:
         st = self.stacks[stack]
+        ctx = self.ctx
         self.counter += 1
-        root = os.path.join(self.mroot, f"{self.counter}-{sysm.name}")
+        root = os.path.join(self.mroot, f"{self.counter}-{sysm.name}{'-rl' if ctx.rootless else ''}")
         os.makedirs(root)
         if sysm.kind == "ext4":
             if ext4 == "flat":
@@ -218,10 +423,15 @@ class Harness:
                 sh(["cp", "-a", st["flat"], path], timeout=self.timeout)
             else:
                 raise ValueError(ext4)
-            return Mount(sysm, path, root, False, st["lowers"])
+            return Mount(sysm, path, root, False, st["lowers"], ctx)
         upper, work, mnt = (os.path.join(root, x) for x in ("upper", "work", "mnt"))
         for d in (upper, work, mnt):
             os.makedirs(d)
+        logpath = os.path.join(root, "mount.log")
+        open(logpath, "w").close()
+        if ctx.rootless:  # the namespace's root (the bench user) owns them
+            for d in (root, upper, work, mnt, logpath):
+                os.chown(d, self.user.uid, self.user.gid)
         lowers = st["lowers"]
         cwd = None
         if sysm.kind == "overlay":
@@ -230,29 +440,25 @@ class Harness:
                 # lowerdir= must fit in one page: mount from the layers' parent.
                 cwd = st["base"]
                 lowerspec = ":".join(os.path.relpath(x, cwd) for x in lowers)
+            ovopts = f"lowerdir={lowerspec},upperdir={upper},workdir={work}"
             cmd = ["mount", "-t", "overlay", "ufbench", "-o",
-                   f"lowerdir={lowerspec},upperdir={upper},workdir={work}", mnt]
+                   ovopts + (",userxattr" if ctx.rootless else ""), mnt]
         elif sysm.kind == "fuse-overlayfs":
-            cmd = [sysm.binary, "-o", f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}", mnt]
+            cmd = [sysm.binary, "-o", ",".join([f"lowerdir={':'.join(lowers)},upperdir={upper},"
+                                                f"workdir={work}"] + list(opts)), mnt]
         else:
             cmd = [sysm.binary, "mount", ":".join(lowers), upper, mnt, "--workdir", work]
-            for o in sysm.opts:
+            for o in list(sysm.opts) + list(opts):
                 cmd += ["-o", o]
-        m = Mount(sysm, mnt, root, True, lowers)
+        m = Mount(sysm, mnt, root, True, lowers, ctx)
         self.live.append(m)
         try:
-            # the daemon inherits stdout/stderr: a file, never a pipe we would wait on
-            with open(os.path.join(root, "mount.log"), "w") as logf:
-                try:
-                    p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=logf,
-                                       stderr=subprocess.STDOUT, timeout=60)
-                except subprocess.TimeoutExpired as e:
-                    raise BenchError(f"mount timed out: {' '.join(cmd)}") from e
+            p = ctx.sh(cmd, cwd=cwd, timeout=60, check=False, log=logpath)
             if p.returncode != 0:
-                with open(os.path.join(root, "mount.log")) as f:
+                with open(logpath) as f:
                     raise BenchError(f"exit {p.returncode}: {' '.join(cmd)}: {f.read()[-400:]}")
             deadline = time.monotonic() + 20
-            while not is_mounted(mnt):
+            while not is_mounted(mnt, ctx.mountinfo_path):
                 if time.monotonic() > deadline:
                     raise BenchError(f"{sysm.name}: not mounted after 20s: {' '.join(cmd)}")
                 time.sleep(0.02)
@@ -262,15 +468,20 @@ class Harness:
         return m
 
     def unmount(self, m: Mount) -> None:
+        ctx = m.ctx or LocalCtx()
+        mi = ctx.mountinfo_path
         if m.mounted:
             pids = daemon_pids(m.path) if m.system.fuse else []
-            if is_mounted(m.path):
+            if is_mounted(m.path, mi):
                 try:
-                    sh(["umount", m.path], timeout=30)
-                except BenchError as e:
+                    ctx.sh(["umount", m.path], timeout=30)
+                except (BenchError, OSError) as e:
                     self.note_odd(m.system, f"umount failed ({e}); aborting the connection")
-                    fuse_abort(m.path)
-                    sh(["umount", "-l", m.path], timeout=30, check=False)
+                    fuse_abort(m.path, mi)
+                    try:
+                        ctx.sh(["umount", "-l", m.path], timeout=30, check=False)
+                    except (BenchError, OSError):
+                        pass
             deadline = time.monotonic() + 10
             for pid in pids:
                 while pid_running(pid) and time.monotonic() < deadline:
@@ -284,7 +495,7 @@ class Harness:
             m.mounted = False
         if m in self.live:
             self.live.remove(m)
-        if not is_mounted(m.path):
+        if not is_mounted(m.path, mi):
             shutil.rmtree(m.root, ignore_errors=True)
 
     def unmount_all(self) -> None:
@@ -333,10 +544,55 @@ class Harness:
             nopt.note = f"-o nopassthrough rejected by the binary, run without it: {e}"
             self.notes.append(nopt.note)
         self.systems.append(nopt)
+        if self.user:
+            self.detect_rootless_systems()
         if a.systems:
             keep = set(a.systems.split(","))
             self.systems = [s for s in self.systems if s.name in keep]
+            self.rl_systems = [s for s in self.rl_systems if s.name in keep]
+        if "root" not in a.passes.split(","):
+            self.systems = []
         log("systems: " + ", ".join(f"{s.name}={s.label}" for s in self.systems))
+        if self.rl_systems:
+            log("rootless systems: " + ", ".join(f"{s.name}={s.label}" for s in self.rl_systems))
+
+    def detect_rootless_systems(self) -> None:
+        """The same peers in the user namespace: the binaries copied where the user reaches
+        them (root's home is closed to it). unionfuse gets no passthrough there."""
+        bindir = os.path.join(self.tmp, "bin")
+        home = os.path.join(self.tmp, "home")
+        os.makedirs(home, exist_ok=True)
+        os.chown(home, self.user.uid, self.user.gid)
+
+        def reachable(src: str, sub: str) -> str:
+            d = os.path.join(bindir, sub)
+            os.makedirs(d, exist_ok=True)
+            os.chmod(bindir, 0o755)
+            dst = os.path.join(d, os.path.basename(src))
+            shutil.copy2(src, dst)
+            os.chmod(d, 0o755)
+            os.chmod(dst, 0o755)
+            return dst
+
+        by = {s.name: s for s in self.systems}
+        out = [System("overlay", "overlay", "kernel overlayfs -o userxattr")]
+        for n in ("fo1", "fo2"):
+            if n in by:
+                b = by[n].binary if n == "fo1" else reachable(by[n].binary, "fo2")
+                out.append(System(n, "fuse-overlayfs", by[n].label, b))
+        out.append(System("uf", "unionfuse", "unionfuse (rootless: no passthrough)",
+                          reachable(self.args.bin, "uf")))
+        self.rl_systems = out
+        self.ns_env = dict(PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                           HOME=home, LANG="C.UTF-8", TMPDIR=home)
+
+    def enter_namespace(self) -> NsCtx:
+        helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nshelper.py")
+        dst = os.path.join(self.tmp, "bin", "nshelper.py")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(helper, dst)
+        os.chmod(dst, 0o755)
+        return NsCtx(self.user, dst, self.ns_env, self.tmp)
 
     # ------------------------------------------------------------ data
     def build_data(self, wanted: set[str]) -> None:
@@ -361,6 +617,14 @@ class Harness:
                 self.build_scale(n, p["scale_files"])
         if "rss" in wanted:
             self.build_rss(p["rss_files"])
+        if "par" in wanted:
+            self.build_par(p["par_files"], p["par_untar"], rng)
+        if "compile" in wanted:
+            self.build_cproj(p["c_files"], rng)
+        if self.user:  # rootless images belong to the user (its namespace's root)
+            sh(["chown", "-R", "-h", f"{self.user.uid}:{self.user.gid}", self.data], timeout=600)
+        if "ctr" in wanted:
+            self.build_images(p["ctr_files"], rng)
         os.sync()
         log(f"data built in {time.monotonic() - t0:.1f}s")
 
@@ -427,10 +691,12 @@ class Harness:
             # an opaque directory: replaces a lower directory's content
             od = rng.choice(pool[len(tops):] or pool)
             os.makedirs(os.path.join(layer, od), exist_ok=True)
-            os.setxattr(os.path.join(layer, od), "trusted.overlay.opaque", b"y")
+            for xa in OPAQUE_XATTRS:  # root, userxattr and fuse-overlayfs's rootless name
+                os.setxattr(os.path.join(layer, od), xa, b"y")
             for j in range(5):
                 write(layer, f"{od}/opq{k}_{j}")
             union = [u for u in union if not u.startswith(od + "/")]
+            born_here: set[str] = set()  # names only this layer has: deleting one leaves no whiteout
             for _ in range(per_upper):
                 r = rng.random()
                 if r < 0.25 and union:  # overwrite a lower name
@@ -441,6 +707,11 @@ class Harness:
                     union[i] = union[-1]
                     union.pop()
                     full = os.path.join(layer, rel)
+                    if rel in born_here:
+                        # a whiteout hiding nothing would show in an opaque directory's
+                        # listing (kernel overlay lists it, lookup says ENOENT)
+                        os.unlink(full)
+                        continue
                     os.makedirs(os.path.dirname(full), exist_ok=True)
                     if os.path.lexists(full):
                         os.unlink(full)
@@ -450,6 +721,7 @@ class Harness:
                     rel = f"{rng.choice(pool)}/f{serial}"
                     write(layer, rel)
                     union.append(rel)
+                    born_here.add(rel)
         flat = self.flatten(name, lowers)
         nflat = sum(len(f) for _, _, f in os.walk(flat))
         self.stacks[name] = dict(lowers=lowers, flat=flat, files=nflat)
@@ -519,9 +791,9 @@ class Harness:
             shutil.copytree(src, dst, symlinks=True,
                             ignore=shutil.ignore_patterns("__pycache__", "site-packages",
                                                           "dist-packages", "*.pyc"))
-        else:  # quick: the top-level modules only
+        else:  # quick: the top-level modules only (tiny: ten of them)
             os.makedirs(dst)
-            for f in os.listdir(src):
+            for f in sorted(os.listdir(src))[:10 if self.p["py"] == "few" else None]:
                 if f.endswith(".py") and os.path.isfile(os.path.join(src, f)):
                     shutil.copy2(os.path.join(src, f), dst)
         # drop what doesn't compile (py2 test data), so a failure at run time is real
@@ -569,6 +841,91 @@ class Harness:
             open(os.path.join(bottom, f"f{i}"), "wb").close()
         self.stacks[name] = dict(lowers=lowers, flat=lowers[-1], relative=True, base=base)
 
+    def build_par(self, nfiles: int, ntar: int, rng: random.Random) -> None:
+        """Four subtrees of nfiles each (one per parallel client) and a small tarball."""
+        (lower,) = self.layer_dirs("par", 1)
+        sizes = [0, 100, 1000, 4096]
+        for c in range(4):
+            for i in range(nfiles):
+                d = os.path.join(lower, f"c{c}", f"d{i % 40}", f"e{i % 7}")
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, f"f{i}"), "wb") as f:
+                    f.write(b"p" * rng.choice(sizes))
+        self.stacks["par"] = dict(lowers=[lower], flat=lower, files=4 * nfiles)
+        path = os.path.join(self.data, "par.tar")
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+            for i in range(ntar):
+                data = b"t" * rng.choice([0, 50, 200, 1000, 3000, 8000])
+                ti = tarfile.TarInfo(f"t/d{i % 10}/f{i}")
+                ti.size, ti.mode, ti.mtime = len(data), 0o644, 1700000000
+                tf.addfile(ti, io.BytesIO(data))
+        os.chmod(path, 0o644)
+        self.par_tarball = path
+        log(f"parallel: 4 subtrees of {nfiles} files, tarball of {ntar} files")
+
+    def build_cproj(self, n: int, rng: random.Random) -> None:
+        """A small C project: n .c files, a few shared headers, make -j2 builds it in place."""
+        (lower,) = self.layer_dirs("cproj", 1)
+        proj = os.path.join(lower, "proj")
+        os.makedirs(os.path.join(proj, "include"))
+        for k in range(8):
+            with open(os.path.join(proj, "include", f"h{k}.h"), "w") as f:
+                f.write(f"#pragma once\n#include <stdio.h>\n#include <string.h>\n"
+                        f"struct s{k} {{ int a; char b[{16 + k}]; }};\n"
+                        f"static inline int h{k}(int x) {{ return x * {k + 3} + 1; }}\n")
+        srcs = []
+        for i in range(n):
+            sub = os.path.join(proj, f"m{i % 10}")
+            os.makedirs(sub, exist_ok=True)
+            name = f"m{i % 10}/u{i}.c"
+            incs = "".join(f'#include "h{k}.h"\n' for k in rng.sample(range(8), 3))
+            body = "".join(f"int u{i}_{j}(int x) {{ struct s0 v; memset(&v, 0, sizeof v); "
+                           f"v.a = h0(x + {j}); return v.a ^ {j}; }}\n"
+                           for j in range(rng.randrange(3, 12)))
+            with open(os.path.join(proj, name), "w") as f:
+                f.write(incs + "#include \"h0.h\"\n" + body)
+            srcs.append(name)
+        with open(os.path.join(proj, "main.c"), "w") as f:
+            f.write("int u0_0(int);\nint main(void) { return u0_0(1) == 0; }\n")
+        with open(os.path.join(proj, "Makefile"), "w") as f:
+            f.write("SRCS := main.c " + " ".join(srcs) + "\nOBJS := $(SRCS:.c=.o)\n"
+                    "CFLAGS := -O1 -Iinclude\n\nprog: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n\n"
+                    "%.o: %.c\n\t$(CC) $(CFLAGS) -c -o $@ $<\n")
+        self.stacks["cproj"] = dict(lowers=[lower], flat=lower, files=n)
+        log(f"C project: {n} files")
+
+    def build_images(self, n: int, rng: random.Random) -> None:
+        """A rootfs-like image whose files belong to ids 0, 1 and 100 of whoever extracted it:
+        root's (the root pass) and the namespace's (the user and its range: rootless)."""
+        sizes = [0, 64, 300, 1000, 4096, 16384]
+        owners = [0] * 8 + [1, 100]
+        for name, owned in (("img-root", None), ("img-ns", self.user)):
+            if name == "img-root" and "root" not in self.args.passes.split(","):
+                continue
+            if name == "img-ns" and not self.user:
+                continue
+            (lower,) = self.layer_dirs(name, 1)
+            r = random.Random(5)
+            host = (lambda i: i) if owned is None else \
+                (lambda i: owned.uid if i == 0 else owned.subuid + i - 1)
+            hostg = (lambda i: i) if owned is None else \
+                (lambda i: owned.gid if i == 0 else owned.subgid + i - 1)
+            for i in range(n):
+                d = os.path.join(lower, f"usr/lib/p{i % 60}", f"s{i % 5}")
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                full = os.path.join(d, f"f{i}")
+                with open(full, "wb") as f:
+                    f.write(b"i" * r.choice(sizes))
+                o = r.choice(owners)
+                os.lchown(full, host(o), hostg(o))
+            for dp, dns, _ in os.walk(lower):
+                for dn in dns:
+                    os.lchown(os.path.join(dp, dn), host(0), hostg(0))
+            os.lchown(lower, host(0), hostg(0))
+            self.stacks[name] = dict(lowers=[lower], flat=lower, files=n)
+        log(f"container images: {n} files owned by ids 0, 1, 100")
+
     def build_rss(self, n: int) -> None:
         (lower,) = self.layer_dirs("rss", 1)
         for i in range(n):
@@ -581,41 +938,40 @@ class Harness:
 
 
 # ---------------------------------------------------------------- workloads
-# Each returns (seconds, extra) measured on a fresh mount. Ratios use seconds
-# (for fio: seconds per operation).
+# Each returns (seconds, extra) measured on a fresh mount; further results of the same run go
+# to m.more. Ratios use seconds (for fio: seconds per operation). Commands go through m.ctx:
+# here as root, or in the rootless pass's user namespace (timed from out here).
 
-def wl_find(h: Harness, m: Mount, cold: bool):
-    cmd = ["find", m.path, "-printf", "%s %i\n"]
+def warm_or_cold(h: Harness, m: Mount, cmd, cold: bool) -> float:
     if cold:
         drop_caches()
     else:
-        sh(cmd, timeout=h.timeout)
-    return timed(cmd, timeout=h.timeout), {}
+        m.ctx.sh(cmd, timeout=h.timeout)
+    return m.ctx.timed(cmd, timeout=h.timeout)
+
+
+def wl_find(h: Harness, m: Mount, cold: bool):
+    return warm_or_cold(h, m, ["find", m.path, "-printf", "%s %i\n"], cold), {}
 
 
 def wl_ls(h: Harness, m: Mount, flag: str, cold: bool):
-    cmd = ["ls", flag, os.path.join(m.path, "big")]
-    if cold:
-        drop_caches()
-    else:
-        sh(cmd, timeout=h.timeout)
-    return timed(cmd, timeout=h.timeout), {}
+    return warm_or_cold(h, m, ["ls", flag, os.path.join(m.path, "big")], cold), {}
 
 
 def wl_seqread(h: Harness, m: Mount, cold: bool):
-    cmd = ["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M"]
-    if cold:
-        drop_caches()
-    else:
-        sh(cmd, timeout=h.timeout)
-    return timed(cmd, timeout=h.timeout), {}
+    return warm_or_cold(h, m, ["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M"], cold), {}
 
 
 def wl_seqwrite(h: Harness, m: Mount):
     n = h.p["bigfile"] // MiB
-    t = timed(["dd", "if=/dev/zero", f"of={m.path}/w.bin", "bs=1M", f"count={n}", "conv=fsync"],
-              timeout=h.timeout)
+    t = m.ctx.timed(["dd", "if=/dev/zero", f"of={m.path}/w.bin", "bs=1M", f"count={n}",
+                     "conv=fsync"], timeout=h.timeout)
     return t, {}
+
+
+def count_files(h: Harness, m: Mount, d: str) -> int:
+    return len(m.ctx.sh(["find", d, "-type", "f", "-printf", "x"], timeout=h.timeout,
+                        capture=True).stdout)
 
 
 def wl_copyup(h: Harness, m: Mount):
@@ -629,40 +985,47 @@ def wl_copyup(h: Harness, m: Mount):
                   "shutil.copyfile(sys.argv[1],sys.argv[2]);"
                   "fd=os.open(sys.argv[2],os.O_WRONLY|os.O_APPEND);os.write(fd,b'x');"
                   "os.fsync(fd);os.close(fd);print(time.perf_counter()-t)")
-        out = sh([h.py, "-c", script, lower_file, target], timeout=h.timeout, capture=True)
+        out = m.ctx.sh([h.py, "-c", script, lower_file, target], timeout=h.timeout, capture=True)
     else:
         script = ("import os,sys,time;t=time.perf_counter();"
                   "fd=os.open(sys.argv[1],os.O_WRONLY|os.O_APPEND);os.write(fd,b'x');"
                   "os.fsync(fd);os.close(fd);print(time.perf_counter()-t)")
-        out = sh([h.py, "-c", script, target], timeout=h.timeout, capture=True)
+        out = m.ctx.sh([h.py, "-c", script, target], timeout=h.timeout, capture=True)
     t = float(out.stdout.strip())
-    size = os.stat(target).st_size
+    size = int(m.ctx.sh(["stat", "-c", "%s", target], timeout=h.timeout, capture=True).stdout)
     if size != h.p["copyup"] + 1:
         raise BenchError(f"copy-up result has size {size}, expected {h.p['copyup'] + 1}")
     return t, {}
 
 
-def wl_untar(h: Harness, m: Mount, results: dict):
+def wl_untar(h: Harness, m: Mount):
     d = os.path.join(m.path, "x")
-    os.mkdir(d)
-    t = timed(["tar", "-xf", h.tarball, "-C", d], timeout=h.timeout)
-    n = sum(len(f) for _, _, f in os.walk(d))
+    m.ctx.sh(["mkdir", d], timeout=h.timeout)
+    t = m.ctx.timed(["tar", "-xf", h.tarball, "-C", d], timeout=h.timeout)
+    n = count_files(h, m, d)
     if n != h.p["untar"]:
         raise BenchError(f"untar produced {n} files, expected {h.p['untar']}")
     os.sync()
-    t_rm = timed(["rm", "-rf", d], timeout=h.timeout)
-    if os.path.exists(d):
+    t_rm = m.ctx.timed(["rm", "-rf", d], timeout=h.timeout)
+    if m.ctx.sh(["test", "-e", d], timeout=h.timeout, check=False).returncode == 0:
         raise BenchError("rm -rf left the directory behind")
-    results["rm-rf"] = t_rm
+    m.more["rm-rf"] = t_rm
     return t, {}
 
 
-def fio(h: Harness, path: str, rw: str, size: int) -> float:
-    out = sh(["fio", "--name=ufbench", f"--filename={path}", f"--rw={rw}", "--bs=4k",
-              "--ioengine=psync", f"--size={size}", f"--runtime={h.p['fio_time']}", "--time_based",
-              "--invalidate=0", "--randrepeat=1", "--output-format=json"]
-             + (["--readonly"] if rw == "randread" else []),
-             timeout=h.timeout + h.p["fio_time"] * 3, capture=True)
+def fio_cmd(h: Harness, path: str, rw: str, size: int, runtime: int, jobs: int = 1) -> list:
+    return (["fio", "--name=ufbench", f"--filename={path}", f"--rw={rw}", "--bs=4k",
+             "--ioengine=psync", f"--size={size}", f"--runtime={runtime}", "--time_based",
+             "--invalidate=0", "--randrepeat=1", "--output-format=json"]
+            + (["--readonly"] if rw == "randread" else [])
+            + ([f"--numjobs={jobs}", "--group_reporting"] if jobs > 1 else []))
+
+
+def fio(h: Harness, m: Mount, path: str, rw: str, size: int, runtime: int = 0,
+        jobs: int = 1) -> float:
+    runtime = runtime or h.p["fio_time"]
+    out = m.ctx.sh(fio_cmd(h, path, rw, size, runtime, jobs),
+                   timeout=h.timeout + runtime * 3, capture=True)
     txt = out.stdout
     js = json.loads(txt[txt.index("{"):])
     job = js["jobs"][0]["read" if rw == "randread" else "write"]
@@ -671,30 +1034,96 @@ def fio(h: Harness, path: str, rw: str, size: int) -> float:
 
 def wl_fio_read(h: Harness, m: Mount):
     region = min(h.p["fio_region"], h.p["bigfile"])
-    sh(["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M", f"count={region // MiB}"],
-       timeout=h.timeout)
-    iops = fio(h, f"{m.path}/big.bin", "randread", region)
+    m.ctx.sh(["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M", f"count={region // MiB}"],
+             timeout=h.timeout)
+    iops = fio(h, m, f"{m.path}/big.bin", "randread", region)
     return 1.0 / iops, {"iops": iops}
 
 
 def wl_fio_write(h: Harness, m: Mount):
-    iops = fio(h, f"{m.path}/rw.dat", "randwrite", 256 * MiB)
+    iops = fio(h, m, f"{m.path}/rw.dat", "randwrite", h.p["fio_wsize"])
     return 1.0 / iops, {"iops": iops}
 
 
 def wl_compileall(h: Harness, m: Mount):
-    return timed([h.py, "-m", "compileall", "-q", os.path.join(m.path, "py")],
-                 timeout=h.timeout), {}
+    return m.ctx.timed([h.py, "-m", "compileall", "-q", os.path.join(m.path, "py")],
+                       timeout=h.timeout), {}
+
+
+def wl_compile_c(h: Harness, m: Mount):
+    proj = os.path.join(m.path, "proj")
+    t = m.ctx.timed(["make", "-s", "-j2", "-C", proj], timeout=h.timeout)
+    m.ctx.sh([os.path.join(proj, "prog")], timeout=h.timeout)  # it links and runs
+    return t, {}
 
 
 def wl_git(h: Harness, m: Mount):
-    cmd = ["git", "-C", os.path.join(m.path, "repo"), "status", "--porcelain"]
-    sh(cmd, timeout=h.timeout)  # refreshes the index (new st_dev/st_ino): copy-up of .git/index
-    out = sh(cmd, timeout=h.timeout, capture=True)
-    t = timed(cmd, timeout=h.timeout)
+    """The run right after the one that rewrote .git/index (its st_dev/st_ino changed: the
+    index is written back, a copy-up), and the third run."""
+    cmd = ["git", "-c", "safe.directory=*", "-C", os.path.join(m.path, "repo"),
+           "status", "--porcelain"]
+    m.ctx.sh(cmd, timeout=h.timeout)  # rewrites the index
+    t2 = m.ctx.timed(cmd, timeout=h.timeout)
+    t3 = m.ctx.timed(cmd, timeout=h.timeout)
+    out = m.ctx.sh(cmd, timeout=h.timeout, capture=True)
     if out.stdout.strip():
         raise BenchError(f"git status not clean: {out.stdout[:200]}")
+    m.more["git-status-3rd"] = t3
+    return t2, {}
+
+
+def wl_par(h: Harness, m: Mount, kind: str, n: int):
+    """n clients at once, each on its own part. Seconds per client's work (wall / n; fio:
+    seconds per operation), so throughput at n / at 1 = sample(1) / sample(n)."""
+    if kind == "find":
+        cmds = [["find", os.path.join(m.path, f"c{c}"), "-printf", "%s %i %m\n"] for c in range(n)]
+        return m.ctx.timed_all(cmds, timeout=h.timeout) / n, {}
+    if kind == "untar":
+        dirs = [os.path.join(m.path, f"x{c}") for c in range(n)]
+        m.ctx.sh(["mkdir"] + dirs, timeout=h.timeout)
+        t = m.ctx.timed_all([["tar", "-xf", h.par_tarball, "-C", d] for d in dirs],
+                            timeout=h.timeout)
+        for d in dirs:
+            if (got := count_files(h, m, d)) != h.p["par_untar"]:
+                raise BenchError(f"untar into {d} produced {got} files, expected {h.p['par_untar']}")
+        return t / n, {}
+    region = min(h.p["fio_region"], h.p["bigfile"])
+    m.ctx.sh(["dd", f"if={m.path}/big.bin", "of=/dev/null", "bs=1M", f"count={region // MiB}"],
+             timeout=h.timeout)
+    iops = fio(h, m, f"{m.path}/big.bin", "randread", region, h.p["par_fio_time"], n)
+    return 1.0 / iops, {"iops": iops}
+
+
+CHOWN_SHIFT = ("import os,sys;s=int(sys.argv[2])\n"
+               "def f(p):\n st=os.lstat(p);os.lchown(p,st.st_uid+s,st.st_gid+s)\n"
+               "for dp,dn,fn in os.walk(sys.argv[1]):\n"
+               " [f(os.path.join(dp,x)) for x in dn+fn]\n"
+               "f(sys.argv[1])\n")
+
+
+def wl_ctr_start(h: Harness, m: Mount):
+    """First start of a container whose image must appear owned by its range (ids + SHIFT):
+    kernel overlay copies every file up to chown it (podman's chown copy-up without idmapped
+    layers); the FUSE systems show the range with uidmapping=/gidmapping=. Then find + stat."""
+    t = 0.0
+    if m.system.kind == "overlay":
+        t += m.ctx.timed([h.py, "-c", CHOWN_SHIFT, m.path, str(CTR_SHIFT)], timeout=h.timeout)
+    t += m.ctx.timed(["find", m.path, "-printf", "%U %G %s %m\n"], timeout=h.timeout)
+    owners = m.ctx.sh(["find", m.path, "-printf", "%U\n"], timeout=h.timeout,
+                      capture=True).stdout.split()
+    want = {str(CTR_SHIFT), str(CTR_SHIFT + 1), str(CTR_SHIFT + 100)}
+    if set(owners) != want:
+        raise BenchError(f"owners seen {sorted(set(owners))[:6]}, expected {sorted(want)}")
     return t, {}
+
+
+def ctr_opts(s: System) -> list[str]:
+    """On-disk ids 0.. shown as CTR_SHIFT..., in fuse-overlayfs's order (on-disk:shown:count),
+    which unionfuse reads too."""
+    if s.kind == "overlay":
+        return []
+    m = f"0:{CTR_SHIFT}:{CTR_IDS}"
+    return [f"uidmapping={m}", f"gidmapping={m}"]
 
 
 STAT_SCRIPT = ("import os,sys,time;b=sys.argv[1];n=int(sys.argv[2]);"
@@ -719,6 +1148,10 @@ class Workload:
     ext4: str = "flat"
     desc: str = ""
     reps_key: str = "reps"
+    also: list[str] = field(default_factory=list)  # results it leaves in m.more
+    opts: object = None  # System -> extra mount options
+    no_ext4: bool = False
+    stack_rl: str = ""  # another stack for the rootless pass
 
 
 def workloads(h: Harness) -> list[Workload]:
@@ -743,17 +1176,36 @@ def workloads(h: Harness) -> list[Workload]:
                       desc=f"dd bs=1M conv=fsync of {mb(p['bigfile'])} to a new file"))
     w.append(Workload("copyup", "copyup", "data", wl_copyup, ext4="empty",
                       desc=f"append 1 byte + fsync to a {mb(p['copyup'])} lower file"))
-    w.append(Workload("untar", "untar", "data", None, ext4="empty",
+    w.append(Workload("untar", "untar", "data", wl_untar, ext4="empty", also=["rm-rf"],
                       desc=f"tar -x of {p['untar']} small files (rm-rf: then rm -rf them)"))
     w.append(Workload("fio-randread", "fio", "data", wl_fio_read, reps_key="fio_reps",
                       desc=f"fio psync 4k randread {p['fio_time']}s over {mb(min(p['fio_region'], p['bigfile']))} of a lower file (page cache warm)"))
     w.append(Workload("fio-randwrite", "fio", "data", wl_fio_write, ext4="empty",
                       reps_key="fio_reps",
-                      desc=f"fio psync 4k randwrite {p['fio_time']}s on a 256 MiB upper file"))
+                      desc=f"fio psync 4k randwrite {p['fio_time']}s on a {mb(p['fio_wsize'])} upper file"))
     w.append(Workload("compileall", "compileall", "py", wl_compileall, ext4="copy",
                       desc="python3 -m compileall -q over a stdlib copy in a lower"))
-    w.append(Workload("git-status-warm", "git", "git", wl_git,
-                      desc=f"git status --porcelain, warm, in a {p['git_files']}-file repository in a lower"))
+    w.append(Workload("compile-c", "compile", "cproj", wl_compile_c, ext4="copy",
+                      desc=f"make -j2 of a {p['c_files']}-file C project in a lower"))
+    w.append(Workload("git-status-2nd", "git", "git", wl_git, also=["git-status-3rd"],
+                      desc=f"git status --porcelain in a {p['git_files']}-file repository in a "
+                           f"lower, the run after the one that rewrote the index (3rd: the next)"))
+    w.append(Workload("ctr-start", "ctr", "img-root", wl_ctr_start, no_ext4=True,
+                      opts=ctr_opts, stack_rl="img-ns",
+                      desc=f"make a {p['ctr_files']}-file image appear owned by ids +{CTR_SHIFT} "
+                           f"(overlay: chown copy-up; FUSE: uidmapping=), then find + stat"))
+    for kind in ("find", "untar", "fio"):
+        if kind == "fio" and not shutil.which("fio"):
+            continue
+        for n in (1, 2, 4):
+            w.append(Workload(f"par-{kind}-{n}", "par" if kind != "fio" else "fio",
+                              "par" if kind != "fio" else "data",
+                              lambda h, m, k=kind, n=n: wl_par(h, m, k, n),
+                              ext4="empty" if kind == "untar" else "flat", reps_key="par_reps",
+                              desc=f"{n} clients at once: " + dict(
+                                  find="find + stat of its own subtree (fresh mount)",
+                                  untar=f"tar -x of {p['par_untar']} files into its own dir",
+                                  fio=f"fio randread numjobs={n}, {p['par_fio_time']}s")[kind]))
     return w
 
 
@@ -769,29 +1221,27 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
     out = res.setdefault(label, {})
     for wl in wls:
         reps = h.p[wl.reps_key] if not h.args.reps else h.args.reps
+        systems = [s for s in h.systems if not (wl.no_ext4 and s.kind == "ext4")]
+        stack = wl.stack_rl if h.ctx.rootless and wl.stack_rl else wl.stack
         log(f"[{label}] {wl.name} x{reps}")
-        names = [wl.name] + (["rm-rf"] if wl.name == "untar" else [])
+        names = [wl.name] + wl.also
         for n in names:
-            for s in h.systems:
+            for s in systems:
                 out.setdefault(n, {}).setdefault(s.name, dict(samples=[], errors=[], extra=[]))
         for rep in range(reps):
-            for s in h.systems:
-                extra_res: dict = {}
+            for s in systems:
                 try:
-                    m = h.mount(s, wl.stack, wl.ext4)
+                    m = h.mount(s, stack, wl.ext4, wl.opts(s) if wl.opts else ())
                 except BenchError as e:
                     out[wl.name][s.name]["errors"].append(f"mount: {e}")
                     h.note_odd(s, f"{wl.name}: mount failed: {e}")
                     continue
                 try:
-                    if wl.name == "untar":
-                        t, extra = wl_untar(h, m, extra_res)
-                    else:
-                        t, extra = wl.fn(h, m)
+                    t, extra = wl.fn(h, m)
                     out[wl.name][s.name]["samples"].append(t)
                     if extra:
                         out[wl.name][s.name]["extra"].append(extra)
-                    for k, v in extra_res.items():
+                    for k, v in m.more.items():
                         out[k][s.name]["samples"].append(v)
                 except Exception as e:  # noqa: BLE001 - record and go on
                     out[wl.name][s.name]["errors"].append(str(e))
@@ -807,9 +1257,8 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
 
 def is_alive(m: Mount) -> bool:
     try:
-        os.stat(m.path)
-        return True
-    except OSError:
+        return m.ctx.sh(["stat", m.path], timeout=10, check=False).returncode == 0
+    except (BenchError, OSError):
         return False
 
 
@@ -892,19 +1341,48 @@ def fmt(x, nd=2):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
+def pass_names(results: dict, label: str) -> list[str]:
+    """The systems of a pass, in the order they ran."""
+    return results.get("pass_systems", {}).get(label) or [s["name"] for s in results["systems"]]
+
+
+def sys_labels(results: dict, label: str) -> dict:
+    src = results.get("rootless_systems", []) if label.startswith("rootless") else results["systems"]
+    return {s["name"]: s["label"] for s in src}
+
+
+def med(per: dict, wl: str, s: str):
+    return per.get(wl, {}).get(s, {}).get("median")
+
+
+def scaling(per: dict, kind: str, n: int, s: str):
+    """Throughput with n clients ÷ throughput with 1 (samples are per client's work)."""
+    return ratio(med(per, f"par-{kind}-1", s), med(per, f"par-{kind}-{n}", s))
+
+
 def report(results: dict, outdir: str) -> None:
     meta = results["meta"]
-    systems = results["systems"]
     lines = [f"# unionfuse benchmark ({meta['mode']})", "",
              f"- commit `{meta['commit']}`{' (src/ had uncommitted changes: the binary is the working tree)' if meta['dirty'] else ''}",
              f"- kernel `{meta['kernel']}`, CPU {meta['cpu']} x{meta['ncpu']}, {meta['date']}",
-             f"- binary: {meta['binary']}", ""]
-    lines.append("Systems: " + "; ".join(f"**{s['name']}** = {s['label']}" for s in systems))
+             f"- binary: {meta['binary']}"]
+    rl = meta.get("rootless")
+    if rl:
+        lines.append(f"- rootless pass: user `{rl['user']}` (uid {rl['uid']}), subordinate ids "
+                     f"{rl['subuid']} / gids {rl['subgid']}; uid_map `{rl.get('uid_map', '?')}`; "
+                     "the driver drops caches and times from outside the namespace")
+    lines.append("")
+    lines.append("Systems (root pass): " + "; ".join(f"**{s['name']}** = {s['label']}"
+                                                    for s in results["systems"]))
+    if results.get("rootless_systems"):
+        lines.append("")
+        lines.append("Systems (rootless pass, in the user namespace): " + "; ".join(
+            f"**{s['name']}** = {s['label']}" for s in results["rootless_systems"]))
     for n in results["notes"]:
         lines.append(f"- note: {n}")
     lines.append("")
-    names = [s["name"] for s in systems]
     for label, per in results["passes"].items():
+        names = pass_names(results, label)
         lines += [f"## {label}: median ratio to kernel overlayfs (min ratio in parentheses)", "",
                   "| workload | " + " | ".join(names) + " |",
                   "|---|" + "---:|" * len(names)]
@@ -924,14 +1402,15 @@ def report(results: dict, outdir: str) -> None:
                                  f"({fmt(ratio(r['min'], ov.get('min')))})"
                                  + (" !" if r.get("errors") else ""))
             lines.append(f"| {wl} | " + " | ".join(cells) + " |")
-        lines += ["", f"## {label}: median ratio to ext4", "",
-                  "| workload | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        for wl, bysys in per.items():
-            if wl.startswith("scale") or wl == "rss":
-                continue
-            e = bysys.get("ext4", {})
-            lines.append(f"| {wl} | " + " | ".join(
-                fmt(ratio(bysys.get(n, {}).get("median"), e.get("median"))) for n in names) + " |")
+        if "ext4" in names:
+            lines += ["", f"## {label}: median ratio to ext4", "",
+                      "| workload | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            for wl, bysys in per.items():
+                if wl.startswith("scale") or wl == "rss" or "ext4" not in bysys:
+                    continue
+                e = bysys.get("ext4", {})
+                lines.append(f"| {wl} | " + " | ".join(
+                    fmt(ratio(bysys.get(n, {}).get("median"), e.get("median"))) for n in names) + " |")
         lines += ["", f"## {label}: absolute medians / min (ms; fio: µs per op and IOPS)", "",
                   "| workload | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for wl, bysys in per.items():
@@ -943,13 +1422,14 @@ def report(results: dict, outdir: str) -> None:
                 if not r.get("samples"):
                     cells.append("")
                     continue
-                if wl.startswith("fio"):
+                if r.get("extra") and "iops" in r["extra"][0]:
                     iops = statistics.median(x["iops"] for x in r["extra"])
                     cells.append(f"{r['median'] * 1e6:.1f} / {r['min'] * 1e6:.1f} ({iops:.0f} IOPS)")
                 else:
                     cells.append(f"{r['median'] * 1e3:.1f} / {r['min'] * 1e3:.1f}")
             lines.append(f"| {wl} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += scaling_table(per, label, names)
         sc = {k: v for k, v in per.items() if k.startswith("scale-")}
         if sc:
             lines += [f"## {label}: lookup scaling (stat of 1000 files at depth 3, fresh mount)", "",
@@ -971,6 +1451,7 @@ def report(results: dict, outdir: str) -> None:
                 ov = bysys.get("overlay", {}).get("median")
                 lines.append(f"| {k.split('-')[1]} | " + " | ".join(cells) + f" | {fmt(ratio(uf, ov))} |")
             lines.append("")
+    lines += side_by_side(results)
     rss = results.get("rss")
     if rss:
         lines += [f"## daemon memory and fds after stat of {meta['rss_files']} files (unpinned pass)", "",
@@ -984,19 +1465,130 @@ def report(results: dict, outdir: str) -> None:
             lines.append(f"| {sname} | {c(rec['idle'])} | {c(rec['after_stat'])} | "
                          f"{c(rec['after_forget'])} | {rec['after_forget']['VmHWM'] / 1024:.1f} |")
         lines.append("")
+    lines += rootless_targets_table(results)
     lines += targets_table(results)
     with open(os.path.join(outdir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     for label in results["passes"]:
         with open(os.path.join(outdir, f"ratios-{label}.svg"), "w") as f:
             f.write(svg_chart(results, label))
+    for pin in ("unpinned", "pinned-cpu0"):
+        if pin in results["passes"] and f"rootless-{pin}" in results["passes"]:
+            with open(os.path.join(outdir, f"ratios-root-vs-rootless-{pin}.svg"), "w") as f:
+                f.write(svg_side_by_side(results, pin))
+
+
+def scaling_table(per: dict, label: str, names: list[str]) -> list[str]:
+    kinds = [k for k in ("find", "untar", "fio") if f"par-{k}-1" in per]
+    if not kinds:
+        return []
+    cols = [(k, n) for k in kinds for n in (2, 4)]
+    lines = [f"## {label}: parallel clients, throughput at N ÷ at 1 (in brackets: ÷ kernel "
+             "overlayfs's)", "",
+             "| system | " + " | ".join(f"{k} ×{n}" for k, n in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for s in names:
+        if s not in per.get(f"par-{kinds[0]}-1", {}):
+            continue
+        cells = []
+        for k, n in cols:
+            sc, ov = scaling(per, k, n, s), scaling(per, k, n, "overlay")
+            cells.append(f"{fmt(sc)} ({fmt(ratio(sc, ov))})" if sc is not None else "–")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+SIDE = [("root", "uf"), ("root", "ufnp"), ("root", "fo1"), ("root", "fo2"),
+        ("rootless", "uf"), ("rootless", "fo1"), ("rootless", "fo2")]
+
+
+def side_by_side(results: dict) -> list[str]:
+    """The rootless pass next to the root pass: each a ratio to its own pass's kernel overlay."""
+    out = []
+    for pin in ("unpinned", "pinned-cpu0"):
+        root, rl = results["passes"].get(pin), results["passes"].get(f"rootless-{pin}")
+        if not root or not rl:
+            continue
+        cols = [(p, s) for p, s in SIDE
+                if s in pass_names(results, pin if p == "root" else f"rootless-{pin}")]
+        out += [f"## root and rootless side by side ({pin}): median ratio to the same pass's "
+                "kernel overlayfs; overlay's median in ms (fio: µs per op)", "",
+                "| workload | overlay ms (root) | overlay ms (rootless) | "
+                + " | ".join(f"{s} ({p})" for p, s in cols) + " |",
+                "|---|---:|---:|" + "---:|" * len(cols)]
+        for wl in list(dict.fromkeys(list(root) + list(rl))):
+            if wl == "rss" or wl.startswith("scale"):
+                continue
+            by = {"root": root.get(wl, {}), "rootless": rl.get(wl, {})}
+            unit = 1e6 if "fio" in wl else 1e3
+            ms = lambda d: fmt(d.get("overlay", {}).get("median") * unit, 1) \
+                if d.get("overlay", {}).get("median") is not None else "–"  # noqa: E731
+            cells = [fmt(ratio(by[p].get(s, {}).get("median"), by[p].get("overlay", {}).get("median")))
+                     for p, s in cols]
+            out.append(f"| {wl} | {ms(by['root'])} | {ms(by['rootless'])} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+# The rootless targets (docs/performance.md): median ratio to kernel overlayfs in the same user
+# namespace, same run. (row, workloads, limit); parallel rows: scaling at 4 ÷ overlay's, at least.
+RL_TARGETS = [
+    ("metadata, warm", ["find-5L-warm", "find-20L-warm", "ls-f-warm", "ls-l-warm",
+                        "git-status-2nd", "git-status-3rd"], 1.2),
+    ("metadata, cold", ["find-5L-cold", "find-20L-cold", "ls-f-cold", "ls-l-cold"], 1.5),
+    ("sequential read of lower files", ["seqread-cold", "seqread-warm"], 1.2),
+    ("sequential write + fsync", ["seqwrite-fsync"], 1.2),
+    ("random 4k read", ["fio-randread"], 1.2),
+    ("random 4k write", ["fio-randwrite"], 1.5),
+    ("untar, rm -rf", ["untar", "rm-rf"], 1.3),
+    ("compile", ["compile-c", "compileall"], 1.15),
+]
+RL_SCALING = ("parallel throughput at 4 clients (scaling ÷ overlay's)",
+              ["par-find-4", "par-untar-4", "par-fio-4"], 0.8)
+
+
+def rootless_targets_table(results: dict) -> list[str]:
+    out = []
+    for label, per in results["passes"].items():
+        if not label.startswith("rootless"):
+            continue
+        out += [f"## targets, {label}: unionfuse's median ratio to kernel overlayfs "
+                "(userxattr, same namespace)", "",
+                "| target | workload | limit | uf | fo1 | fo2 | met | ahead of both fuse-overlayfs |",
+                "|---|---|---:|---:|---:|---:|---|---|"]
+
+        def row(name, wl, limit, vals, higher_better=False):
+            uf, f1, f2 = vals
+            if uf is None:
+                return
+            met = (uf >= limit) if higher_better else (uf <= limit)
+            peers = [v for v in (f1, f2) if v is not None]
+            ahead = all((uf > v) if higher_better else (uf < v) for v in peers)
+            out.append(f"| {name} | {wl} | {'≥' if higher_better else '≤'}{limit} | {fmt(uf)} | "
+                       f"{fmt(f1)} | {fmt(f2)} | {'met' if met else 'not met'} | "
+                       f"{('yes' if ahead else 'no') if peers else 'n/a'} |")
+
+        for name, wls, limit in RL_TARGETS:
+            for wl in wls:
+                ov = med(per, wl, "overlay")
+                row(name, wl, limit, [ratio(med(per, wl, s), ov) for s in ("uf", "fo1", "fo2")])
+        name, wls, limit = RL_SCALING
+        for wl in wls:
+            kind = wl.split("-")[1]
+            ov = scaling(per, kind, 4, "overlay")
+            row(name, wl, limit, [ratio(scaling(per, kind, 4, s), ov) for s in ("uf", "fo1", "fo2")],
+                higher_better=True)
+        out.append("")
+    return out
 
 
 def targets_table(results: dict) -> list[str]:
-    lines = ["## targets vs measured median ratio to kernel overlayfs", "",
+    lines = ["## root pass: targets vs measured median ratio to kernel overlayfs", "",
              "| workload | pass | target uf | uf | target ufnp | ufnp | fo1 | fo2 | met |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for label, per in results["passes"].items():
+        if label.startswith("rootless"):
+            continue
         for wl, (t_uf, t_np) in TARGETS.items():
             bysys = per.get(wl)
             if not bysys:
@@ -1020,22 +1612,43 @@ def targets_table(results: dict) -> list[str]:
 
 
 COLORS = {"ext4": "#7f7f7f", "fo1": "#d62728", "fo2": "#ff7f0e", "uf": "#1f77b4", "ufnp": "#17becf"}
+RL_COLORS = {"fo1": "#f4a6a6", "fo2": "#ffd39b", "uf": "#2ca02c"}
 
 
 def svg_chart(results: dict, label: str) -> str:
-    import math
     per = results["passes"][label]
-    systems = [s for s in results["systems"] if s["name"] != "overlay"]
-    rows = []
-    for wl, bysys in per.items():
-        if wl.startswith("scale") or wl == "rss":
+    labels = sys_labels(results, label)
+    names = [n for n in pass_names(results, label) if n != "overlay"]
+    series = [(labels.get(n, n), COLORS.get(n, "#555"),
+               {wl: ratio(med(per, wl, n), med(per, wl, "overlay")) for wl in per}) for n in names]
+    rows = [wl for wl in per if not wl.startswith("scale") and wl != "rss"]
+    return svg_bars(f"Median time ratio to kernel overlayfs ({label}, {results['meta']['mode']}, "
+                    f"{results['meta']['commit'][:10]}); log scale, lower is better", rows, series)
+
+
+def svg_side_by_side(results: dict, pin: str) -> str:
+    root, rl = results["passes"][pin], results["passes"][f"rootless-{pin}"]
+    series = []
+    for p, s in SIDE:
+        per = root if p == "root" else rl
+        if s not in pass_names(results, pin if p == "root" else f"rootless-{pin}"):
             continue
-        ov = bysys.get("overlay", {}).get("median")
-        rows.append((wl, [ratio(bysys.get(s["name"], {}).get("median"), ov) for s in systems]))
+        color = (COLORS if p == "root" else RL_COLORS).get(s, "#555")
+        series.append((f"{s} {p}", color,
+                       {wl: ratio(med(per, wl, s), med(per, wl, "overlay")) for wl in per}))
+    rows = [wl for wl in dict.fromkeys(list(root) + list(rl))
+            if not wl.startswith("scale") and wl != "rss"]
+    return svg_bars(f"Root and rootless ({pin}, {results['meta']['mode']}, "
+                    f"{results['meta']['commit'][:10]}): median time ratio to the same pass's "
+                    "kernel overlayfs; log scale, lower is better", rows, series)
+
+
+def svg_bars(title: str, rows: list[str], series: list[tuple]) -> str:
+    import math
     lo, hi = 1 / 16, 64
     left, width, bar, gap = 150, 560, 9, 8
-    top = 60
-    h = top + len(rows) * (bar * len(systems) + gap) + 40
+    top = 60 + 14 * (len(series) // 5)
+    h = top + len(rows) * (bar * len(series) + gap) + 40
     W = left + width + 60
 
     def x(v):
@@ -1045,14 +1658,14 @@ def svg_chart(results: dict, label: str) -> str:
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" '
          f'font-family="sans-serif" font-size="11">',
          f'<rect width="{W}" height="{h}" fill="white"/>',
-         f'<text x="{left}" y="18" font-size="13" font-weight="bold">Median time ratio to kernel '
-         f'overlayfs ({label}, {results["meta"]["mode"]}, {results["meta"]["commit"][:10]}); '
-         f'log scale, lower is better</text>']
-    lx = left
-    for s in systems:
-        o.append(f'<rect x="{lx}" y="28" width="10" height="10" fill="{COLORS.get(s["name"], "#555")}"/>'
-                 f'<text x="{lx + 14}" y="37">{s["label"]}</text>')
-        lx += 14 + 6.2 * len(s["label"]) + 14
+         f'<text x="10" y="18" font-size="12" font-weight="bold">{title}</text>']
+    lx, ly = 10, 28
+    for i, (name, color, _) in enumerate(series):
+        if i and i % 5 == 0:
+            lx, ly = 10, ly + 14
+        o.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{color}"/>'
+                 f'<text x="{lx + 14}" y="{ly + 9}">{name}</text>')
+        lx += 14 + 6.2 * len(name) + 14
     v = lo
     while v <= hi:
         X = x(v)
@@ -1060,15 +1673,15 @@ def svg_chart(results: dict, label: str) -> str:
                  f'<text x="{X:.1f}" y="{h - 22}" text-anchor="middle">{v:g}</text>')
         v *= 2
     y = top
-    for wl, vals in rows:
-        o.append(f'<text x="{left - 6}" y="{y + bar * len(systems) / 2 + 4:.1f}" '
+    for wl in rows:
+        o.append(f'<text x="{left - 6}" y="{y + bar * len(series) / 2 + 4:.1f}" '
                  f'text-anchor="end">{wl}</text>')
-        for s, r in zip(systems, vals):
+        for name, color, vals in series:
+            r = vals.get(wl)
             if r is not None:
                 X0, X1 = x(1.0), x(r)
                 o.append(f'<rect x="{min(X0, X1):.1f}" y="{y}" width="{max(abs(X1 - X0), 1):.1f}" '
-                         f'height="{bar - 1}" fill="{COLORS.get(s["name"], "#555")}">'
-                         f'<title>{s["label"]}: {r:.2f}</title></rect>')
+                         f'height="{bar - 1}" fill="{color}"><title>{name}: {r:.2f}</title></rect>')
                 o.append(f'<text x="{max(X0, X1) + 3:.1f}" y="{y + bar - 2}" font-size="8">{r:.2f}</text>')
             y += bar
         y += gap
@@ -1101,6 +1714,12 @@ def cpu_model() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tiny", action="store_true",
+                    help="minimal sizes, 1 repetition: checks the harness, measures nothing")
+    ap.add_argument("--passes", default="root,rootless",
+                    help="root (as root, beside ext4) and/or rootless (in a user namespace)")
+    ap.add_argument("--bench-user", default="",
+                    help="ordinary user with /etc/subuid and /etc/subgid ranges for the rootless pass")
     ap.add_argument("--pin", action="store_true", help="also run everything under taskset -c 0")
     ap.add_argument("--out", required=True)
     ap.add_argument("--tmp", required=True, help="scratch dir (layers, mounts); run.sh removes it")
@@ -1131,11 +1750,11 @@ def main() -> int:
     commit, dirty = (args.commit, False) if args.commit else git_meta(args.repo)
     ncpu = os.cpu_count()
     results = dict(meta=dict(
-        mode="quick" if args.quick else "full", commit=commit, dirty=dirty,
+        mode=h.mode, commit=commit, dirty=dirty,
         kernel=platform.release(), cpu=cpu_model(), ncpu=ncpu,
         date=time.strftime("%Y-%m-%d %H:%M:%S %z"), binary=args.bin, params=h.p,
         rss_files=h.p["rss_files"], python=sys.version.split()[0]),
-        systems=[], notes=h.notes, passes={}, odd=h.odd)
+        systems=[], rootless_systems=[], pass_systems={}, notes=h.notes, passes={}, odd=h.odd)
     only = [x for x in args.only.split(",") if x]
     sel = lambda name: not only or any(name.startswith(o) for o in only)  # noqa: E731
     t0 = time.monotonic()
@@ -1143,23 +1762,48 @@ def main() -> int:
         h.detect_systems()
         results["systems"] = [dict(name=s.name, label=s.label, kind=s.kind, note=s.note)
                               for s in h.systems]
+        results["rootless_systems"] = [dict(name=s.name, label=s.label, kind=s.kind, note=s.note)
+                                       for s in h.rl_systems]
+        if h.user:
+            u = h.user
+            results["meta"]["rootless"] = dict(
+                user=u.name, uid=u.uid, subuid=f"{u.subuid}:{u.subuid_n}",
+                subgid=f"{u.subgid}:{u.subgid_n}")
+        elif "rootless" in args.passes.split(","):
+            h.notes.append("no --bench-user: rootless pass skipped")
         if not shutil.which("fio"):
             h.notes.append("fio not installed: fio workloads skipped")
         wls = [w for w in workloads(h) if sel(w.name)
                and (w.group != "fio" or shutil.which("fio"))]
         wanted = {w.group for w in wls}
-        if sel("scale"):
+        if h.systems and sel("scale"):
             wanted.add("scale")
-        if sel("rss"):
+        if h.systems and sel("rss"):
             wanted.add("rss")
         h.build_data(wanted)
         allcpus = os.sched_getaffinity(0)
         passes = [("unpinned", allcpus)] + ([("pinned-cpu0", {0})] if args.pin else [])
+        root_systems = h.systems
         for label, cpus in passes:
-            os.sched_setaffinity(0, cpus)  # inherited by the tools and the FUSE daemons
-            run_pass(h, label, wls, results["passes"])
-            if "scale" in wanted:
-                run_scale(h, label, results["passes"])
+            os.sched_setaffinity(0, cpus)  # inherited by the tools, the helper and the daemons
+            if root_systems:
+                h.ctx, h.systems = LocalCtx(), root_systems
+                results["pass_systems"][label] = [s.name for s in h.systems]
+                run_pass(h, label, wls, results["passes"])
+                if "scale" in wanted:
+                    run_scale(h, label, results["passes"])
+            if h.rl_systems:
+                rl = f"rootless-{label}"
+                ctx = h.enter_namespace()
+                results["meta"].setdefault("rootless", {})["uid_map"] = ctx.uid_map
+                h.ctx, h.systems = ctx, h.rl_systems
+                results["pass_systems"][rl] = [s.name for s in h.systems]
+                try:
+                    run_pass(h, rl, wls, results["passes"])
+                finally:
+                    h.unmount_all()
+                    ctx.close()
+                    h.ctx, h.systems = LocalCtx(), root_systems
             os.sched_setaffinity(0, allcpus)
         if "rss" in wanted:
             run_rss(h, results)

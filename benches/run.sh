@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # unionfuse benchmark: ext4, kernel overlayfs, fuse-overlayfs 1.10/2.0 and unionfuse
-# (passthrough and not), interleaved, as ratios. See docs/performance.md.
+# (passthrough and not), interleaved, as ratios; then the rootless pass: kernel overlayfs
+# (userxattr), both fuse-overlayfs and unionfuse in a user namespace of an ordinary user mapped
+# like rootless podman. See docs/performance.md.
 #
-#   benches/run.sh [--quick] [--pin] [--out DIR] [--rev REV] [-- bench.py options]
+#   benches/run.sh [--quick|--tiny] [--pin] [--out DIR] [--rev REV] [-- bench.py options]
 #
-# --quick  small sizes, < 10 minutes (run it often); default is the full run (~1 hour)
+# --quick  small sizes, ~15 minutes for both passes (run it often); default is the full run
+# --tiny   minimal sizes, 1 repetition: checks that the harness works, measures nothing
 # --pin    run the whole comparison a second time under taskset -c 0 and report both
 # --out    where results.json, table.md and ratios-*.svg go (default benches/results/DATE)
 # --rev    benchmark that commit (git archive into a cache dir, built there) instead of the
 #          working tree, e.g. --rev HEAD while src/ is mid-edit
 # Extra options after `--` go to bench.py (--only find,ls  --systems overlay,uf  --reps N
-# --rss-files N). Needs root. Leaves no mount and no temp dir behind, even on Ctrl-C.
+# --rss-files N  --passes root|rootless). Needs root. Leaves no mount and no temp dir behind,
+# even on Ctrl-C. The rootless pass runs as the user `ufbench` (UFBENCH_USER), created with a
+# subordinate id range when missing.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,11 +28,12 @@ extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) quick=(--quick) ;;
+        --tiny) quick=(--tiny) ;;
         --pin) pin=(--pin) ;;
         --out) out=${2:?--out needs a directory}; shift ;;
         --out=*) out=${1#--out=} ;;
         --rev) rev=${2:?--rev needs a commit}; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -39,9 +45,11 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 tmp=""
+fuse_mode=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    [[ -z $fuse_mode ]] || chmod "$fuse_mode" /dev/fuse || true
     if [[ -n $tmp && -d $tmp ]]; then
         # unmount everything under the scratch dir, deepest first; abort dead FUSE connections
         local mnt dev
@@ -81,6 +89,40 @@ apt_install() {
 command -v fio >/dev/null || apt_install fio || log "fio unavailable: fio workloads skipped"
 [[ -x /usr/bin/fuse-overlayfs ]] || apt_install fuse-overlayfs || log "fuse-overlayfs 1.10 unavailable"
 command -v fusermount3 >/dev/null || apt_install fuse3 || true
+command -v git >/dev/null || apt_install git || log "git unavailable: git workloads fail"
+command -v make >/dev/null && command -v cc >/dev/null || apt_install make gcc \
+    || log "make/gcc unavailable: compile-c fails"
+command -v newuidmap >/dev/null || apt_install uidmap || log "newuidmap unavailable: no rootless pass"
+
+# The rootless pass's user: an ordinary user with 65536 subordinate uids and gids (after the
+# highest range in use), as rootless podman needs them.
+bench_user=${UFBENCH_USER:-ufbench}
+ensure_subids() { # FILE
+    local f=$1 end
+    grep -q "^$bench_user:[0-9]*:[0-9]*$" "$f" 2>/dev/null && return 0
+    end=$(awk -F: 'NF == 3 { e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f" 2>/dev/null || echo 100000)
+    echo "$bench_user:$end:65536" >> "$f"
+    log "gave $bench_user the subordinate range $end:65536 in $f"
+}
+user_args=()
+if command -v newuidmap >/dev/null && command -v newgidmap >/dev/null && command -v setpriv >/dev/null; then
+    if ! id -u "$bench_user" >/dev/null 2>&1; then
+        useradd -M -s /usr/sbin/nologin "$bench_user" && log "created user $bench_user"
+    fi
+    if id -u "$bench_user" >/dev/null 2>&1; then
+        ensure_subids /etc/subuid
+        ensure_subids /etc/subgid
+        user_args=(--bench-user "$bench_user")
+        # FUSE mounts in a user namespace open /dev/fuse as the user
+        mode=$(stat -c %a /dev/fuse)
+        if [[ $((8#$mode & 8#006)) -ne 6 ]]; then
+            fuse_mode=$mode
+            chmod o+rw /dev/fuse
+        fi
+    fi
+else
+    log "newuidmap/newgidmap/setpriv missing: no rootless pass"
+fi
 
 fo2_root=${UFBENCH_FO2_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/unionfuse-bench/fo2}
 fo2=$fo2_root/bin/fuse-overlayfs
@@ -116,5 +158,5 @@ tmp=$(mktemp -d /tmp/ufbench.XXXXXX)
 python=${PYTHON:-python3}
 log "results -> $out"
 "$python" "$here/bench.py" "${quick[@]}" "${pin[@]}" --out "$out" --tmp "$tmp" \
-    --bin "$bin" --fo2 "$fo2" --repo "$repo" "${commit_args[@]}" "${extra[@]}"
+    --bin "$bin" --fo2 "$fo2" --repo "$repo" "${user_args[@]}" "${commit_args[@]}" "${extra[@]}"
 log "table: $out/table.md"
