@@ -1,6 +1,9 @@
 //! rename: the checks shared by both forms, then `exchange` (RENAME_EXCHANGE) or `replace`.
-//! Only upper-only objects move: a directory with lower copies answers EXDEV (no redirect_dir);
-//! sources are copied up before the two parents' `dir_lock`s are taken, in node id order.
+//! A non-directory is copied up and moved in the upper. A directory with lower copies is
+//! copied up and moved too, and its upper copy records where its lower copies are in a
+//! redirect xattr (kernel overlay's `redirect_dir=on`); with redirects off, or in an exchange,
+//! it answers EXDEV. Sources are copied up before the two parents' `dir_lock`s are taken, in
+//! node id order.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,10 +15,10 @@ use parking_lot::MutexGuard;
 use crate::error::{Error, Result};
 use crate::inode::Node;
 use crate::layer;
-use crate::lookup::{self, Hit};
+use crate::lookup::{self, Hit, LowerPath};
 use crate::sys;
 
-use super::{Union, require_dir};
+use super::{RedirectDir, Union, require_dir};
 
 /// Both ends of a rename, resolved under the two parents' `dir_lock`s.
 struct Ends<'a> {
@@ -26,7 +29,8 @@ struct Ends<'a> {
     newparent: &'a Node,
     newname: &'a CString,
     npfd: BorrowedFd<'a>,
-    /// The source: upper-only (anything else answered EXDEV).
+    /// The source: in the upper (anything else answered EXDEV); a directory may have lower
+    /// copies.
     src: lookup::Found,
     /// What the target name resolves to.
     dst: Hit,
@@ -61,11 +65,11 @@ impl Union {
         // Copy up first (before any directory lock): the source, the target when exchanging,
         // and both parents.
         let src = self
-            .prepare_rename_side(&parent, &name)?
+            .prepare_rename_side(&parent, &name, exchange)?
             .ok_or(Error::NotFound)?;
         let dst = if exchange {
             Some(
-                self.prepare_rename_side(&newparent, &newname)?
+                self.prepare_rename_side(&newparent, &newname, true)?
                     .ok_or(Error::NotFound)?,
             )
         } else {
@@ -76,7 +80,12 @@ impl Union {
         let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
             return Err(Error::NotFound);
         };
-        if !self.upper_only(&sfound) {
+        let movable = self.upper_only(&sfound)
+            || (!exchange
+                && sfound.is_dir
+                && self.stack.is_upper(sfound.top())
+                && self.creates_redirects());
+        if !movable {
             return Err(Error::CrossLayerRename);
         }
         if parent_ino == newparent_ino && name == newname {
@@ -99,6 +108,52 @@ impl Union {
             Some(dst) => self.exchange(&ends, &src, &dst),
             None => self.replace(&ends, &src, flags & libc::RENAME_NOREPLACE != 0),
         }
+    }
+
+    fn creates_redirects(&self) -> bool {
+        self.opts.redirect_dir == RedirectDir::On
+    }
+
+    /// The redirect a directory with lower copies needs once `src` moves from `parent/name`
+    /// (to `newparent` when not `samedir`), as kernel overlay's `ovl_set_redirect` computes
+    /// it: an existing one is kept when it still holds (same parent, or absolute); otherwise
+    /// the old name within the same parent, or the absolute path of its lower copies, built
+    /// from the names (or redirects) of it and its ancestors.
+    fn redirect_for(
+        &self,
+        found: &lookup::Found,
+        parent: &Node,
+        name: &CStr,
+        samedir: bool,
+    ) -> Result<Option<LowerPath>> {
+        if let Some(r) = &found.redirect
+            && (samedir || matches!(r, LowerPath::Abs(_)))
+        {
+            return Ok(None);
+        }
+        if samedir {
+            return Ok(Some(LowerPath::Name(name.to_owned())));
+        }
+        let mut comps = vec![match &found.redirect {
+            Some(LowerPath::Name(n)) => n.clone(),
+            _ => name.to_owned(),
+        }];
+        let mut cur = self.nodes.get(parent.ino)?;
+        while cur.ino != crate::inode::ROOT {
+            let lower = cur.state.lock().lower.clone();
+            match lower {
+                Some(LowerPath::Abs(prefix)) => {
+                    let mut all = prefix;
+                    all.extend(comps.into_iter().rev());
+                    return Ok(Some(LowerPath::Abs(all)));
+                }
+                Some(LowerPath::Name(n)) => comps.push(n),
+                None => comps.push(cur.alias()?.1),
+            }
+            cur = self.nodes.get(cur.alias()?.0)?;
+        }
+        comps.reverse();
+        Ok(Some(LowerPath::Abs(comps)))
     }
 
     /// Is the object in the upper only (so a rename of it stays within one layer)?
@@ -149,7 +204,7 @@ impl Union {
                 // A target only in lowers has nothing in the upper to replace: the moved
                 // object covers it.
                 if d.is_dir {
-                    self.check_empty(e.newparent, e.newname, &d.layers)?;
+                    self.check_empty(e.newparent, e.newname, d)?;
                     if self.stack.is_upper(d.top()) {
                         // Only whiteouts remain in the target's upper copy: clear them so the
                         // rename can replace it (the moved dir is made opaque below).
@@ -175,7 +230,20 @@ impl Union {
             }
         }
         let src_whiteout = self.lower_positive(e.parent, e.name)?;
-        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
+        let mut new_lower = None;
+        if e.src.is_dir && !self.upper_only(&e.src) {
+            // Its lower copies stay where they are: the redirect says where, and it hides
+            // whatever a lower has under the new name (no opaque flag, as kernel overlay).
+            let samedir = e.parent.ino == e.newparent.ino;
+            new_lower = self.redirect_for(&e.src, e.parent, e.name, samedir)?;
+            if let Some(r) = &new_lower {
+                let v = r.to_xattr();
+                if v.len() > lookup::REDIRECT_MAX {
+                    return Err(Error::CrossLayerRename);
+                }
+                self.fmt.set_redirect(e.pfd, e.name, &v)?;
+            }
+        } else if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
             self.fmt.set_opaque(e.pfd, e.name)?;
         }
         if e.src.is_dir && upper_whiteout_at_dst {
@@ -201,6 +269,9 @@ impl Union {
         }
         src.remove_alias(e.parent.ino, e.name, None);
         src.add_alias(e.newparent.ino, e.newname);
+        if let Some(r) = new_lower {
+            src.state.lock().lower = Some(r);
+        }
         Ok(())
     }
 
@@ -218,10 +289,10 @@ impl Union {
         let Hit::Found(src) = self.resolve(parent, name)? else {
             return Err(Error::NotFound);
         };
-        if src.is_dir && has_lower(&src) {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if src.is_dir && has_lower(&src) && (exchange || !self.creates_redirects()) {
             return Err(Error::CrossLayerRename);
         }
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
         match self.resolve(newparent, newname)? {
             Hit::Absent { .. } if exchange => Err(Error::NotFound),
             Hit::Absent { .. } => Ok(()),
@@ -236,15 +307,20 @@ impl Union {
             Hit::Found(dst) => match (src.is_dir, dst.is_dir) {
                 (true, false) => Err(Error::NotDir),
                 (false, true) => Err(Error::IsDir),
-                (true, true) => self.check_empty(newparent, newname, &dst.layers),
+                (true, true) => self.check_empty(newparent, newname, &dst),
                 (false, false) => Ok(()),
             },
         }
     }
 
-    /// The node at `parent/name`, copied up if it is a non-directory in a lower. A directory
-    /// with lower copies is left alone (rename then answers EXDEV).
-    fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
+    /// The node at `parent/name`, copied up (a directory with lower copies only when
+    /// redirects are created and this is not an exchange; otherwise EXDEV).
+    fn prepare_rename_side(
+        &self,
+        parent: &Arc<Node>,
+        name: &CString,
+        exchange: bool,
+    ) -> Result<Option<Arc<Node>>> {
         let Hit::Found(found) = self.resolve(parent, name)? else {
             return Ok(None);
         };
@@ -268,13 +344,16 @@ impl Union {
             }
         };
         node.add_alias(parent.ino, name);
+        let has_lower = found.layers.iter().any(|l| !self.stack.is_upper(*l));
         if found.is_dir {
-            if found.layers.iter().any(|l| !self.stack.is_upper(*l)) {
+            if has_lower && (exchange || !self.creates_redirects()) {
                 return Err(Error::CrossLayerRename);
             }
-        } else {
-            self.copy_up(&node)?;
+            if found.redirect.is_some() {
+                node.state.lock().lower = found.redirect.clone();
+            }
         }
+        self.copy_up(&node)?;
         Ok(Some(node))
     }
 }
