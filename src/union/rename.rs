@@ -1,8 +1,8 @@
 //! rename: the checks shared by both forms, then `exchange` (RENAME_EXCHANGE) or `replace`.
 //! A non-directory is copied up and moved in the upper. A directory with lower copies is
 //! copied up and moved too, and its upper copy records where its lower copies are in a
-//! redirect xattr (kernel overlay's `redirect_dir=on`); with redirects off, or in an exchange,
-//! it answers EXDEV. Sources are copied up before the two parents' `dir_lock`s are taken, in
+//! redirect xattr (kernel overlay's `redirect_dir=on`), also in an exchange; with redirects
+//! off it answers EXDEV. Sources are copied up before the two parents' `dir_lock`s are taken, in
 //! node id order.
 
 use std::ffi::{CStr, CString, OsStr};
@@ -65,11 +65,11 @@ impl Union {
         // Copy up first (before any directory lock): the source, the target when exchanging,
         // and both parents.
         let src = self
-            .prepare_rename_side(&parent, &name, exchange)?
+            .prepare_rename_side(&parent, &name)?
             .ok_or(Error::NotFound)?;
         let dst = if exchange {
             Some(
-                self.prepare_rename_side(&newparent, &newname, true)?
+                self.prepare_rename_side(&newparent, &newname)?
                     .ok_or(Error::NotFound)?,
             )
         } else {
@@ -80,12 +80,7 @@ impl Union {
         let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
             return Err(Error::NotFound);
         };
-        let movable = self.upper_only(&sfound)
-            || (!exchange
-                && sfound.is_dir
-                && self.stack.is_upper(sfound.top())
-                && self.creates_redirects());
-        if !movable {
+        if !self.movable(&sfound) {
             return Err(Error::CrossLayerRename);
         }
         if parent_ino == newparent_ino && name == newname {
@@ -161,27 +156,70 @@ impl Union {
         self.stack.is_upper(found.top()) && found.layers.len() == 1
     }
 
-    /// RENAME_EXCHANGE: both ends exist and are upper-only; each name keeps hiding what a lower
-    /// has under it.
+    /// Can this object be moved within the upper: upper-only, or a directory copied up whose
+    /// lower copies a redirect will point to?
+    fn movable(&self, found: &lookup::Found) -> bool {
+        self.upper_only(found)
+            || (found.is_dir && self.stack.is_upper(found.top()) && self.creates_redirects())
+    }
+
+    /// Before `found` (a directory at `dir/name`, in the upper) moves: record where its lower
+    /// copies are, or, for an upper-only one arriving where a lower has `newname` under
+    /// `newparent`, make it opaque so it does not merge with that. Returns the redirect the
+    /// node takes after the move.
+    fn mark_moving_dir(
+        &self,
+        found: &lookup::Found,
+        (parent, dir, name): (&Node, BorrowedFd<'_>, &CStr),
+        (newparent, newname): (&Node, &CStr),
+    ) -> Result<Option<LowerPath>> {
+        if !found.is_dir {
+            return Ok(None);
+        }
+        if !self.upper_only(found) {
+            // Its lower copies stay where they are: the redirect says where, and it hides
+            // whatever a lower has under the new name (no opaque flag, as kernel overlay).
+            let samedir = parent.ino == newparent.ino;
+            let r = self.redirect_for(found, parent, name, samedir)?;
+            if let Some(r) = &r {
+                let v = r.to_xattr();
+                if v.len() > lookup::REDIRECT_MAX {
+                    return Err(Error::CrossLayerRename);
+                }
+                self.fmt.set_redirect(dir, name, &v)?;
+            }
+            return Ok(r);
+        }
+        if !found.opaque && self.lower_positive(newparent, newname)? {
+            self.fmt.set_opaque(dir, name)?;
+        }
+        Ok(None)
+    }
+
+    /// RENAME_EXCHANGE: both ends exist and are in the upper; each name keeps hiding what a
+    /// lower has under it.
     fn exchange(&self, e: &Ends<'_>, src: &Node, dst: &Node) -> Result<()> {
         let Hit::Found(dfound) = &e.dst else {
             return Err(Error::NotFound);
         };
-        if !self.upper_only(dfound) {
+        if !self.movable(dfound) {
             return Err(Error::CrossLayerRename);
         }
-        // A directory arriving where a lower has the name must not merge with it.
-        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
-            self.fmt.set_opaque(e.pfd, e.name)?;
-        }
-        if dfound.is_dir && !dfound.opaque && self.lower_positive(e.parent, e.name)? {
-            self.fmt.set_opaque(e.npfd, e.newname)?;
-        }
+        let src_lower =
+            self.mark_moving_dir(&e.src, (e.parent, e.pfd, e.name), (e.newparent, e.newname))?;
+        let dst_lower =
+            self.mark_moving_dir(dfound, (e.newparent, e.npfd, e.newname), (e.parent, e.name))?;
         sys::renameat2(e.pfd, e.name, e.npfd, e.newname, libc::RENAME_EXCHANGE)?;
         src.remove_alias(e.parent.ino, e.name, None);
         dst.remove_alias(e.newparent.ino, e.newname, None);
         src.add_alias(e.newparent.ino, e.newname);
         dst.add_alias(e.parent.ino, e.name);
+        if let Some(r) = src_lower {
+            src.state.lock().lower = Some(r);
+        }
+        if let Some(r) = dst_lower {
+            dst.state.lock().lower = Some(r);
+        }
         Ok(())
     }
 
@@ -230,22 +268,8 @@ impl Union {
             }
         }
         let src_whiteout = self.lower_positive(e.parent, e.name)?;
-        let mut new_lower = None;
-        if e.src.is_dir && !self.upper_only(&e.src) {
-            // Its lower copies stay where they are: the redirect says where, and it hides
-            // whatever a lower has under the new name (no opaque flag, as kernel overlay).
-            let samedir = e.parent.ino == e.newparent.ino;
-            new_lower = self.redirect_for(&e.src, e.parent, e.name, samedir)?;
-            if let Some(r) = &new_lower {
-                let v = r.to_xattr();
-                if v.len() > lookup::REDIRECT_MAX {
-                    return Err(Error::CrossLayerRename);
-                }
-                self.fmt.set_redirect(e.pfd, e.name, &v)?;
-            }
-        } else if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
-            self.fmt.set_opaque(e.pfd, e.name)?;
-        }
+        let new_lower =
+            self.mark_moving_dir(&e.src, (e.parent, e.pfd, e.name), (e.newparent, e.newname))?;
         if e.src.is_dir && upper_whiteout_at_dst {
             // A directory cannot replace the whiteout (a char device) by rename: exchange them,
             // then keep the whiteout at the old name if a lower still has it.
@@ -290,7 +314,8 @@ impl Union {
             return Err(Error::NotFound);
         };
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if src.is_dir && has_lower(&src) && (exchange || !self.creates_redirects()) {
+        let fixed = |f: &lookup::Found| f.is_dir && has_lower(f) && !self.creates_redirects();
+        if fixed(&src) {
             return Err(Error::CrossLayerRename);
         }
         match self.resolve(newparent, newname)? {
@@ -298,7 +323,7 @@ impl Union {
             Hit::Absent { .. } => Ok(()),
             Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Exists),
             Hit::Found(dst) if exchange => {
-                if dst.is_dir && has_lower(&dst) {
+                if fixed(&dst) {
                     Err(Error::CrossLayerRename)
                 } else {
                     Ok(())
@@ -314,13 +339,8 @@ impl Union {
     }
 
     /// The node at `parent/name`, copied up (a directory with lower copies only when
-    /// redirects are created and this is not an exchange; otherwise EXDEV).
-    fn prepare_rename_side(
-        &self,
-        parent: &Arc<Node>,
-        name: &CString,
-        exchange: bool,
-    ) -> Result<Option<Arc<Node>>> {
+    /// redirects are created; otherwise EXDEV).
+    fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
         let Hit::Found(found) = self.resolve(parent, name)? else {
             return Ok(None);
         };
@@ -346,7 +366,7 @@ impl Union {
         node.add_alias(parent.ino, name);
         let has_lower = found.layers.iter().any(|l| !self.stack.is_upper(*l));
         if found.is_dir {
-            if has_lower && (exchange || !self.creates_redirects()) {
+            if has_lower && !self.creates_redirects() {
                 return Err(Error::CrossLayerRename);
             }
             if found.redirect.is_some() {
