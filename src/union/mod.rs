@@ -274,7 +274,14 @@ impl Union {
         }
         let Some(path) = lookup::LowerPath::parse(&raw) else {
             tracing::warn!(?name, value = %String::from_utf8_lossy(&raw), "invalid redirect");
-            return Err(Error::Invalid);
+            // As kernel overlay (*observed*): a `.` or `..` component fails its lookup
+            // (EACCES), anything else malformed is EINVAL.
+            let dots = raw.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
+            return Err(if dots {
+                Error::Sys(libc::EACCES)
+            } else {
+                Error::Invalid
+            });
         };
         let lowers: Vec<LayerIdx> = match &path {
             LowerPath::Name(_) => parent
