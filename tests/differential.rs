@@ -1534,7 +1534,7 @@ fn any_op() -> impl Strategy<Value = Op> {
         // Directory renames: these names are directories in most generated layers, so lower,
         // merged and upper-only directories move (through redirects, as on kernel overlay
         // with redirect_dir=on), also into and out of each other.
-        3 => (
+        5 => (
             proptest::sample::select(DIRS),
             proptest::sample::select(DIRS),
             proptest::sample::select(&[0u32, 0, libc::RENAME_EXCHANGE][..]),
