@@ -109,7 +109,7 @@ impl Union {
         self.opts.redirect_dir == RedirectDir::On
     }
 
-    /// The redirect a directory with lower copies needs once `src` moves from `parent/name`
+    /// The redirect a directory with lower copies (`found`) needs once it moves from `parent/name`
     /// (to `newparent` when not `samedir`), as kernel overlay's `ovl_set_redirect` computes
     /// it: an existing one is kept when it still holds (same parent, or absolute); otherwise
     /// the old name within the same parent, or the absolute path of its lower copies, built
