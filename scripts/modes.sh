@@ -24,7 +24,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 MODE_UID=4242
 MODE_NAME=podtest
 SUITES=(mount_copy_up mount_files mount_lifecycle mount_lookup mount_readonly mount_remove
-    mount_rename mount_xattrs core_rules differential concurrency hostile permissions)
+    mount_rename mount_xattrs core_rules differential concurrency hostile permissions redirect)
 # MODES_SUITES="differential hostile": only those.
 [[ -z "${MODES_SUITES:-}" ]] || read -r -a SUITES <<<"$MODES_SUITES"
 TIMEOUT="${MODES_TIMEOUT:-15m}"

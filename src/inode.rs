@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerIdx, LayerStack, UPPER};
+use crate::lookup::LowerPath;
 use crate::sys;
 
 pub const ROOT: u64 = 1;
@@ -71,6 +72,8 @@ pub struct NodeState {
     pub xattr_names: Option<Arc<Vec<CString>>>,
     /// For a directory of a deep stack: which lower copies hold which names.
     pub index: Option<Arc<crate::dirindex::DirIndex>>,
+    /// A renamed directory's redirect: where its lower copies are (see `lookup::LowerPath`).
+    pub lower: Option<LowerPath>,
 }
 
 impl Node {
@@ -85,6 +88,7 @@ impl Node {
             state: Mutex::new(NodeState {
                 xattr_names: None,
                 index: None,
+                lower: None,
                 aliases: alias.into_iter().collect(),
                 layers,
             }),
@@ -382,7 +386,9 @@ impl NodeTable {
             return Ok(fd.clone());
         }
         // Walk up to a cached ancestor (or the root), then open back down: iterative, so trees
-        // deeper than PATH_MAX cost no recursion.
+        // deeper than PATH_MAX cost no recursion. In a lower layer a redirected directory is
+        // found where its redirect says: under its old name, or from the layer's root.
+        let lower = !stack.is_upper(layer);
         let mut chain: Vec<(u64, CString)> = Vec::new();
         let mut cur = node.ino;
         let mut base: Arc<OwnedFd> = loop {
@@ -395,9 +401,30 @@ impl NodeTable {
                 break fd.clone();
             }
             let n = self.get(cur)?;
-            let (parent, name) = n.alias()?;
-            chain.push((cur, name));
-            cur = parent;
+            let redirect = if lower {
+                n.state.lock().lower.clone()
+            } else {
+                None
+            };
+            match redirect {
+                Some(LowerPath::Abs(comps)) => {
+                    let mut fd = stack.layers[layer].root.clone();
+                    for c in &comps {
+                        fd = Arc::new(sys::open_dir_path(fd.as_fd(), c)?);
+                    }
+                    self.cache_dir_fd(cur, layer, fd.clone());
+                    break fd;
+                }
+                Some(LowerPath::Name(name)) => {
+                    chain.push((cur, name));
+                    cur = n.alias()?.0;
+                }
+                None => {
+                    let (parent, name) = n.alias()?;
+                    chain.push((cur, name));
+                    cur = parent;
+                }
+            }
         };
         for (ino, name) in chain.into_iter().rev() {
             let fd = Arc::new(sys::open_dir_path(base.as_fd(), &name)?);

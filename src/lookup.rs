@@ -3,7 +3,7 @@
 //! a non-directory hides everything below; a directory merges with directories of the same name
 //! below it until one is opaque or a non-directory or whiteout stops the merge.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -21,6 +21,64 @@ pub struct Found {
     pub is_dir: bool,
     /// The directory's topmost copy is opaque.
     pub opaque: bool,
+    /// The directory's upper copy holds a redirect that was followed: its lower copies are
+    /// found there, not under its own name.
+    pub redirect: Option<LowerPath>,
+}
+
+/// Where a renamed directory's lower copies are: kernel overlay's `redirect` xattr. The
+/// value is a name (relative: in the parent's lower copies) or a path from each lower
+/// layer's root with a leading `/` (absolute), with no trailing NUL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LowerPath {
+    Name(CString),
+    Abs(Vec<CString>),
+}
+
+/// Longest redirect written (kernel overlay's `redirect_max` default): a longer one makes
+/// the rename answer EXDEV, as there.
+pub const REDIRECT_MAX: usize = 256;
+
+impl LowerPath {
+    /// A stored value, or None when it is malformed: empty, a relative one with a `/`, or
+    /// a component that is `.` or `..` (a redirect never leaves the layer it is read in).
+    pub fn parse(v: &[u8]) -> Option<LowerPath> {
+        let ok = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+        match v.strip_prefix(b"/") {
+            Some(rest) => {
+                let comps: Vec<&[u8]> = rest
+                    .split(|b| *b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                if comps.is_empty() || !comps.iter().all(|c| ok(c)) {
+                    return None;
+                }
+                Some(LowerPath::Abs(
+                    comps
+                        .into_iter()
+                        .filter_map(|c| CString::new(c).ok())
+                        .collect(),
+                ))
+            }
+            None if ok(v) && !v.contains(&b'/') => CString::new(v).ok().map(LowerPath::Name),
+            None => None,
+        }
+    }
+
+    /// The xattr value kernel overlay writes for it.
+    pub fn to_xattr(&self) -> Vec<u8> {
+        match self {
+            LowerPath::Name(n) => n.to_bytes().to_vec(),
+            LowerPath::Abs(comps) => {
+                let mut v = Vec::new();
+                for c in comps {
+                    v.push(b'/');
+                    v.extend_from_slice(c.to_bytes());
+                }
+                v
+            }
+        }
+    }
 }
 
 impl Found {
@@ -90,6 +148,7 @@ pub fn resolve(
                     stats: vec![st],
                     is_dir,
                     opaque,
+                    redirect: None,
                 });
                 if !is_dir || opaque || last {
                     break;
@@ -134,4 +193,32 @@ pub fn lower_positive(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_values_parse_as_kernel_overlay_writes_them() {
+        assert_eq!(
+            LowerPath::parse(b"d"),
+            Some(LowerPath::Name(c"d".to_owned()))
+        );
+        let abs = LowerPath::parse(b"/a/b").expect("absolute");
+        assert_eq!(abs, LowerPath::Abs(vec![c"a".to_owned(), c"b".to_owned()]));
+        assert_eq!(abs.to_xattr(), b"/a/b");
+        for bad in [
+            &b""[..],
+            b"/",
+            b"a/b",
+            b"..",
+            b".",
+            b"/a/../b",
+            b"/..",
+            b"a\0",
+        ] {
+            assert_eq!(LowerPath::parse(bad), None, "{bad:?}");
+        }
+    }
 }

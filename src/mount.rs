@@ -184,6 +184,7 @@ fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
             },
             static_nlink: cfg.static_nlink,
             aufs_whiteouts: cfg.aufs_whiteouts,
+            redirect_dir: cfg.redirect_dir,
         },
         fd_cache,
     );

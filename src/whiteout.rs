@@ -22,6 +22,7 @@ pub struct Format {
     prefix: &'static str,
     opaque: CString,
     origin: CString,
+    redirect: CString,
 }
 
 impl Format {
@@ -38,6 +39,7 @@ impl Format {
             prefix,
             opaque: mk("opaque"),
             origin: mk("unionfuse.origin"),
+            redirect: mk("redirect"),
         }
     }
 
@@ -123,6 +125,16 @@ impl Format {
             return Ok(false);
         };
         Ok(sys::fstatat_opt(dir, &wh)?.is_some())
+    }
+
+    /// The raw redirect of `dir/name` (a directory), if it has one.
+    pub fn redirect(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<Vec<u8>>> {
+        sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.redirect)
+    }
+
+    /// Record where the directory `dir/name` (in the upper) has its lower copies.
+    pub fn set_redirect(&self, dir: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> Result<()> {
+        sys::lsetxattr(&sys::proc_path(dir, name), &self.redirect, value, 0)
     }
 
     pub fn origin(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<u64> {

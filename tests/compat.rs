@@ -194,9 +194,9 @@ fn bad_timeout_threaded_xino_are_refused_and_valid_xino_is_ignored() {
 
 #[test]
 fn accepted_without_effect_are_recorded() {
-    let list = r#"context="system_u:object_r:container_file_t:s0:c1,c2",redirect_dir=off,index=off,metacopy=off,noatime,xattr_permissions=0"#;
+    let list = r#"context="system_u:object_r:container_file_t:s0:c1,c2",index=off,metacopy=off,noatime,xattr_permissions=0"#;
     let o = opts(list);
-    assert_eq!(o.ignored.len(), 5, "{:?}", o.ignored);
+    assert_eq!(o.ignored.len(), 4, "{:?}", o.ignored);
     assert_eq!(o.override_stat, None);
     assert!(o.ignored[0].starts_with("context="));
 }
@@ -204,8 +204,6 @@ fn accepted_without_effect_are_recorded() {
 #[test]
 fn overlay_features_we_lack_are_refused_by_name() {
     for (opt, word) in [
-        ("redirect_dir=on", "redirect_dir"),
-        ("redirect_dir=follow", "redirect_dir"),
         ("index=on", "index"),
         ("metacopy=on", "metacopy"),
         ("nfs_export=on", "nfs_export"),
@@ -213,6 +211,30 @@ fn overlay_features_we_lack_are_refused_by_name() {
         let e = opt_err(opt);
         assert!(e.contains(word) && e.contains("unsupported"), "{opt}: {e}");
     }
+}
+
+#[test]
+fn redirect_dir_takes_kernel_overlays_values() {
+    use unionfuse::union::RedirectDir;
+    assert_eq!(
+        MountOpts::default().redirect_dir,
+        None,
+        "unset: the default (on)"
+    );
+    for (v, want) in [
+        ("on", RedirectDir::On),
+        ("follow", RedirectDir::Follow),
+        ("off", RedirectDir::Follow),
+        ("nofollow", RedirectDir::NoFollow),
+    ] {
+        assert_eq!(
+            opts(&format!("redirect_dir={v}")).redirect_dir,
+            Some(want),
+            "{v}"
+        );
+    }
+    let e = opt_err("redirect_dir=yes");
+    assert!(e.contains("redirect_dir") && e.contains("nofollow"), "{e}");
 }
 
 #[test]

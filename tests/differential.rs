@@ -801,42 +801,52 @@ fn rename_file_over_lower_file_matches_the_kernel() {
 }
 
 #[test]
-fn rename_dirs_exdev_for_lower_content_matches_the_kernel() {
+fn rename_dirs_with_lower_content_matches_the_kernel() {
+    let mv = |from: &str, to: &str, flags: u32| Rename {
+        from: b(from),
+        to: b(to),
+        flags,
+    };
     check(vec![
-        Rename {
-            from: b("d"),
-            to: b("e"),
-            flags: 0,
+        // A merged directory (three lowers and the upper), renamed in place: a relative
+        // redirect, then moved into an upper-only one: absolute.
+        mv("d", "e", 0),
+        ReadDir { path: b("e") },
+        Read {
+            path: b("e/sub/deep"),
         },
-        Rename {
-            from: b("opq"),
-            to: b("opq2"),
-            flags: 0,
+        mv("e", "uonly/e2", 0),
+        ReadDir {
+            path: b("uonly/e2"),
         },
-        Rename {
-            from: b("emptydir"),
-            to: b("emptydir2"),
-            flags: 0,
+        // Its subdirectory (lower only) moves to the root, then back to its old name.
+        mv("uonly/e2/sub", "sub2", 0),
+        Read {
+            path: b("sub2/deep"),
         },
-        Rename {
-            from: b("uonly"),
-            to: b("uonly2"),
-            flags: 0,
-        },
+        mv("sub2", "uonly/e2/sub", 0),
+        // An opaque lower directory and an empty one.
+        mv("opq", "opq2", 0),
+        ReadDir { path: b("opq2") },
+        mv("emptydir", "uopq/emptydir", 0),
+        // Onto a directory name a lower still has, and an exchange of two lower directories.
         Mkdir {
-            path: b("fresh"),
+            path: b("h2"),
             mode: 0o755,
         },
-        Create {
-            path: b("fresh/f"),
-            mode: 0o644,
-        },
-        Rename {
-            from: b("fresh"),
-            to: b("d/fresh"),
-            flags: 0,
-        },
-        ReadDir { path: b("d/fresh") },
+        mv("h", "h2", 0),
+        ReadDir { path: b("h2") },
+        mv("h2", "opq2", libc::RENAME_EXCHANGE),
+        ReadDir { path: b("h2") },
+        ReadDir { path: b("opq2") },
+        // An upper-only directory still moves as before; rmdir of a moved one counts its lower
+        // entries.
+        mv("uonly", "d", 0),
+        Rmdir { path: b("opq2") },
+        Unlink { path: b("opq2/a") },
+        Unlink { path: b("opq2/b") },
+        Rmdir { path: b("opq2") },
+        ReadDir { path: b("") },
     ]);
 }
 
@@ -1323,6 +1333,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
+/// Generated sequences after which the kernel's upper holds a redirect (a directory with lower
+/// copies was renamed): the generator must keep reaching that.
+static REDIRECTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Does the upper hold any `overlay.redirect` xattr?
+fn has_redirects(upper: &Path) -> bool {
+    let name = format!("{}redirect", overlay_prefix());
+    list_rel(upper)
+        .iter()
+        .any(|rel| sys::lgetxattr_opt(&upper.join(rel), &name).is_some())
+}
+
 /// Generated runs do not print every step of every passing case.
 fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
@@ -1434,6 +1456,11 @@ const UNIVERSE: &[&str] = &[
     "a/b/a", "a/b/b", "b/a/a", "b/b/b", "c/c/c", "c/a/b",
 ];
 
+/// Names of `UNIVERSE` that have children there (so usually directories), and new names.
+const DIRS: &[&str] = &[
+    "a", "b", "c", "a/a", "a/b", "b/a", "c/c", "n", "a/n", "c/a/n",
+];
+
 fn any_path() -> impl Strategy<Value = &'static str> {
     proptest::sample::select(UNIVERSE)
 }
@@ -1504,6 +1531,15 @@ fn any_op() -> impl Strategy<Value = Op> {
             ),
         )
             .prop_map(|(from, to, flags)| Rename { from, to, flags }),
+        // Directory renames: these names are directories in most generated layers, so lower,
+        // merged and upper-only directories move (through redirects, as on kernel overlay
+        // with redirect_dir=on), also into and out of each other.
+        5 => (
+            proptest::sample::select(DIRS),
+            proptest::sample::select(DIRS),
+            proptest::sample::select(&[0u32, 0, libc::RENAME_EXCHANGE][..]),
+        )
+            .prop_map(|(from, to, flags)| Rename { from: p(from), to: p(to), flags }),
         2 => (path(), path()).prop_map(|(from, to)| Link { from, to }),
         1 => (proptest::sample::select(&["a", "b/c", "zz"][..]), path())
             .prop_map(|(t, path)| Symlink { target: p(t), path }),
@@ -1628,7 +1664,11 @@ fn build_spec(spec: &StackSpec) -> Stack {
 /// The differential check of one generated case: two identical stacks built from `spec`.
 fn run_generated(spec: &StackSpec, ops: &[Op], swap: bool) -> Result<(), String> {
     let (ustack, kstack) = (build_spec(spec), build_spec(spec));
-    differential_on(&ustack, &kstack, ops, swap)
+    differential_on(&ustack, &kstack, ops, swap)?;
+    if has_redirects(kstack.upper()) {
+        REDIRECTED.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 #[test]
@@ -1658,8 +1698,10 @@ fn generated_sequences_match_the_kernel() {
     });
     let (seqs, steps) = (seqs.into_inner(), steps.into_inner());
     let divergences = usize::from(result.is_err());
+    let redirected = REDIRECTED.load(Ordering::Relaxed);
     let line = format!(
-        "differential: {seqs} sequences, {steps} steps, {divergences} divergences \
+        "differential: {seqs} sequences, {steps} steps, {divergences} divergences, \
+         {redirected} with directory renames through redirects \
          (seed {seed}, {cases} cases, {:.0}s)",
         start.elapsed().as_secs_f64()
     );

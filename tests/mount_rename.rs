@@ -1,5 +1,5 @@
 //! Mounted tests of rename: whiteouts left at the old name, EXDEV for directories with lower
-//! content, RENAME_NOREPLACE and RENAME_EXCHANGE across layers.
+//! content without redirect_dir (tests/redirect.rs has them with it), RENAME_NOREPLACE and RENAME_EXCHANGE across layers.
 //! Expected results are kernel overlayfs's (`UNIONFUSE_TEST_BACKEND=kernel` checks them).
 
 mod common;
@@ -27,20 +27,21 @@ fn rename_of_lower_file_leaves_whiteout_at_old_name() {
 }
 
 #[test]
-fn rename_of_dir_with_lower_content_gives_exdev() {
+fn rename_of_dir_with_lower_content_gives_exdev_without_redirects() {
     if !require_fuse() {
         return;
     }
     let s = Stack::new(1);
     write_file(&s.lower(0).join("d/f"), b"x", 0o644);
-    mounted(&s, |m| {
+    {
+        let m = UnionMount::with_args(&s, &["-o", "redirect_dir=nofollow"]);
         expect_errno(
             sys::renameat2(&m.path("d"), &m.path("e"), 0),
             libc::EXDEV,
             "rename d e",
         );
         assert!(exists(&m.path("d/f")));
-    });
+    }
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct MountConfig {
     pub squash_gid: Option<u32>,
     /// `static_nlink`: directories report st_nlink 1 instead of a counted value.
     pub static_nlink: bool,
+    /// `redirect_dir=`: renames of directories with lower copies, and following redirects.
+    pub redirect_dir: crate::union::RedirectDir,
     /// POSIX ACL support was not disabled with `noacl`.
     pub acl: bool,
     /// The mount's source name in /proc/mounts (`fsname=`; "unionfuse" by default).

@@ -40,6 +40,8 @@ pub struct MountOpts {
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
     pub static_nlink: bool,
+    /// `redirect_dir=on|follow|nofollow|off` (kernel overlay's spelling); unset: on.
+    pub redirect_dir: Option<crate::union::RedirectDir>,
     pub noacl: bool,
     pub fsname: Option<String>,
     pub suid: Option<bool>,
@@ -144,16 +146,17 @@ impl MountOpts {
                 | "nodiratime",
                 None,
             ) => self.ignored.push(opt.to_string()),
+            // Renames of directories with lower copies (`on`, the default) and following
+            // redirects: kernel overlay's meanings (see `union::RedirectDir`).
+            ("redirect_dir", Some(v)) => {
+                self.redirect_dir = Some(
+                    crate::union::RedirectDir::parse(v)
+                        .ok_or_else(|| bad("redirect_dir takes on, follow, nofollow or off"))?,
+                )
+            }
             // Kernel overlay features unionfuse does not implement: accept only "off".
-            ("redirect_dir", Some("off" | "nofollow")) => self.ignored.push(opt.to_string()),
             ("index" | "metacopy" | "nfs_export", Some("off")) => {
                 self.ignored.push(opt.to_string())
-            }
-            ("redirect_dir", Some(_)) => {
-                return Err(bad(
-                    "unsupported: unionfuse does not write or follow redirects \
-                     (use redirect_dir=off; renaming a merged directory gives EXDEV)",
-                ));
             }
             ("index" | "metacopy" | "nfs_export", Some(_)) => {
                 return Err(bad(&format!("unsupported: unionfuse only does {key}=off")));

@@ -183,6 +183,7 @@ impl MountConfig {
             squash_uid: opts.squash_uid.or(squash_root),
             squash_gid: opts.squash_gid.or(squash_root),
             static_nlink: opts.static_nlink,
+            redirect_dir: opts.redirect_dir.unwrap_or(crate::union::RedirectDir::On),
             acl: !opts.noacl,
             fsname: opts.fsname.unwrap_or_else(|| "unionfuse".into()),
             // A container root needs device nodes and setuid binaries, as on kernel overlay;

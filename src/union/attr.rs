@@ -26,12 +26,16 @@ impl Union {
         let parent_fd = self.dir_fd(&parent, found.top())?;
         let id = self.id_of(&parent, parent_fd.as_fd(), &name, &found);
         let st = self.overridden_at(found.top(), parent_fd.as_fd(), &name, found.stats[0]);
+        let redirect = found.redirect;
         let node = self.nodes.remember(
             id,
             st.st_mode & libc::S_IFMT,
             found.layers,
             (parent_ino, name),
         );
+        if node.is_dir {
+            node.state.lock().lower = redirect;
+        }
         Ok((node.clone(), self.finish_attr(&node, st)))
     }
 

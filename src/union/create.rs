@@ -106,6 +106,7 @@ impl Union {
                     stats: vec![st],
                     is_dir,
                     opaque: false,
+                    redirect: None,
                 };
                 self.id_of(&parent, pfd.as_fd(), &name, &found)
             }

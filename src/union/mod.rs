@@ -31,7 +31,7 @@ use crate::handle::Handles;
 use crate::idmap::IdMapping;
 use crate::inode::{Node, NodeTable};
 use crate::layer::{LayerIdx, LayerStack};
-use crate::lookup::{self, Hit};
+use crate::lookup::{self, Hit, LowerPath};
 use crate::override_stat::{Override, apply_override, read_override_at};
 use crate::sys::{self, Stat, Time};
 use crate::whiteout::Format;
@@ -49,6 +49,32 @@ pub struct Options {
     pub static_nlink: bool,
     /// Also honour AUFS-style `.wh.` whiteout files in the layers.
     pub aufs_whiteouts: bool,
+    /// Kernel overlay's `redirect_dir`: whether renaming a directory with lower copies
+    /// records a redirect, and whether lookups follow redirects.
+    pub redirect_dir: RedirectDir,
+}
+
+/// `redirect_dir=`: `on` creates and follows redirects; `follow` only follows them;
+/// `nofollow` neither, and a lookup that meets one answers EPERM (kernel overlay's rule);
+/// `off` is `follow`, as on a kernel built with `redirect_always_follow` (the default).
+/// The library default creates none; the command lines default to `on` (see `config`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedirectDir {
+    On,
+    #[default]
+    Follow,
+    NoFollow,
+}
+
+impl RedirectDir {
+    pub fn parse(v: &str) -> Option<RedirectDir> {
+        match v {
+            "on" => Some(RedirectDir::On),
+            "follow" | "off" => Some(RedirectDir::Follow),
+            "nofollow" => Some(RedirectDir::NoFollow),
+            _ => None,
+        }
+    }
 }
 
 /// Who asks: the caller's ids from the FUSE request, used as the owner of new objects.
@@ -220,7 +246,101 @@ impl Union {
         let absent = |l: LayerIdx| {
             !self.stack.is_upper(l) && index.as_ref().is_some_and(|ix| !ix.may_have(name, l))
         };
-        lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)
+        let hit = lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)?;
+        match hit {
+            Hit::Found(f) if f.is_dir && !f.opaque && self.stack.is_upper(f.top()) => {
+                self.follow_redirect(parent, name, f)
+            }
+            hit => Ok(hit),
+        }
+    }
+
+    /// A merged directory's upper copy `parent/name` may carry a redirect: its lower copies
+    /// are then those at the redirect, not under `name` (kernel overlay's `ovl_lookup`). The
+    /// path is walked beneath each lower layer's root, one component at a time, following no
+    /// symlink.
+    fn follow_redirect(&self, parent: &Node, name: &CStr, mut f: lookup::Found) -> Result<Hit> {
+        let upper = f.top();
+        let pfd = self.dir_fd(parent, upper)?;
+        let Some(raw) = self.fmt.redirect(pfd.as_fd(), name)? else {
+            return Ok(Hit::Found(f));
+        };
+        if self.opts.redirect_dir == RedirectDir::NoFollow {
+            tracing::warn!(
+                ?name,
+                "refusing to follow a redirect (redirect_dir=nofollow)"
+            );
+            return Err(Error::NotPermitted);
+        }
+        let Some(path) = lookup::LowerPath::parse(&raw) else {
+            tracing::warn!(?name, value = %String::from_utf8_lossy(&raw), "invalid redirect");
+            // As kernel overlay (*observed*): a `.` or `..` component fails its lookup
+            // (EACCES), anything else malformed is EINVAL.
+            let dots = raw.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
+            return Err(if dots {
+                Error::Sys(libc::EACCES)
+            } else {
+                Error::Invalid
+            });
+        };
+        let lowers: Vec<LayerIdx> = match &path {
+            LowerPath::Name(_) => parent
+                .layers()
+                .into_iter()
+                .filter(|l| !self.stack.is_upper(*l))
+                .collect(),
+            LowerPath::Abs(_) => (0..self.stack.layers.len())
+                .filter(|l| !self.stack.is_upper(*l))
+                .collect(),
+        };
+        // Each lower copy of the redirect's parent directory, or none where it is missing.
+        let mut parents: Vec<(LayerIdx, Arc<OwnedFd>)> = Vec::new();
+        for &l in &lowers {
+            let fd = match &path {
+                LowerPath::Name(_) => self.dir_fd(parent, l),
+                LowerPath::Abs(comps) => {
+                    let mut fd = self.stack.layers[l].root.clone();
+                    let mut res = Ok(());
+                    for c in &comps[..comps.len() - 1] {
+                        match sys::open_dir_path(fd.as_fd(), c) {
+                            Ok(sub) => fd = Arc::new(sub),
+                            Err(e) => {
+                                res = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    res.map(|()| fd)
+                }
+            };
+            match fd {
+                Ok(fd) => parents.push((l, fd)),
+                Err(e) if matches!(e.errno(), libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let target = match &path {
+            LowerPath::Name(n) => n.clone(),
+            LowerPath::Abs(comps) => comps[comps.len() - 1].clone(),
+        };
+        let present: Vec<LayerIdx> = parents.iter().map(|(l, _)| *l).collect();
+        let fd_of = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
+            parents
+                .iter()
+                .find(|(pl, _)| *pl == l)
+                .map(|(_, fd)| fd.clone())
+                .ok_or(Error::NotFound)
+        };
+        f.layers.truncate(1);
+        f.stats.truncate(1);
+        if let Hit::Found(low) = lookup::resolve(&self.fmt, &present, fd_of, |_| false, &target)?
+            && low.is_dir
+        {
+            f.layers.extend(low.layers);
+            f.stats.extend(low.stats);
+        }
+        f.redirect = Some(path);
+        Ok(Hit::Found(f))
     }
 
     /// The lower-name index of a directory with many lower copies, built on first use.

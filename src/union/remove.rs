@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::inode::Node;
 use crate::layer::{self, LayerIdx};
-use crate::lookup::Hit;
+use crate::lookup::{Found, Hit, LowerPath};
 use crate::readdir;
 use crate::sys;
 use crate::whiteout;
@@ -45,7 +45,7 @@ impl Union {
         let child = self.child_node(&parent, &name, &found);
         let pfd = self.dir_fd(&parent, layer::UPPER)?;
         if found.is_dir {
-            self.check_empty(&parent, &name, &found.layers)?;
+            self.check_empty(&parent, &name, &found)?;
         }
         let whiteout = found.layers.iter().any(|l| !self.stack.is_upper(*l))
             || (self.stack.is_upper(found.top()) && self.lower_positive(&parent, &name)?);
@@ -119,21 +119,43 @@ impl Union {
         Ok(())
     }
 
-    /// ENOTEMPTY unless the merged directory `parent/name` (copies in `layers`) lists nothing.
-    pub(super) fn check_empty(
-        &self,
-        parent: &Node,
-        name: &CStr,
-        layers: &[LayerIdx],
-    ) -> Result<()> {
-        let child_fd = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
-            let pfd = self.dir_fd(parent, l)?;
-            Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), name)?))
-        };
-        if readdir::list(&self.fmt, layers, child_fd)?.is_empty() {
+    /// ENOTEMPTY unless the merged directory `parent/name` (as `found` by lookup) lists
+    /// nothing, counting the lower copies a redirect leads to.
+    pub(super) fn check_empty(&self, parent: &Node, name: &CStr, found: &Found) -> Result<()> {
+        let child_fd = |l: LayerIdx| self.child_dir_fd(parent, name, found, l);
+        if readdir::list(&self.fmt, &found.layers, child_fd)?.is_empty() {
             Ok(())
         } else {
             Err(Error::NotEmpty)
+        }
+    }
+
+    /// The copy in layer `l` of the directory `parent/name` that lookup `found`: under its
+    /// name, or in a lower layer where its redirect says.
+    pub(super) fn child_dir_fd(
+        &self,
+        parent: &Node,
+        name: &CStr,
+        found: &Found,
+        l: LayerIdx,
+    ) -> Result<Arc<OwnedFd>> {
+        let lower = !self.stack.is_upper(l);
+        match &found.redirect {
+            Some(LowerPath::Abs(comps)) if lower => {
+                let mut fd = self.stack.layers[l].root.clone();
+                for c in comps {
+                    fd = Arc::new(sys::open_dir_path(fd.as_fd(), c)?);
+                }
+                Ok(fd)
+            }
+            Some(LowerPath::Name(n)) if lower => {
+                let pfd = self.dir_fd(parent, l)?;
+                Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), n)?))
+            }
+            _ => {
+                let pfd = self.dir_fd(parent, l)?;
+                Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), name)?))
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 //! rename: the checks shared by both forms, then `exchange` (RENAME_EXCHANGE) or `replace`.
-//! Only upper-only objects move: a directory with lower copies answers EXDEV (no redirect_dir);
-//! sources are copied up before the two parents' `dir_lock`s are taken, in node id order.
+//! A non-directory is copied up and moved in the upper. A directory with lower copies is
+//! copied up and moved too, and its upper copy records where its lower copies are in a
+//! redirect xattr (kernel overlay's `redirect_dir=on`), also in an exchange; with redirects
+//! off it answers EXDEV. Sources are copied up before the two parents' `dir_lock`s are taken, in
+//! node id order.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -12,10 +15,10 @@ use parking_lot::MutexGuard;
 use crate::error::{Error, Result};
 use crate::inode::Node;
 use crate::layer;
-use crate::lookup::{self, Hit};
+use crate::lookup::{self, Hit, LowerPath};
 use crate::sys;
 
-use super::{Union, require_dir};
+use super::{RedirectDir, Union, require_dir};
 
 /// Both ends of a rename, resolved under the two parents' `dir_lock`s.
 struct Ends<'a> {
@@ -26,7 +29,8 @@ struct Ends<'a> {
     newparent: &'a Node,
     newname: &'a CString,
     npfd: BorrowedFd<'a>,
-    /// The source: upper-only (anything else answered EXDEV).
+    /// The source: in the upper (anything else answered EXDEV); a directory may have lower
+    /// copies.
     src: lookup::Found,
     /// What the target name resolves to.
     dst: Hit,
@@ -76,7 +80,7 @@ impl Union {
         let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
             return Err(Error::NotFound);
         };
-        if !self.upper_only(&sfound) {
+        if !self.movable(&sfound) {
             return Err(Error::CrossLayerRename);
         }
         if parent_ino == newparent_ino && name == newname {
@@ -101,32 +105,121 @@ impl Union {
         }
     }
 
+    fn creates_redirects(&self) -> bool {
+        self.opts.redirect_dir == RedirectDir::On
+    }
+
+    /// The redirect a directory with lower copies (`found`) needs once it moves from `parent/name`
+    /// (to `newparent` when not `samedir`), as kernel overlay's `ovl_set_redirect` computes
+    /// it: an existing one is kept when it still holds (same parent, or absolute); otherwise
+    /// the old name within the same parent, or the absolute path of its lower copies, built
+    /// from the names (or redirects) of it and its ancestors.
+    fn redirect_for(
+        &self,
+        found: &lookup::Found,
+        parent: &Node,
+        name: &CStr,
+        samedir: bool,
+    ) -> Result<Option<LowerPath>> {
+        if let Some(r) = &found.redirect
+            && (samedir || matches!(r, LowerPath::Abs(_)))
+        {
+            return Ok(None);
+        }
+        if samedir {
+            return Ok(Some(LowerPath::Name(name.to_owned())));
+        }
+        let mut comps = vec![match &found.redirect {
+            Some(LowerPath::Name(n)) => n.clone(),
+            _ => name.to_owned(),
+        }];
+        let mut cur = self.nodes.get(parent.ino)?;
+        while cur.ino != crate::inode::ROOT {
+            let lower = cur.state.lock().lower.clone();
+            match lower {
+                Some(LowerPath::Abs(prefix)) => {
+                    let mut all = prefix;
+                    all.extend(comps.into_iter().rev());
+                    return Ok(Some(LowerPath::Abs(all)));
+                }
+                Some(LowerPath::Name(n)) => comps.push(n),
+                None => comps.push(cur.alias()?.1),
+            }
+            cur = self.nodes.get(cur.alias()?.0)?;
+        }
+        comps.reverse();
+        Ok(Some(LowerPath::Abs(comps)))
+    }
+
     /// Is the object in the upper only (so a rename of it stays within one layer)?
     fn upper_only(&self, found: &lookup::Found) -> bool {
         self.stack.is_upper(found.top()) && found.layers.len() == 1
     }
 
-    /// RENAME_EXCHANGE: both ends exist and are upper-only; each name keeps hiding what a lower
-    /// has under it.
+    /// Can this object be moved within the upper: upper-only, or a directory copied up whose
+    /// lower copies a redirect will point to?
+    fn movable(&self, found: &lookup::Found) -> bool {
+        self.upper_only(found)
+            || (found.is_dir && self.stack.is_upper(found.top()) && self.creates_redirects())
+    }
+
+    /// Before `found` (a directory at `dir/name`, in the upper) moves: record where its lower
+    /// copies are, or, for an upper-only one arriving where a lower has `newname` under
+    /// `newparent`, make it opaque so it does not merge with that. Returns the redirect the
+    /// node takes after the move.
+    fn mark_moving_dir(
+        &self,
+        found: &lookup::Found,
+        (parent, dir, name): (&Node, BorrowedFd<'_>, &CStr),
+        (newparent, newname): (&Node, &CStr),
+    ) -> Result<Option<LowerPath>> {
+        if !found.is_dir {
+            return Ok(None);
+        }
+        if !self.upper_only(found) {
+            // Its lower copies stay where they are: the redirect says where, and it hides
+            // whatever a lower has under the new name (no opaque flag, as kernel overlay).
+            let samedir = parent.ino == newparent.ino;
+            let r = self.redirect_for(found, parent, name, samedir)?;
+            if let Some(r) = &r {
+                let v = r.to_xattr();
+                if v.len() > lookup::REDIRECT_MAX {
+                    return Err(Error::CrossLayerRename);
+                }
+                self.fmt.set_redirect(dir, name, &v)?;
+            }
+            return Ok(r);
+        }
+        if !found.opaque && self.lower_positive(newparent, newname)? {
+            self.fmt.set_opaque(dir, name)?;
+        }
+        Ok(None)
+    }
+
+    /// RENAME_EXCHANGE: both ends exist and are in the upper; each name keeps hiding what a
+    /// lower has under it.
     fn exchange(&self, e: &Ends<'_>, src: &Node, dst: &Node) -> Result<()> {
         let Hit::Found(dfound) = &e.dst else {
             return Err(Error::NotFound);
         };
-        if !self.upper_only(dfound) {
+        if !self.movable(dfound) {
             return Err(Error::CrossLayerRename);
         }
-        // A directory arriving where a lower has the name must not merge with it.
-        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
-            self.fmt.set_opaque(e.pfd, e.name)?;
-        }
-        if dfound.is_dir && !dfound.opaque && self.lower_positive(e.parent, e.name)? {
-            self.fmt.set_opaque(e.npfd, e.newname)?;
-        }
+        let src_lower =
+            self.mark_moving_dir(&e.src, (e.parent, e.pfd, e.name), (e.newparent, e.newname))?;
+        let dst_lower =
+            self.mark_moving_dir(dfound, (e.newparent, e.npfd, e.newname), (e.parent, e.name))?;
         sys::renameat2(e.pfd, e.name, e.npfd, e.newname, libc::RENAME_EXCHANGE)?;
         src.remove_alias(e.parent.ino, e.name, None);
         dst.remove_alias(e.newparent.ino, e.newname, None);
         src.add_alias(e.newparent.ino, e.newname);
         dst.add_alias(e.parent.ino, e.name);
+        if let Some(r) = src_lower {
+            src.state.lock().lower = Some(r);
+        }
+        if let Some(r) = dst_lower {
+            dst.state.lock().lower = Some(r);
+        }
         Ok(())
     }
 
@@ -149,7 +242,7 @@ impl Union {
                 // A target only in lowers has nothing in the upper to replace: the moved
                 // object covers it.
                 if d.is_dir {
-                    self.check_empty(e.newparent, e.newname, &d.layers)?;
+                    self.check_empty(e.newparent, e.newname, d)?;
                     if self.stack.is_upper(d.top()) {
                         // Only whiteouts remain in the target's upper copy: clear them so the
                         // rename can replace it (the moved dir is made opaque below).
@@ -175,9 +268,8 @@ impl Union {
             }
         }
         let src_whiteout = self.lower_positive(e.parent, e.name)?;
-        if e.src.is_dir && !e.src.opaque && self.lower_positive(e.newparent, e.newname)? {
-            self.fmt.set_opaque(e.pfd, e.name)?;
-        }
+        let new_lower =
+            self.mark_moving_dir(&e.src, (e.parent, e.pfd, e.name), (e.newparent, e.newname))?;
         if e.src.is_dir && upper_whiteout_at_dst {
             // A directory cannot replace the whiteout (a char device) by rename: exchange them,
             // then keep the whiteout at the old name if a lower still has it.
@@ -201,6 +293,9 @@ impl Union {
         }
         src.remove_alias(e.parent.ino, e.name, None);
         src.add_alias(e.newparent.ino, e.newname);
+        if let Some(r) = new_lower {
+            src.state.lock().lower = Some(r);
+        }
         Ok(())
     }
 
@@ -218,16 +313,17 @@ impl Union {
         let Hit::Found(src) = self.resolve(parent, name)? else {
             return Err(Error::NotFound);
         };
-        if src.is_dir && has_lower(&src) {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let fixed = |f: &lookup::Found| f.is_dir && has_lower(f) && !self.creates_redirects();
+        if fixed(&src) {
             return Err(Error::CrossLayerRename);
         }
-        let exchange = flags & libc::RENAME_EXCHANGE != 0;
         match self.resolve(newparent, newname)? {
             Hit::Absent { .. } if exchange => Err(Error::NotFound),
             Hit::Absent { .. } => Ok(()),
             Hit::Found(_) if flags & libc::RENAME_NOREPLACE != 0 => Err(Error::Exists),
             Hit::Found(dst) if exchange => {
-                if dst.is_dir && has_lower(&dst) {
+                if fixed(&dst) {
                     Err(Error::CrossLayerRename)
                 } else {
                     Ok(())
@@ -236,14 +332,14 @@ impl Union {
             Hit::Found(dst) => match (src.is_dir, dst.is_dir) {
                 (true, false) => Err(Error::NotDir),
                 (false, true) => Err(Error::IsDir),
-                (true, true) => self.check_empty(newparent, newname, &dst.layers),
+                (true, true) => self.check_empty(newparent, newname, &dst),
                 (false, false) => Ok(()),
             },
         }
     }
 
-    /// The node at `parent/name`, copied up if it is a non-directory in a lower. A directory
-    /// with lower copies is left alone (rename then answers EXDEV).
+    /// The node at `parent/name`, copied up (a directory with lower copies only when
+    /// redirects are created; otherwise EXDEV).
     fn prepare_rename_side(&self, parent: &Arc<Node>, name: &CString) -> Result<Option<Arc<Node>>> {
         let Hit::Found(found) = self.resolve(parent, name)? else {
             return Ok(None);
@@ -268,13 +364,16 @@ impl Union {
             }
         };
         node.add_alias(parent.ino, name);
+        let has_lower = found.layers.iter().any(|l| !self.stack.is_upper(*l));
         if found.is_dir {
-            if found.layers.iter().any(|l| !self.stack.is_upper(*l)) {
+            if has_lower && !self.creates_redirects() {
                 return Err(Error::CrossLayerRename);
             }
-        } else {
-            self.copy_up(&node)?;
+            if found.redirect.is_some() {
+                node.state.lock().lower = found.redirect.clone();
+            }
         }
+        self.copy_up(&node)?;
         Ok(Some(node))
     }
 }

@@ -271,6 +271,11 @@ impl Stack {
         args.push(self.mnt.clone().into());
         args.push("--workdir".into());
         args.push(work.into());
+        // As kernel overlay with userxattr (the reference in that mode): no redirects.
+        if super::mode::mode() == super::mode::Mode::Userns {
+            args.push("-o".into());
+            args.push("redirect_dir=nofollow".into());
+        }
         // A whole suite can run on another data path, e.g.
         // UNIONFUSE_TEST_OPTS=nopassthrough (read/write through the daemon, writeback cache).
         if let Ok(o) = std::env::var("UNIONFUSE_TEST_OPTS")
@@ -468,7 +473,7 @@ impl Drop for UnionMount<'_> {
 }
 
 /// Kernel overlayfs on a stack (fixed options, so the reference does not depend on module
-/// defaults: no redirect_dir, no index, no metacopy).
+/// defaults: redirect_dir=on as unionfuse's default, no index, no metacopy).
 pub struct KernelOverlay<'a> {
     pub stack: &'a Stack,
 }
@@ -495,10 +500,10 @@ impl<'a> KernelOverlay<'a> {
         if let Some(u) = &stack.upper {
             let work = stack.new_workdir();
             opts += &format!(",upperdir={},workdir={}", u.display(), work.display());
-            // userxattr implies redirect_dir=nofollow and refuses "off" (both create no
-            // redirects: renaming a merged directory is EXDEV).
+            // userxattr implies redirect_dir=nofollow and refuses "on" (renaming a merged
+            // directory is EXDEV there; unionfuse is mounted with nofollow in that mode).
             if super::mode::mode() != super::mode::Mode::Userns {
-                opts += ",redirect_dir=off";
+                opts += ",redirect_dir=on";
             }
             opts += ",index=off,metacopy=off";
         }
