@@ -40,7 +40,7 @@ pub struct MountOpts {
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
     pub static_nlink: bool,
-    /// `redirect_dir=on|follow|nofollow|off` (kernel overlay's spelling); unset: on.
+    /// `redirect_dir=on|follow|nofollow|off` (kernel overlay's spelling); unset: follow.
     pub redirect_dir: Option<crate::union::RedirectDir>,
     pub noacl: bool,
     pub fsname: Option<String>,

@@ -183,7 +183,13 @@ impl MountConfig {
             squash_uid: opts.squash_uid.or(squash_root),
             squash_gid: opts.squash_gid.or(squash_root),
             static_nlink: opts.static_nlink,
-            redirect_dir: opts.redirect_dir.unwrap_or(crate::union::RedirectDir::On),
+            // `follow`, kernel overlay's module default: redirects written by others are followed, none
+            // are made (a lower directory's rename answers EXDEV), because `diff` and `commit`
+            // read an upper without following redirects yet and would lose a moved directory's
+            // lower content.
+            redirect_dir: opts
+                .redirect_dir
+                .unwrap_or(crate::union::RedirectDir::Follow),
             acl: !opts.noacl,
             fsname: opts.fsname.unwrap_or_else(|| "unionfuse".into()),
             // A container root needs device nodes and setuid binaries, as on kernel overlay;

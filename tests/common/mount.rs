@@ -271,10 +271,13 @@ impl Stack {
         args.push(self.mnt.clone().into());
         args.push("--workdir".into());
         args.push(work.into());
-        // As kernel overlay with userxattr (the reference in that mode): no redirects.
+        // As the kernel overlay the suites compare with: redirect_dir=on, or, with userxattr
+        // (the reference in that mode), no redirects.
+        args.push("-o".into());
         if super::mode::mode() == super::mode::Mode::Userns {
-            args.push("-o".into());
             args.push("redirect_dir=nofollow".into());
+        } else {
+            args.push("redirect_dir=on".into());
         }
         // A whole suite can run on another data path, e.g.
         // UNIONFUSE_TEST_OPTS=nopassthrough (read/write through the daemon, writeback cache).
@@ -473,7 +476,7 @@ impl Drop for UnionMount<'_> {
 }
 
 /// Kernel overlayfs on a stack (fixed options, so the reference does not depend on module
-/// defaults: redirect_dir=on as unionfuse's default, no index, no metacopy).
+/// defaults: redirect_dir=on, as the suites mount unionfuse, no index, no metacopy).
 pub struct KernelOverlay<'a> {
     pub stack: &'a Stack,
 }
