@@ -157,8 +157,11 @@ fn background_mount_failure_is_printed_once() {
     let stack = Stack::new(1);
     let shm = tempfile::tempdir_in("/dev/shm").expect("temp dir in /dev/shm");
     let mut args = stack.mount_args(shm.path());
-    args.truncate(args.len() - 2); // the mount_args' own --workdir
-    args.extend(["--workdir".into(), shm.path().into()]);
+    let w = args
+        .iter()
+        .position(|a| a == "--workdir")
+        .expect("mount_args gives a --workdir");
+    args[w + 1] = shm.path().into();
     let out = Command::new(binary())
         .args(&args)
         .output()

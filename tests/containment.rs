@@ -160,6 +160,53 @@ fn results(o: &Output) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// podman on `c` (podman itself, or podman run as a user) with a private vfs store in `store`.
+fn podman_in(mut c: Command, store: &Path, args: &[&str]) -> Command {
+    c.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("runroot"))
+        .arg("--tmpdir")
+        .arg(store.join("tmp"))
+        .args(["--storage-driver", "vfs", "--runtime", "runc"])
+        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        .args(args);
+    c
+}
+
+/// Imports the probe's rootfs `tar` into podman and runs the probe there with fd 3 open, as the
+/// attack tests run ours.
+fn podman_probe(podman: &dyn Fn(&[&str]) -> Command, tar: &Path) -> BTreeMap<String, String> {
+    let o = podman(&[
+        "import",
+        tar.to_str().expect("utf-8"),
+        "localhost/uf-contain:probe",
+    ])
+    .output()
+    .expect("podman import");
+    assert!(
+        o.status.success(),
+        "podman import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let me = std::process::id().to_string();
+    let run = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "localhost/uf-contain:probe",
+        "/bin/probe",
+        "all",
+        &me,
+    ];
+    results(&with_fd3(&mut podman(&run)))
+}
+
 /// What every attack must get from us. `rootless`: the container has a user namespace of its
 /// own, where a nested one is allowed (as in rootless podman).
 fn expected(rootless: bool) -> BTreeMap<&'static str, &'static str> {
@@ -579,17 +626,8 @@ fn podman_blocks_the_same_attacks() {
     }
     let store = w.dir.path().join("podman");
     let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(store.join("root"))
-            .arg("--runroot")
-            .arg(store.join("runroot"))
-            .arg("--tmpdir")
-            .arg(store.join("tmp"))
-            .args(["--storage-driver", "vfs", "--runtime", "runc"])
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut c = podman_in(Command::new("podman"), &store, args);
+        c.stdin(Stdio::null());
         c
     };
     let tar = w.dir.path().join("rootfs.tar");
@@ -602,34 +640,8 @@ fn podman_blocks_the_same_attacks() {
         .status()
         .expect("tar");
     assert!(st.success());
-    let o = podman(&[
-        "import",
-        tar.to_str().expect("utf-8"),
-        "localhost/uf-contain:probe",
-    ])
-    .output()
-    .expect("podman import");
-    assert!(
-        o.status.success(),
-        "podman import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let theirs = podman_probe(&podman, &tar);
     let me = std::process::id().to_string();
-    let run = [
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "localhost/uf-contain:probe",
-        "/bin/probe",
-        "all",
-        &me,
-    ];
-    let theirs = results(&with_fd3(&mut podman(&run)));
     let ours = results(&with_fd3(&mut w.run(&[], &["/bin/probe", "all", &me])));
     print_side_by_side("podman", &ours, &theirs);
     assert_expected(&ours, false);
@@ -717,47 +729,9 @@ fn rootless_podman_blocks_the_same_attacks() {
             .stdin(Stdio::null());
         c
     };
-    let podman = |args: &[&str]| {
-        let mut c = as_user("podman");
-        c.arg("--root")
-            .arg(store.join("root"))
-            .arg("--runroot")
-            .arg(store.join("runroot"))
-            .arg("--tmpdir")
-            .arg(store.join("tmp"))
-            .args(["--storage-driver", "vfs", "--runtime", "runc"])
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .args(args);
-        c
-    };
-    let o = podman(&[
-        "import",
-        tar.to_str().expect("utf-8"),
-        "localhost/uf-contain:probe",
-    ])
-    .output()
-    .expect("podman import");
-    assert!(
-        o.status.success(),
-        "podman import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let podman = |args: &[&str]| podman_in(as_user("podman"), &store, args);
+    let theirs = podman_probe(&podman, &tar);
     let me = std::process::id().to_string();
-    let run = [
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "localhost/uf-contain:probe",
-        "/bin/probe",
-        "all",
-        &me,
-    ];
-    let theirs = results(&with_fd3(&mut podman(&run)));
     // Ours as the same user, in a lower it owns (its root is the container's root).
     common::rootless::chown_tree(&w.lower(), uid);
     std::fs::set_permissions(
