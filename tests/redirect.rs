@@ -6,7 +6,9 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::process::Command;
 
 use common::view::*;
 use common::*;
@@ -236,4 +238,175 @@ fn forged_redirects_stay_inside_the_layers() {
     assert_eq!(ls(&m.path("via_symlink")), names(&["own"]));
     assert_eq!(ls(&m.path("to_a_file")), names(&["own"]));
     assert_eq!(ls(&m.path("relative")), names(&["inside", "own"]));
+}
+
+/// Apply an OCI layer tar on `root` as an applier does: `.wh..wh..opq` empties its directory of
+/// what the layers below put there, `.wh.NAME` removes NAME, the rest is extracted.
+fn apply_layer(tar_path: &Path, root: &Path) {
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).expect("open layer"));
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_unpack_xattrs(true);
+    let mut fresh = std::collections::HashSet::new();
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let rel = e.path().expect("path").into_owned();
+        let parent = root.join(rel.parent().unwrap_or(Path::new("")));
+        let name = rel.file_name().expect("name").as_encoded_bytes().to_vec();
+        if name == b".wh..wh..opq" {
+            for ent in std::fs::read_dir(&parent).expect("read opaque dir") {
+                let p = ent.expect("entry").path();
+                if !fresh.contains(&p) {
+                    remove_any(&p);
+                }
+            }
+        } else if let Some(hidden) = name.strip_prefix(b".wh.") {
+            remove_any(&parent.join(std::ffi::OsStr::from_bytes(hidden)));
+        } else {
+            assert!(
+                e.unpack_in(root).expect("unpack"),
+                "{} escapes",
+                rel.display()
+            );
+            fresh.insert(root.join(&rel));
+        }
+    }
+}
+
+fn remove_any(p: &Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).expect("remove dir"),
+        Ok(_) => std::fs::remove_file(p).expect("remove"),
+        Err(_) => {}
+    }
+}
+
+/// The CLI with its image store (and temp files) under `base`.
+fn unionfuse(base: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(common::mount::binary())
+        .arg("--root")
+        .arg(base.join("store"))
+        .args(args)
+        .env("TMPDIR", base)
+        .output()
+        .expect("run unionfuse")
+}
+
+/// A moved lower directory is exported whole: `commit` writes it as an opaque directory with
+/// its merged content (upper entries over the lower copy it was moved from), `diff` lists it as
+/// new; without known lowers both refuse rather than lose that content.
+#[test]
+fn diff_and_commit_export_a_moved_dir_whole() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    write_file(&s.lower(0).join("a/f1"), b"one\n", 0o644);
+    write_file(&s.lower(0).join("a/sub/f2"), b"two\n", 0o600);
+    write_file(&s.lower(0).join("keep"), b"k\n", 0o644);
+    write_file(&s.lower(0).join("x/y/z"), b"z\n", 0o644);
+    let merged = {
+        let m = UnionMount::with_args(&s, &["-o", "redirect_dir=on"]);
+        must(sys::renameat2(&m.path("a"), &m.path("b"), 0), "mv a b");
+        write_file(&m.path("b/f3"), b"new\n", 0o644);
+        must(sys::unlink(&m.path("b/f1")), "rm b/f1");
+        // Nested redirects: w/v gets the relative `y`, then b/v the absolute `/x/y`.
+        for (from, to) in [("x", "w"), ("w/y", "w/v"), ("w/v", "b/v")] {
+            must(
+                sys::renameat2(&m.path(from), &m.path(to), 0),
+                &format!("mv {from} {to}"),
+            );
+        }
+        view(m.mnt())
+    };
+    assert_eq!(
+        redirect_of(&s.upper().join("b")).as_deref(),
+        Some(&b"a"[..])
+    );
+    assert_eq!(
+        redirect_of(&s.upper().join("b/v")).as_deref(),
+        Some(&b"/x/y"[..])
+    );
+    let (up, low) = (s.upper().as_os_str(), s.lower(0).as_os_str());
+    let layer = s.base.path().join("layer.tar");
+    let base = s.base.path();
+    // The lower as an image, for commit --from (and diff --from).
+    let o = unionfuse(
+        base,
+        &["commit".as_ref(), low, "--tag".as_ref(), "base:1".as_ref()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for lowers in [["--lower", "L"], ["--from", "base:1"]] {
+        let l = if lowers[1] == "L" {
+            low
+        } else {
+            lowers[1].as_ref()
+        };
+        let o = unionfuse(base, &["diff".as_ref(), up, lowers[0].as_ref(), l]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "D /a\nA /b\nA /b/f3\nA /b/sub\nA /b/sub/f2\nA /b/v\nA /b/v/z\nA /w\nD /x\n",
+            "diff {lowers:?}"
+        );
+    }
+    let o = unionfuse(
+        base,
+        &[
+            "commit".as_ref(),
+            up,
+            "-o".as_ref(),
+            layer.as_os_str(),
+            "--from".as_ref(),
+            "base:1".as_ref(),
+            "--tag".as_ref(),
+            "moved:1".as_ref(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&layer).expect("layer"));
+    for e in ar.entries().expect("entries") {
+        names.push(
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string(),
+        );
+    }
+    for want in [
+        "b/.wh..wh..opq",
+        "b/sub/f2",
+        "b/v/z",
+        "w/.wh..wh..opq",
+        ".wh.a",
+        ".wh.x",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let applied = s.base.path().join("applied");
+    copy_tree(s.lower(0), &applied);
+    apply_layer(&layer, &applied);
+    let no_mtime = |t: Tree| t.normalize(|_, e| e.mtime = None);
+    assert_trees_eq(
+        "lower + committed layer vs the merged view",
+        &no_mtime(merged),
+        &no_mtime(Tree::snapshot(&applied, SnapOpts::VIEW)),
+        false,
+    );
+    // Without lowers there is no content to export for b: a clear refusal, no layer.
+    let lossy = s.base.path().join("lossy.tar");
+    for args in [
+        vec!["diff".as_ref(), up],
+        vec!["commit".as_ref(), up, "-o".as_ref(), lossy.as_os_str()],
+    ] {
+        let o = unionfuse(base, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("/b: has a redirect") && err.contains("--lower"),
+            "{err}"
+        );
+    }
+    assert!(!lossy.exists(), "a refused commit leaves no layer");
 }

@@ -138,12 +138,224 @@ fn walk_diff(
         if !existed && run_artifact(upper, &r, &m) {
             continue;
         }
+        if m.is_dir()
+            && let Some(v) = redirect(&full)
+        {
+            // A moved lower directory: exported whole (opaque), so it is new with all it holds.
+            let low = redirect_target(&full, (!hidden).then_some(rel), &v, lowers)?;
+            let low = if is_opaque(&full) { None } else { low };
+            out.push(Change { kind: 'A', path });
+            diff_merged(&r, Some(&full), low.as_deref(), lowers, out)?;
+            continue;
+        }
         out.push(Change {
             kind: if existed { 'C' } else { 'A' },
             path,
         });
         if m.is_dir() {
             walk_diff(upper, &r, lowers, hidden || is_opaque(&full), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The redirect an upper directory carries (kernel overlay's `redirect_dir`), either prefix.
+fn redirect(p: &Path) -> Option<Vec<u8>> {
+    [c"trusted.overlay.redirect", c"user.overlay.redirect"]
+        .iter()
+        .find_map(|n| xattr(p, n))
+}
+
+/// Where the lower copies of the upper directory `full` (at `rel`, its parent's lower copies at
+/// `parent_low`) are, for a directory with a redirect: the old name in the parent's lower
+/// copies (relative) or a path from each lower's root (absolute). Errors without lowers (the
+/// layer would lose the moved directory's content) and on a value that is not a path beneath
+/// the layers.
+fn redirect_target(
+    full: &Path,
+    parent_low: Option<&Path>,
+    value: &[u8],
+    lowers: &[PathBuf],
+) -> Result<Option<PathBuf>> {
+    if lowers.is_empty() {
+        return Err(ImageError::new(format!(
+            "{}: has a redirect (a moved lower directory); pass --from or --lower so its lower content can be exported",
+            full.display()
+        )));
+    }
+    let bad = || {
+        ImageError::new(format!(
+            "{}: redirect {:?} is not a path beneath the layers",
+            full.display(),
+            String::from_utf8_lossy(value)
+        ))
+    };
+    let (abs, rest) = match value.strip_prefix(b"/") {
+        Some(r) => (true, r),
+        None => (false, value),
+    };
+    if rest.is_empty() || (!abs && rest.contains(&b'/')) {
+        return Err(bad());
+    }
+    let mut p = PathBuf::new();
+    for c in rest.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if c == b"." || c == b".." {
+            return Err(bad());
+        }
+        p.push(OsStr::from_bytes(c));
+    }
+    if abs {
+        Ok(Some(p))
+    } else {
+        Ok(parent_low.map(|l| l.join(p)))
+    }
+}
+
+/// The directory at `rel` in `layer`, walked one component at a time without following
+/// symlinks. `Err(())` when something there (a whiteout, a file, a symlink, an opaque ancestor)
+/// hides the layers below; `Ok(None)` when the layer has nothing there.
+fn layer_dir(layer: &Path, rel: &Path) -> std::result::Result<Option<(PathBuf, bool)>, ()> {
+    let mut p = layer.to_path_buf();
+    let mut comps = rel.components().peekable();
+    while let Some(c) = comps.next() {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Err(_) => return Ok(None),
+            Ok(m) if !m.is_dir() => return Err(()),
+            Ok(_) if comps.peek().is_some() && is_opaque(&p) => return Err(()),
+            Ok(_) => {}
+        }
+    }
+    let opaque = is_opaque(&p);
+    Ok(Some((p, opaque)))
+}
+
+/// The merged lower entries of the directory at `rel` (top-first `lowers`): name -> the
+/// topmost non-whiteout copy.
+fn lower_entries(lowers: &[PathBuf], rel: &Path) -> Result<HashMap<Vec<u8>, PathBuf>> {
+    let mut seen: HashMap<Vec<u8>, Option<PathBuf>> = HashMap::new();
+    for l in lowers {
+        let (dir, opaque) = match layer_dir(l, rel) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(()) => break,
+        };
+        for ent in sorted_dir(&dir)? {
+            let name = ent.file_name().as_bytes().to_vec();
+            if seen.contains_key(&name) {
+                continue;
+            }
+            let full = dir.join(ent.file_name());
+            let wh = std::fs::symlink_metadata(&full).is_ok_and(|m| is_whiteout(&m));
+            seen.insert(name, (!wh).then_some(full));
+        }
+        if opaque {
+            break;
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect())
+}
+
+/// One entry of a merged directory: its copy in the upper (if any) or in the lowers.
+struct Merged {
+    name: Vec<u8>,
+    full: PathBuf,
+    meta: std::fs::Metadata,
+    /// Where its own lower copies are, when it is a directory that has some.
+    low: Option<PathBuf>,
+    /// Its copy is the upper's.
+    in_upper: bool,
+}
+
+/// The full merged content of a directory whose upper copy is `up` (None: lower only) and whose
+/// lower copies are at `low` in `lowers`, sorted by name: upper entries over the lower ones,
+/// upper whiteouts hiding lower names, nested redirects followed.
+fn merged_entries(
+    up: Option<&Path>,
+    low: Option<&Path>,
+    lowers: &[PathBuf],
+) -> Result<Vec<Merged>> {
+    let mut lower = match low {
+        Some(l) => lower_entries(lowers, l)?,
+        None => HashMap::new(),
+    };
+    let mut out = Vec::new();
+    if let Some(up) = up {
+        for ent in sorted_dir(up)? {
+            let name = ent.file_name().as_bytes().to_vec();
+            let below = lower.remove(&name);
+            let full = up.join(ent.file_name());
+            let meta = std::fs::symlink_metadata(&full)
+                .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
+            if is_whiteout(&meta) {
+                continue;
+            }
+            let mut sub = None;
+            if meta.is_dir() {
+                let own = low.map(|l| l.join(ent.file_name()));
+                sub = match redirect(&full) {
+                    Some(v) => redirect_target(&full, low, &v, lowers)?,
+                    None if below
+                        .as_ref()
+                        .and_then(|b| std::fs::symlink_metadata(b).ok())
+                        .is_some_and(|m| m.is_dir()) =>
+                    {
+                        own
+                    }
+                    None => None,
+                };
+                if is_opaque(&full) {
+                    sub = None;
+                }
+            }
+            out.push(Merged {
+                name,
+                full,
+                meta,
+                low: sub,
+                in_upper: true,
+            });
+        }
+    }
+    for (name, full) in lower {
+        let meta = std::fs::symlink_metadata(&full)
+            .map_err(|e| ImageError::io(format!("stat {}", full.display()), &e))?;
+        let sub = meta
+            .is_dir()
+            .then(|| low.map(|l| l.join(OsStr::from_bytes(&name))))
+            .flatten();
+        out.push(Merged {
+            name,
+            full,
+            meta,
+            low: sub,
+            in_upper: false,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// diff below a redirected directory: everything in its merged content is new.
+fn diff_merged(
+    rel: &Path,
+    up: Option<&Path>,
+    low: Option<&Path>,
+    lowers: &[PathBuf],
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    for e in merged_entries(up, low, lowers)? {
+        let r = rel.join(OsStr::from_bytes(&e.name));
+        out.push(Change {
+            kind: 'A',
+            path: format!("/{}", r.display()),
+        });
+        if e.meta.is_dir() {
+            let up = e.in_upper.then_some(e.full.as_path());
+            diff_merged(&r, up, e.low.as_deref(), lowers, out)?;
         }
     }
     Ok(())
@@ -270,6 +482,53 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
+    /// A redirected directory's content, written whole below an opaque marker (as
+    /// containers-storage's naive diff would): its upper entries over its lower copies at `low`.
+    fn merged(&mut self, r: &Path, up: Option<&Path>, low: Option<&Path>) -> Result<()> {
+        let mt = match up {
+            Some(u) => std::fs::symlink_metadata(u)
+                .map(|m| m.mtime().max(0) as u64)
+                .unwrap_or(0),
+            None => 0,
+        };
+        let p = r.join(".wh..wh..opq");
+        let mut h = empty_file(mt);
+        self.tar
+            .append_data(&mut h, &p, std::io::empty())
+            .map_err(|e| self.io(&p, e))?;
+        self.merged_content(r, up, low)
+    }
+
+    fn merged_content(&mut self, r: &Path, up: Option<&Path>, low: Option<&Path>) -> Result<()> {
+        let lowers = self.lowers.clone();
+        for e in merged_entries(up, low, &lowers)? {
+            let er = r.join(OsStr::from_bytes(&e.name));
+            if e.meta.is_dir() {
+                self.dir_header(&er, &e.full, &e.meta)?;
+                let up = e.in_upper.then_some(e.full.as_path());
+                self.merged_content(&er, up, e.low.as_deref())?;
+            } else {
+                self.entry(Path::new(""), &er, &e.full, &e.meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dir_header(&mut self, r: &Path, full: &Path, m: &std::fs::Metadata) -> Result<()> {
+        let xattrs = export_xattrs(full)?;
+        if !xattrs.is_empty() {
+            self.tar
+                .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(|e| self.io(r, e))?;
+        }
+        let mut h = header(m, tar::EntryType::Directory);
+        let mut p = r.as_os_str().to_os_string();
+        p.push("/");
+        self.tar
+            .append_data(&mut h, Path::new(&p), std::io::empty())
+            .map_err(|e| self.io(r, e))
+    }
+
     fn entry(&mut self, upper: &Path, r: &Path, full: &Path, m: &std::fs::Metadata) -> Result<()> {
         use tar::EntryType as T;
         let ft = m.file_type();
@@ -307,7 +566,18 @@ impl<W: Write> Exporter<W> {
             self.tar
                 .append_data(&mut h, Path::new(&p), std::io::empty())
                 .map_err(|e| self.io(r, e))?;
-            return self.walk(upper, r);
+            if self.whole {
+                return self.walk(upper, r);
+            }
+            return match redirect(full) {
+                Some(v) => {
+                    let parent = r.parent().unwrap_or(Path::new(""));
+                    let low = redirect_target(full, Some(parent), &v, &self.lowers)?;
+                    let low = if is_opaque(full) { None } else { low };
+                    self.merged(r, Some(full), low.as_deref())
+                }
+                None => self.walk(upper, r),
+            };
         }
         if ft.is_symlink() {
             let target = std::fs::read_link(full)
