@@ -183,10 +183,9 @@ impl MountConfig {
             squash_uid: opts.squash_uid.or(squash_root),
             squash_gid: opts.squash_gid.or(squash_root),
             static_nlink: opts.static_nlink,
-            // `follow`, kernel overlay's module default: redirects written by others are followed, none
-            // are made (a lower directory's rename answers EXDEV), because `diff` and `commit`
-            // read an upper without following redirects yet and would lose a moved directory's
-            // lower content.
+            // `follow`, kernel overlay's module default: redirects written by others are followed,
+            // none are made (a lower directory's rename answers EXDEV), as with fuse-overlayfs,
+            // whose uppers podman's storage reads as a mount program's.
             redirect_dir: opts
                 .redirect_dir
                 .unwrap_or(crate::union::RedirectDir::Follow),
