@@ -1299,6 +1299,22 @@ fn image_save_round_trips_through_podman_load_and_skopeo() {
     assert!(loaded.contains("Loaded image: localhost/app:1"), "{loaded}");
     let pid = podman(&["image", "inspect", "localhost/app:1", "--format", "{{.Id}}"]);
     assert!(pid.starts_with(&id), "podman's id {pid} is not {id}");
+    // An archive another tool wrote, imported into a fresh store: the same image id, the same
+    // layer trees.
+    let reimport = |root: &Path, archive: &Path| {
+        let o = Command::new(BIN)
+            .arg("--root")
+            .arg(root)
+            .args(["image", "import", archive.to_str().unwrap()])
+            .output()
+            .expect("import");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains(&format!("({id})")),
+            "{out}"
+        );
+        assert_same_layers(&original, &layer_trees(root, "app:1"));
+    };
     let back = w.p("back.tar");
     podman(&[
         "save",
@@ -1308,19 +1324,7 @@ fn image_save_round_trips_through_podman_load_and_skopeo() {
         back.to_str().unwrap(),
         "app:1",
     ]);
-    let root2 = w.p("store2");
-    let o = Command::new(BIN)
-        .arg("--root")
-        .arg(&root2)
-        .args(["image", "import", back.to_str().unwrap()])
-        .output()
-        .expect("import");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.contains(&format!("({id})")),
-        "{out}"
-    );
-    assert_same_layers(&original, &layer_trees(&root2, "app:1"));
+    reimport(&w.p("store2"), &back);
 
     // OCI layout directory: skopeo reads it and converts it to a docker-archive we import.
     let oci = w.p("app-oci");
@@ -1339,19 +1343,7 @@ fn image_save_round_trips_through_podman_load_and_skopeo() {
         &format!("oci:{}:1", oci.display()),
         &format!("docker-archive:{}:app:1", conv.display()),
     ]));
-    let root3 = w.p("store3");
-    let o = Command::new(BIN)
-        .arg("--root")
-        .arg(&root3)
-        .args(["image", "import", conv.to_str().unwrap()])
-        .output()
-        .expect("import");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.contains(&format!("({id})")),
-        "{out}"
-    );
-    assert_same_layers(&original, &layer_trees(&root3, "app:1"));
+    reimport(&w.p("store3"), &conv);
 
     // OCI layout tar: skopeo inspects it, podman loads it.
     let ocitar = w.p("app-oci.tar");
