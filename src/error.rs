@@ -36,6 +36,9 @@ pub enum Error {
     Invalid,
     /// The object has no such extended attribute.
     NoXattr,
+    /// An xattr namespace with nothing to serve: `security.selinux` on a host without
+    /// SELinux (docs/semantics.md, D16).
+    XattrUnsupported,
     /// Data in a layer the core cannot interpret (an ACL no kernel could parse either).
     Malformed,
     /// A broken invariant or a panicked handler: a bug, answered as an I/O error.
@@ -68,6 +71,8 @@ impl Error {
             Error::Invalid => libc::EINVAL,
             // getxattr(2)'s "no such attribute" (ENOATTR is ENODATA on Linux).
             Error::NoXattr => libc::ENODATA,
+            // What a filesystem without that xattr handler says; tools remember it per device.
+            Error::XattrUnsupported => libc::EOPNOTSUPP,
             // Both are faults the caller cannot fix by asking differently.
             Error::Malformed | Error::Internal => libc::EIO,
             // Only reachable before a session exists; EINVAL is what mount(2) would say.
@@ -119,6 +124,7 @@ impl fmt::Display for Error {
             Error::NotPermitted => "operation not permitted",
             Error::Invalid => "invalid argument",
             Error::NoXattr => "no such xattr",
+            Error::XattrUnsupported => "xattr not supported",
             Error::Malformed => "malformed data in a layer",
             Error::Internal => "internal error",
         };

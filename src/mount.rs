@@ -190,8 +190,14 @@ fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
     );
     let forgotten = core.nodes.forgotten();
     let panic_on = cfg.panic_on.as_ref().map(std::ffi::OsString::from);
-    let fs = UnionFs::new(core, cfg.ttl, cfg.passthrough, panic_on, cfg.threads)
-        .map_err(|e| Error::config(&cfg.mountpoint, format!("no worker threads: {e}")))?;
+    let fs = UnionFs::new(
+        core,
+        cfg.ttl,
+        (cfg.passthrough, cfg.writeback),
+        panic_on,
+        cfg.threads,
+    )
+    .map_err(|e| Error::config(&cfg.mountpoint, format!("no worker threads: {e}")))?;
 
     let mut opts = vec![
         MountOption::FSName(cfg.fsname.clone()),

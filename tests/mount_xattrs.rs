@@ -76,3 +76,57 @@ fn private_overlay_xattr_set_through_mount_is_escaped() {
     let v = sys::lgetxattr(&d, &format!("{prefix}overlay.opaque"));
     assert_eq!(v, Ok(b"y".to_vec()), "stored escaped in the upper");
 }
+
+/// D16: on a host without SELinux, `security.selinux` of an object that has no label is "not
+/// supported" (so `ls -l` stops asking, one round trip per file saved); a label that is there
+/// in a layer is served, and one set through the mount is stored and read back.
+#[test]
+fn selinux_label_is_unsupported_where_absent_and_served_where_present() {
+    if kernel_backend() || !require_fuse() {
+        return;
+    }
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        common::mode::note_skip(
+            "skipping: this host runs SELinux, where labels are always answered",
+        );
+        return;
+    }
+    // security.* needs CAP_SYS_ADMIN in the initial namespace.
+    if !needs_initial_root("sets security.selinux in a lower layer") {
+        return;
+    }
+    let s = Stack::new(1);
+    write_file(&s.lower(0).join("plain"), b"x", 0o644);
+    write_file(&s.lower(0).join("labeled"), b"x", 0o644);
+    let label = b"system_u:object_r:etc_t:s0";
+    set_xattr(&s.lower(0).join("labeled"), "security.selinux", label);
+    mounted(&s, |m| {
+        let r = sys::lgetxattr(&m.path("plain"), "security.selinux");
+        expect_errno(r, libc::EOPNOTSUPP, "getxattr security.selinux, no label");
+        let r = sys::lgetxattr(&m.path("plain"), "security.other");
+        expect_errno(
+            r,
+            libc::ENODATA,
+            "getxattr of another absent security.* name",
+        );
+        let v = must(
+            sys::lgetxattr(&m.path("labeled"), "security.selinux"),
+            "getxattr security.selinux of a labeled lower file",
+        );
+        assert_eq!(v, label);
+        must(
+            sys::lsetxattr(&m.path("plain"), "security.selinux", label),
+            "setxattr security.selinux through the mount",
+        );
+        let v = must(
+            sys::lgetxattr(&m.path("plain"), "security.selinux"),
+            "getxattr after setxattr",
+        );
+        assert_eq!(v, label);
+        let up = must(
+            sys::lgetxattr(&s.upper().join("plain"), "security.selinux"),
+            "the label in the upper",
+        );
+        assert_eq!(up, label);
+    });
+}

@@ -41,6 +41,9 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
     pub passthrough: bool,
+    /// Let the kernel cache writes and write them back in large batches when file data goes
+    /// through the daemon (no passthrough).
+    pub writeback: bool,
     /// Fault injection for tests: a lookup of this name panics inside the request handler.
     pub panic_on: Option<String>,
     /// Read `.wh.` whiteout files as whiteouts (fuse-overlayfs compatibility).

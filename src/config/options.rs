@@ -23,6 +23,8 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
     pub no_passthrough: bool,
+    /// `writeback` / `nowriteback`: the kernel's writeback cache when passthrough is off.
+    pub no_writeback: bool,
     pub panic_on: Option<String>,
     /// Also read AUFS-style `.wh.NAME` / `.wh..wh..opq` whiteouts in the layers
     /// (containers-storage writes them for mount programs; fuse-overlayfs reads them).
@@ -85,6 +87,8 @@ impl MountOpts {
             ("userxattr", None) => self.userxattr = Some(true),
             ("passthrough", None) => self.no_passthrough = false,
             ("nopassthrough", None) => self.no_passthrough = true,
+            ("writeback", None) => self.no_writeback = false,
+            ("nowriteback", None) => self.no_writeback = true,
             ("threads", Some(v)) => {
                 let n: usize = v.parse().map_err(|_| bad("threads takes a number"))?;
                 if n == 0 || n > 256 {

@@ -175,6 +175,7 @@ impl MountConfig {
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
+            writeback: !opts.no_writeback,
             panic_on: opts.panic_on.clone(),
             aufs_whiteouts: opts.aufs_whiteouts,
             override_stat: opts.override_stat.clone(),

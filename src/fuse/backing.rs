@@ -42,6 +42,7 @@ impl Fs {
         &self,
         ino: u64,
         fh: u64,
+        flags: i32,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> (FopenFlags, Option<Arc<BackingId>>) {
         let joined = self.io.lock().join(ino, fh);
@@ -66,17 +67,24 @@ impl Fs {
                 }
             }
         };
-        let flags = if backing.is_some() {
+        let fopen = if backing.is_some() {
             FopenFlags::empty()
+        } else if flags & libc::O_ACCMODE == libc::O_WRONLY
+            && self.writeback.load(Ordering::Relaxed)
+        {
+            // A write-only stream (tar, cp, a compiler's output) under the writeback cache:
+            // its data would be written back at close anyway, one synchronous round trip
+            // later than a direct WRITE; direct I/O sends each write(2) as it comes.
+            FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
         };
-        (flags, backing)
+        (fopen, backing)
     }
 
     /// Answer an open of `ino` as handle `fh`, in the node's I/O mode (see `open_mode`).
-    pub(super) fn opened(&self, reply: ReplyOpen, ino: u64, fh: u64) {
-        match self.open_mode(ino, fh, |fd| reply.open_backing(fd)) {
+    pub(super) fn opened(&self, reply: ReplyOpen, ino: u64, fh: u64, flags: i32) {
+        match self.open_mode(ino, fh, flags, |fd| reply.open_backing(fd)) {
             (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
             (f, None) => reply.opened(FileHandle(fh), f),
         }
@@ -84,9 +92,14 @@ impl Fs {
 
     /// Answer a create: the entry (as for lookups, see `entry`: when st_ino differs from the
     /// node id nothing is cached, so the next stat asks getattr) and the open handle `fh`.
-    pub(super) fn created(&self, reply: ReplyCreate, node: &Node, st: &Stat, fh: u64) {
+    pub(super) fn created(
+        &self,
+        reply: ReplyCreate,
+        (node, st, fh): (&Node, &Stat, u64),
+        flags: i32,
+    ) {
         let (a, ttl) = self.entry_attr(node, st);
-        match self.open_mode(node.ino, fh, |fd| reply.open_backing(fd)) {
+        match self.open_mode(node.ino, fh, flags, |fd| reply.open_backing(fd)) {
             (f, Some(b)) => {
                 reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
             }

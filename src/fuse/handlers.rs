@@ -240,7 +240,7 @@ impl Filesystem for UnionFs {
             reply,
             may_copy,
             move |fs| fs.core.open(ino.0, flags.0),
-            move |fs, reply, fh| fs.opened(reply, ino.0, fh),
+            move |fs, reply, fh| fs.opened(reply, ino.0, fh, flags.0),
         );
     }
 
@@ -503,7 +503,7 @@ impl Filesystem for UnionFs {
             parent.0,
             reply,
             || self.core.create(parent.0, name, mode, flags, creds(req)),
-            |reply, (node, st, fh)| self.created(reply, &node, &st, fh),
+            |reply, (node, st, fh)| self.created(reply, (&node, &st, fh), flags),
         )
     }
 
@@ -568,6 +568,14 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        // Under the writeback cache the kernel may hold data we have not seen, and it does not
+        // write it back before asking: our SEEK_DATA/SEEK_HOLE could call fresh data a hole
+        // (and a sparse-aware copy would skip it). ENOSYS makes the kernel answer itself from
+        // its size: data up to EOF, the one hole there (docs/semantics.md, D15).
+        if self.writeback.load(std::sync::atomic::Ordering::Relaxed) {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         answer(
             "lseek",
             ino.0,

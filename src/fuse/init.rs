@@ -36,8 +36,23 @@ impl Fs {
             self.passthrough.store(true, Ordering::Relaxed);
             self.core.set_share_backing();
         }
+        // Without passthrough every write(2) would be a round trip to us. The writeback cache
+        // lets the kernel keep writes in the page cache and send them in batches (and the
+        // kernel refuses passthrough when it is on, so it is asked for only after that).
+        // The kernel then reads through write-only handles too (to fill partial pages), and
+        // trusts its own size and times of regular files over ours.
+        let writeback = !self.passthrough.load(Ordering::Relaxed)
+            && self.want_writeback
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok();
+        if writeback {
+            self.writeback.store(true, Ordering::Relaxed);
+            self.core.set_read_write_only();
+        }
         tracing::info!(
             passthrough = self.passthrough.load(Ordering::Relaxed),
+            writeback,
             "data path"
         );
     }

@@ -45,6 +45,10 @@ pub struct Fs {
     /// Passthrough was asked for; `passthrough` says whether the kernel agreed.
     pub want_passthrough: bool,
     passthrough: AtomicBool,
+    /// The writeback cache was asked for, for when passthrough is not granted; `writeback`
+    /// says whether the kernel agreed.
+    want_writeback: bool,
+    writeback: AtomicBool,
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
@@ -54,11 +58,12 @@ pub struct Fs {
 }
 
 impl UnionFs {
-    /// `workers`: threads for the requests that may block (at least one).
+    /// `workers`: threads for the requests that may block (at least one). `data`: whether
+    /// passthrough and the writeback cache are wanted.
     pub fn new(
         core: Union,
         ttl: Duration,
-        want_passthrough: bool,
+        (want_passthrough, want_writeback): (bool, bool),
         panic_on: Option<std::ffi::OsString>,
         workers: usize,
     ) -> std::io::Result<UnionFs> {
@@ -68,6 +73,8 @@ impl UnionFs {
                 ttl,
                 want_passthrough,
                 passthrough: AtomicBool::new(false),
+                want_writeback,
+                writeback: AtomicBool::new(false),
                 panic_on,
                 io: Mutex::new(IoState::default()),
             }),

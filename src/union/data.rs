@@ -15,10 +15,12 @@ use super::Union;
 
 impl Union {
     /// The flags to open a handle's real file with: the caller's, widened from write-only to
-    /// read-write when that fd may also back passthrough.
+    /// read-write when that fd may also back passthrough or the kernel may read through it.
     pub(super) fn handle_flags(&self, flags: i32) -> i32 {
         let flags = open_flags(flags);
-        if flags & libc::O_ACCMODE == libc::O_WRONLY && self.share_backing.load(Ordering::Relaxed) {
+        let widen = self.share_backing.load(Ordering::Relaxed)
+            || self.read_write_only.load(Ordering::Relaxed);
+        if flags & libc::O_ACCMODE == libc::O_WRONLY && widen {
             (flags & !libc::O_ACCMODE) | libc::O_RDWR
         } else {
             flags

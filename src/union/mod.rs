@@ -111,6 +111,12 @@ pub struct Union {
     /// Passthrough is on: a write-only handle's file is opened read-write, so it can be the
     /// node's backing file too (one open instead of two per create).
     share_backing: AtomicBool,
+    /// The writeback cache is on: the kernel reads through write-only handles (to fill the
+    /// rest of a page it writes part of), so they are opened read-write.
+    read_write_only: AtomicBool,
+    /// The host runs SELinux; if not, `security.selinux` of an object without one answers
+    /// EOPNOTSUPP instead of ENODATA (docs/semantics.md, D16).
+    selinux: bool,
     tmp_seq: AtomicU64,
 }
 
@@ -140,6 +146,8 @@ impl Union {
             euid: sys::geteuid(),
             egid: sys::getegid(),
             share_backing: AtomicBool::new(false),
+            read_write_only: AtomicBool::new(false),
+            selinux: xattr::host_has_selinux(),
             tmp_seq: AtomicU64::new(0),
         }
     }
@@ -165,6 +173,11 @@ impl Union {
     /// Called once the kernel agreed to passthrough (see `share_backing`).
     pub fn set_share_backing(&self) {
         self.share_backing.store(self.privileged, Ordering::Relaxed);
+    }
+
+    /// Called once the kernel agreed to the writeback cache (see `read_write_only`).
+    pub fn set_read_write_only(&self) {
+        self.read_write_only.store(true, Ordering::Relaxed);
     }
 
     fn upper(&self) -> Result<LayerIdx> {

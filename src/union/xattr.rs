@@ -13,6 +13,15 @@ use crate::sys;
 
 use super::Union;
 
+/// The SELinux label's name (see `Union::selinux`).
+const SELINUX_XATTR: &std::ffi::CStr = c"security.selinux";
+
+/// Does this host run SELinux (selinuxfs mounted where libselinux looks)? Without it no label
+/// is ever set for us, and `security.selinux` of an object without one is "not supported".
+pub(super) fn host_has_selinux() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
 impl Union {
     /// The `/proc/self/fd/N/NAME` path the `l*xattr` calls take for `node`, with the directory
     /// fd it names (keep it alive while the path is used: N could be reused once it closes).
@@ -29,7 +38,15 @@ impl Union {
         let real = self.fmt.escape(&name);
         // Most asks are for names the object lacks (`security.selinux` of every file in
         // `ls -l`): answered from the name cache, without building a path.
-        if is_override_xattr(&real) || !self.xattr_names(&node)?.contains(&real) {
+        if is_override_xattr(&real) {
+            return Err(Error::NoXattr);
+        }
+        if !self.xattr_names(&node)?.contains(&real) {
+            // `ls -l` asks every file for its SELinux label, one round trip each that the
+            // kernel can't cache; told "not supported" once, it stops asking for this device.
+            if !self.selinux && real.as_c_str() == SELINUX_XATTR {
+                return Err(Error::XattrUnsupported);
+            }
             return Err(Error::NoXattr);
         }
         let (_fd, path) = self.xattr_path(&node)?;

@@ -119,3 +119,12 @@ pub fn dev_fuse_usable() -> bool {
         .open(Path::new("/dev/fuse"))
         .is_ok()
 }
+
+/// Does file data go through the kernel's writeback cache on this test's mounts? It does
+/// whenever FUSE passthrough is off (every mode but root, or `UNIONFUSE_TEST_OPTS=nopassthrough`)
+/// unless the options turn it off.
+pub fn writeback_cache() -> bool {
+    let opts = std::env::var("UNIONFUSE_TEST_OPTS").unwrap_or_default();
+    let has = |o: &str| opts.split(',').any(|x| x == o);
+    (mode() != Mode::Root || has("nopassthrough")) && !has("nowriteback")
+}
