@@ -343,8 +343,11 @@ impl NodeTable {
             let keep = nodes.len() * 2;
             nodes.shrink_to(keep);
         }
+        // A redirect lives as long as the node it leads to: once the deleted object that held
+        // the derived id is forgotten, the id must still lead to the newcomer, or a lookup
+        // would give the kernel a second inode for it (with its own cached size and pages).
         if !ids.redirect.is_empty() {
-            ids.redirect.retain(|from, to| *from != ino && *to != ino);
+            ids.redirect.retain(|_, to| *to != ino);
         }
         drop(ids);
         // Only directories have cached fds; scanning the LRU for every file would make a
@@ -440,5 +443,41 @@ impl NodeTable {
 
     pub fn is_empty(&self) -> bool {
         self.ids.read().nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> NodeTable {
+        let stack = LayerStack {
+            layers: Vec::new(),
+            has_upper: true,
+            work: None,
+        };
+        NodeTable::new(&stack, 16)
+    }
+
+    /// A deleted file the kernel still holds keeps its id; a new file that got its inode
+    /// number gets a fresh id, and keeps getting it after the deleted one is forgotten (else
+    /// the kernel would be handed two inodes for one file).
+    #[test]
+    fn a_reused_inode_number_keeps_its_fresh_id_after_the_old_node_is_forgotten() {
+        let t = table();
+        let derived = 42;
+        let file = libc::S_IFREG;
+        let old = t.remember((derived, derived), file, vec![UPPER], (ROOT, c"a".into()));
+        assert_eq!(old.ino, derived);
+        old.dead.store(true, Ordering::Release);
+        let new = t.remember((derived, derived), file, vec![UPPER], (ROOT, c"b".into()));
+        assert_ne!(new.ino, derived, "the newcomer must not take the held id");
+        t.forget(derived, 1);
+        let again = t.remember((derived, derived), file, vec![UPPER], (ROOT, c"b".into()));
+        assert_eq!(again.ino, new.ino, "a later lookup finds the same node");
+        t.forget(new.ino, 2);
+        assert!(t.peek(new.ino).is_none());
+        let fresh = t.remember((derived, derived), file, vec![UPPER], (ROOT, c"c".into()));
+        assert_eq!(fresh.ino, derived, "with both gone the derived id is free again");
     }
 }
