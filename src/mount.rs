@@ -5,10 +5,10 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Weak;
+use std::sync::{OnceLock, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -32,9 +32,11 @@ const DEV_FUSE: &str = "/dev/fuse";
 /// Mount through fuser and return the live session (the mount is up once this returns).
 pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     let (fs, config, forgotten) = prepare(cfg)?;
+    let queue = fs.queue_slot();
     // Checked here so that the error names the device (and fuser logs nothing of its own).
     drop(open_dev_fuse()?);
     let session = Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
+    watch_queue(&session, &queue);
     mounted(cfg, forgotten);
     Ok(session)
 }
@@ -51,6 +53,7 @@ pub struct Mounted {
 /// from `subtype=`.
 pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
     let (fs, config, forgotten) = prepare(cfg)?;
+    let queue = fs.queue_slot();
     let dev = open_dev_fuse()?;
     let mnt = cpath(&cfg.mountpoint)?;
     let root_mode = std::fs::metadata(&cfg.mountpoint)
@@ -93,6 +96,7 @@ pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
             let session =
                 Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
             mounted(cfg, forgotten);
+            watch_queue(&session, &queue);
             return Ok(Mounted {
                 session,
                 ours: None,
@@ -111,10 +115,22 @@ pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
         }
     };
     mounted(cfg, forgotten);
+    watch_queue(&session, &queue);
     Ok(Mounted {
         session,
         ours: Some(mnt),
     })
+}
+
+/// Give the handlers a view of the session's request queue (see `Fs::busy`); without one,
+/// every quick request is answered by the session thread.
+fn watch_queue(session: &Session<UnionFs>, queue: &OnceLock<OwnedFd>) {
+    match session.as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            let _ = queue.set(fd);
+        }
+        Err(e) => tracing::warn!(error = %e, "no second session fd: one thread answers"),
+    }
 }
 
 fn cpath(path: &std::path::Path) -> Result<CString> {

@@ -26,19 +26,20 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let run = || {
+        let name = name.to_os_string();
+        let run = move |fs: &super::Fs| {
             #[cfg(feature = "fault-injection")]
-            if self.panic_on.as_deref() == Some(name) {
+            if fs.panic_on.as_deref() == Some(name.as_os_str()) {
                 panic!("debug_panic_on: lookup of {name:?}");
             }
-            match self.core.lookup(parent.0, name) {
-                Ok(found) => Ok(Some(found)),
-                Err(e) if e.is(libc::ENOENT) => Ok(None),
+            match fs.core.lookup(parent.0, &name) {
+                Ok(found) => Ok((Some(found), name)),
+                Err(e) if e.is(libc::ENOENT) => Ok((None, name)),
                 Err(e) => Err(e),
             }
         };
-        answer("lookup", parent.0, reply, run, |reply, found| {
-            self.lookup_reply(reply, parent.0, name, found)
+        self.quick("lookup", parent.0, reply, run, move |fs, reply, (found, name)| {
+            fs.lookup_reply(reply, parent.0, &name, found)
         });
     }
 
@@ -51,14 +52,14 @@ impl Filesystem for UnionFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        answer(
+        self.quick(
             "getattr",
             ino.0,
             reply,
-            || self.core.getattr(ino.0, fh.map(|f| f.0)),
-            |reply, st| {
+            move |fs| fs.core.getattr(ino.0, fh.map(|f| f.0)),
+            move |fs, reply, st| {
                 tracing::trace!(ino = ino.0, mode = st.st_mode, "getattr");
-                reply.attr(&self.ttl, &attr(&st))
+                reply.attr(&fs.ttl, &attr(&st))
             },
         )
     }
@@ -361,8 +362,8 @@ impl Filesystem for UnionFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let run = || self.core.dir_entries(fh.0, offset);
-        answer("readdir", ino.0, reply, run, |reply, entries| {
+        let run = move |fs: &super::Fs| fs.core.dir_entries(fh.0, offset);
+        self.quick("readdir", ino.0, reply, run, move |_, reply, entries| {
             fill(reply, &entries, offset)
         });
     }
@@ -375,9 +376,9 @@ impl Filesystem for UnionFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        let run = || self.core.dir_entries(fh.0, offset);
-        answer("readdirplus", ino.0, reply, run, |reply, entries| {
-            self.fill_plus(reply, ino.0, &entries, offset)
+        let run = move |fs: &super::Fs| fs.core.dir_entries(fh.0, offset);
+        self.quick("readdirplus", ino.0, reply, run, move |fs, reply, entries| {
+            fs.fill_plus(reply, ino.0, &entries, offset)
         });
     }
 
@@ -446,12 +447,13 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        answer(
+        let name = name.to_os_string();
+        self.quick(
             "getxattr",
             ino.0,
             reply,
-            || self.core.getxattr(ino.0, name),
-            |reply, v| xattr_reply(reply, &v, size),
+            move |fs| fs.core.getxattr(ino.0, &name),
+            move |_, reply, v| xattr_reply(reply, &v, size),
         )
     }
 

@@ -10,8 +10,9 @@ mod handlers;
 mod init;
 mod reply;
 
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -52,6 +53,8 @@ pub struct Fs {
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
+    /// The session's /dev/fuse fd, to see whether requests are waiting (see `busy`).
+    queue: Arc<OnceLock<OwnedFd>>,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.
     io: Mutex<IoState>,
@@ -76,10 +79,16 @@ impl UnionFs {
                 want_writeback,
                 writeback: AtomicBool::new(false),
                 panic_on,
+                queue: Arc::default(),
                 io: Mutex::new(IoState::default()),
             }),
             pool: Pool::new(workers)?,
         })
+    }
+
+    /// Where the session's /dev/fuse fd goes once the session exists (see `Fs::busy`).
+    pub fn queue_slot(&self) -> Arc<OnceLock<OwnedFd>> {
+        self.fs.queue.clone()
     }
 
     /// Run `job` with the shared state on a worker thread if it `may_block`, else here and
@@ -107,5 +116,30 @@ impl UnionFs {
     ) {
         let job = move |fs: &Fs| answer(op, ino, reply, || run(fs), |reply, v| ok(fs, reply, v));
         self.run(job, may_block);
+    }
+
+    /// `serve` for a request that is over in microseconds: answered here, unless more requests
+    /// are already waiting (see `Fs::busy`).
+    fn quick<R: ReplyError + Send + 'static, T>(
+        &self,
+        op: &'static str,
+        ino: u64,
+        reply: R,
+        run: impl FnOnce(&Fs) -> crate::error::Result<T> + Send + 'static,
+        ok: impl FnOnce(&Fs, R, T) + Send + 'static,
+    ) {
+        let busy = self.busy();
+        self.serve(op, ino, reply, busy, run, ok);
+    }
+}
+
+impl Fs {
+    /// Are more requests waiting than the one in hand? One session thread answers the quick
+    /// requests itself, so a serial client's requests stay on one warm thread and CPU; while
+    /// others queue up behind it (parallel clients), the quick ones go to the workers too.
+    fn busy(&self) -> bool {
+        self.queue
+            .get()
+            .is_some_and(|fd| crate::sys::has_input(fd.as_fd()))
     }
 }

@@ -631,3 +631,16 @@ pub fn raise_nofile() -> u64 {
 pub fn is_whiteout_stat(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
+
+/// Is there input waiting on `fd` right now (poll(2) with no timeout)? For /dev/fuse: are
+/// requests queued that no session thread has read yet?
+pub fn has_input(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and its count.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLIN != 0
+}
