@@ -248,99 +248,128 @@ impl Union {
         };
         let hit = lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)?;
         match hit {
-            Hit::Found(f) if f.is_dir && !f.opaque && self.stack.is_upper(f.top()) => {
-                self.follow_redirect(parent, name, f)
-            }
+            Hit::Found(f) if f.is_dir && !f.opaque => self.follow_redirects(parent, name, f),
             hit => Ok(hit),
         }
     }
 
-    /// A merged directory's upper copy `parent/name` may carry a redirect: its lower copies
-    /// are then those at the redirect, not under `name` (kernel overlay's `ovl_lookup`). The
-    /// path is walked beneath each lower layer's root, one component at a time, following no
-    /// symlink.
-    fn follow_redirect(&self, parent: &Node, name: &CStr, mut f: lookup::Found) -> Result<Hit> {
-        let upper = f.top();
-        let pfd = self.dir_fd(parent, upper)?;
-        let Some(raw) = self.fmt.redirect(pfd.as_fd(), name)? else {
-            return Ok(Hit::Found(f));
-        };
-        if self.opts.redirect_dir == RedirectDir::NoFollow {
-            tracing::warn!(
-                ?name,
-                "refusing to follow a redirect (redirect_dir=nofollow)"
-            );
-            return Err(Error::NotPermitted);
-        }
-        let Some(path) = lookup::LowerPath::parse(&raw) else {
-            tracing::warn!(?name, value = %String::from_utf8_lossy(&raw), "invalid redirect");
-            // As kernel overlay (*observed*): a `.` or `..` component fails its lookup
-            // (EACCES), anything else malformed is EINVAL.
-            let dots = raw.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
-            return Err(if dots {
-                Error::Sys(libc::EACCES)
+    /// Any copy of a merged directory `parent/name` (upper or lower) that is not opaque and
+    /// has layers below it may carry a redirect: the copies in the layers below it are then
+    /// those at the redirect, not under `name`, and a copy found there may redirect the
+    /// layers below it in turn (kernel overlay's `ovl_lookup`). `f` is the lookup by name.
+    /// A path is walked beneath each layer's root, one component at a time, following no
+    /// symlink. Costs one getxattr per copy with layers below it.
+    fn follow_redirects(&self, parent: &Node, name: &CStr, mut f: lookup::Found) -> Result<Hit> {
+        let bottom = self.stack.layers.len() - 1;
+        let mut at = LowerPath::Name(name.to_owned());
+        let mut redirects = Vec::new();
+        let mut i = 0;
+        while i < f.layers.len() && f.layers[i] < bottom {
+            let l = f.layers[i];
+            let Some(pfd) = self.redirect_parent(parent, &at, l)? else {
+                break;
+            };
+            let leaf = at.leaf().to_owned();
+            let Some(raw) = self.fmt.redirect(pfd.as_fd(), &leaf)? else {
+                i += 1;
+                continue;
+            };
+            // An opaque copy ends the merge before its redirect is read (`ovl_lookup_single`);
+            // only the last copy listed can be one (the top one was checked by the caller).
+            if i > 0 && i + 1 == f.layers.len() && self.fmt.is_opaque(pfd.as_fd(), &leaf) {
+                break;
+            }
+            let abs = raw.starts_with(b"/") || matches!(at, LowerPath::Abs(_));
+            let below: Vec<LayerIdx> = if abs {
+                (l + 1..=bottom).collect()
             } else {
-                Error::Invalid
-            });
-        };
-        let lowers: Vec<LayerIdx> = match &path {
-            LowerPath::Name(_) => parent
-                .layers()
-                .into_iter()
-                .filter(|l| !self.stack.is_upper(*l))
-                .collect(),
-            LowerPath::Abs(_) => (0..self.stack.layers.len())
-                .filter(|l| !self.stack.is_upper(*l))
-                .collect(),
-        };
-        // Each lower copy of the redirect's parent directory, or none where it is missing.
-        let mut parents: Vec<(LayerIdx, Arc<OwnedFd>)> = Vec::new();
-        for &l in &lowers {
-            let fd = match &path {
-                LowerPath::Name(_) => self.dir_fd(parent, l),
-                LowerPath::Abs(comps) => {
-                    let mut fd = self.stack.layers[l].root.clone();
-                    let mut res = Ok(());
-                    for c in &comps[..comps.len() - 1] {
-                        match sys::open_dir_path(fd.as_fd(), c) {
-                            Ok(sub) => fd = Arc::new(sub),
-                            Err(e) => {
-                                res = Err(e);
-                                break;
-                            }
+                parent.layers().into_iter().filter(|x| *x > l).collect()
+            };
+            if below.is_empty() {
+                break;
+            }
+            if self.opts.redirect_dir == RedirectDir::NoFollow {
+                tracing::warn!(
+                    ?name,
+                    "refusing to follow a redirect (redirect_dir=nofollow)"
+                );
+                return Err(Error::NotPermitted);
+            }
+            let Some(path) = LowerPath::parse(&raw) else {
+                tracing::warn!(?name, value = %String::from_utf8_lossy(&raw), "invalid redirect");
+                // As kernel overlay (*observed*): a `.` or `..` component fails its lookup
+                // (EACCES), anything else malformed is EINVAL.
+                let dots = raw.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
+                return Err(if dots {
+                    Error::Sys(libc::EACCES)
+                } else {
+                    Error::Invalid
+                });
+            };
+            at = at.then(path);
+            redirects.push((l, at.clone()));
+            // The copies below this one are those at the redirect, found by the same rule.
+            let mut parents: Vec<(LayerIdx, Arc<OwnedFd>)> = Vec::new();
+            for x in below {
+                if let Some(fd) = self.redirect_parent(parent, &at, x)? {
+                    parents.push((x, fd));
+                }
+            }
+            let present: Vec<LayerIdx> = parents.iter().map(|(x, _)| *x).collect();
+            let fd_of = |x: LayerIdx| -> Result<Arc<OwnedFd>> {
+                parents
+                    .iter()
+                    .find(|(px, _)| *px == x)
+                    .map(|(_, fd)| fd.clone())
+                    .ok_or(Error::NotFound)
+            };
+            f.layers.truncate(i + 1);
+            f.stats.truncate(i + 1);
+            if let Hit::Found(low) =
+                lookup::resolve(&self.fmt, &present, fd_of, |_| false, at.leaf())?
+                && low.is_dir
+            {
+                f.layers.extend(low.layers);
+                f.stats.extend(low.stats);
+            }
+            i += 1;
+        }
+        if !redirects.is_empty() {
+            f.redirect = Some(lookup::Redirects(redirects));
+        }
+        Ok(Hit::Found(f))
+    }
+
+    /// The directory of layer `l` that holds the copy of `parent`'s child found at `at` (its
+    /// name in `parent`, or a redirect's path), or None when the layer has no such directory.
+    fn redirect_parent(
+        &self,
+        parent: &Node,
+        at: &LowerPath,
+        l: LayerIdx,
+    ) -> Result<Option<Arc<OwnedFd>>> {
+        let fd = match at {
+            LowerPath::Name(_) => self.dir_fd(parent, l),
+            LowerPath::Abs(comps) => {
+                let mut fd = self.stack.layers[l].root.clone();
+                let mut res = Ok(());
+                for c in &comps[..comps.len().saturating_sub(1)] {
+                    match sys::open_dir_path(fd.as_fd(), c) {
+                        Ok(sub) => fd = Arc::new(sub),
+                        Err(e) => {
+                            res = Err(e);
+                            break;
                         }
                     }
-                    res.map(|()| fd)
                 }
-            };
-            match fd {
-                Ok(fd) => parents.push((l, fd)),
-                Err(e) if matches!(e.errno(), libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => {}
-                Err(e) => return Err(e),
+                res.map(|()| fd)
             }
-        }
-        let target = match &path {
-            LowerPath::Name(n) => n.clone(),
-            LowerPath::Abs(comps) => comps[comps.len() - 1].clone(),
         };
-        let present: Vec<LayerIdx> = parents.iter().map(|(l, _)| *l).collect();
-        let fd_of = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
-            parents
-                .iter()
-                .find(|(pl, _)| *pl == l)
-                .map(|(_, fd)| fd.clone())
-                .ok_or(Error::NotFound)
-        };
-        f.layers.truncate(1);
-        f.stats.truncate(1);
-        if let Hit::Found(low) = lookup::resolve(&self.fmt, &present, fd_of, |_| false, &target)?
-            && low.is_dir
-        {
-            f.layers.extend(low.layers);
-            f.stats.extend(low.stats);
+        match fd {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if matches!(e.errno(), libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Ok(None),
+            Err(e) => Err(e),
         }
-        f.redirect = Some(path);
-        Ok(Hit::Found(f))
     }
 
     /// The lower-name index of a directory with many lower copies, built on first use.
