@@ -139,15 +139,23 @@ impl Union {
         found: &Found,
         l: LayerIdx,
     ) -> Result<Arc<OwnedFd>> {
-        let own = LowerPath::Name(name.to_owned());
-        let at = found
-            .redirect
-            .as_ref()
-            .and_then(|r| r.for_layer(l))
-            .unwrap_or(&own);
-        let pfd = self
-            .redirect_parent(parent, at, l)?
-            .ok_or(Error::NotFound)?;
-        Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), at.leaf())?))
+        let at = found.redirect.as_ref().and_then(|r| r.for_layer(l));
+        match at {
+            Some(LowerPath::Abs(comps)) => {
+                let mut fd = self.stack.layers[l].root.clone();
+                for c in comps {
+                    fd = Arc::new(sys::open_dir_path(fd.as_fd(), c)?);
+                }
+                Ok(fd)
+            }
+            Some(LowerPath::Name(n)) => {
+                let pfd = self.dir_fd(parent, l)?;
+                Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), n)?))
+            }
+            None => {
+                let pfd = self.dir_fd(parent, l)?;
+                Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), name)?))
+            }
+        }
     }
 }
