@@ -628,3 +628,65 @@ fn redirect_chains_across_lower_layers() {
         });
     }
 }
+
+/// diff and commit over lowers that hold redirects (an upper written with redirect_dir=on, used
+/// as a lower): a directory moved again is exported with the content its lower copy's redirect
+/// leads to, and the layer applied on the lowers' merged view gives the mounted view.
+#[test]
+fn diff_and_commit_follow_redirects_in_the_lowers() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    write_file(&s.lower(0).join("a/f1"), b"one\n", 0o644);
+    write_file(&s.lower(0).join("a/sub/f2"), b"two\n", 0o600);
+    write_file(&s.lower(0).join("keep/k"), b"k\n", 0o644);
+    write_with("unionfuse", &s, |m| {
+        must(sys::renameat2(&m.join("a"), &m.join("b"), 0), "mv a b");
+    });
+    let t = s.upper_as_lower(true);
+    // The lowers' merged view as plain files, to apply the layer on.
+    let applied = t.base.path().join("applied");
+    {
+        let ro = s.upper_as_lower(false);
+        copy_tree(UnionMount::new(&ro).mnt(), &applied);
+    }
+    let merged = {
+        let m = UnionMount::with_args(&t, &["-o", "redirect_dir=on"]);
+        must(sys::renameat2(&m.path("b"), &m.path("c"), 0), "mv b c");
+        write_file(&m.path("c/new"), b"new\n", 0o644);
+        write_file(&m.path("keep/k2"), b"k2\n", 0o644);
+        view(m.mnt())
+    };
+    let base = t.base.path();
+    let list =
+        std::ffi::OsString::from(format!("{}:{}", t.lower(0).display(), t.lower(1).display()));
+    let up = t.upper().as_os_str();
+    let o = unionfuse(base, &["diff".as_ref(), up, "--lower".as_ref(), &list]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "D /b\nA /c\nA /c/f1\nA /c/new\nA /c/sub\nA /c/sub/f2\nC /keep\nA /keep/k2\n"
+    );
+    let layer = base.join("layer.tar");
+    let o = unionfuse(
+        base,
+        &[
+            "commit".as_ref(),
+            up,
+            "-o".as_ref(),
+            layer.as_os_str(),
+            "--lower".as_ref(),
+            &list,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    apply_layer(&layer, &applied);
+    let no_mtime = |t: Tree| t.normalize(|_, e| e.mtime = None);
+    assert_trees_eq(
+        "merged lowers + committed layer vs the mounted view",
+        &no_mtime(merged),
+        &no_mtime(Tree::snapshot(&applied, SnapOpts::VIEW)),
+        false,
+    );
+}

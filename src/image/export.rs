@@ -57,26 +57,106 @@ fn has_origin(p: &Path) -> bool {
 }
 
 /// Is `rel` visible in the merged view of `lowers` (top-first)?
-fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
-    for l in lowers {
-        if let Ok(m) = std::fs::symlink_metadata(l.join(rel)) {
-            return !is_whiteout(&m);
-        }
-        // An opaque ancestor (or a whiteout of one) in this layer hides the layers below.
-        let mut anc = rel.parent();
-        while let Some(a) = anc {
-            if a.as_os_str().is_empty() {
-                break;
-            }
-            match std::fs::symlink_metadata(l.join(a)) {
-                Ok(m) if is_whiteout(&m) || !m.is_dir() => return false,
-                Ok(_) if is_opaque(&l.join(a)) => return false,
-                _ => {}
-            }
-            anc = a.parent();
+fn in_lowers(lowers: &[PathBuf], rel: &Path) -> Result<bool> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(false);
+    };
+    for (_, dir) in dir_copies(lowers, parent)? {
+        if let Ok(m) = std::fs::symlink_metadata(dir.join(name)) {
+            return Ok(!is_whiteout(&m));
         }
     }
-    false
+    Ok(false)
+}
+
+/// Where the layers below a copy that carries a redirect have the directory.
+enum At {
+    /// Under this name in the parent's copies.
+    Name(std::ffi::OsString),
+    /// At this path from each layer's root.
+    Abs(PathBuf),
+}
+
+/// The copies of the directory at `rel` (a path of the lowers' merged view) in `lowers`
+/// (top-first), as kernel overlay merges them: (layer index, path). A whiteout, a
+/// non-directory or an opaque copy ends a merge, and a redirect on a copy (an overlay upper
+/// used as a lower) moves the layers below it to its target; paths are walked without
+/// following symlinks. Empty when the lowers show no directory there.
+fn dir_copies(lowers: &[PathBuf], rel: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut copies: Vec<(usize, PathBuf)> = lowers.iter().cloned().enumerate().collect();
+    for c in rel.components() {
+        if copies.is_empty() {
+            break;
+        }
+        copies = child_copies(lowers, &copies, c.as_os_str())?;
+    }
+    Ok(copies)
+}
+
+/// The copies of directory `name` whose parent's copies are `parent` (see `dir_copies`).
+fn child_copies(
+    lowers: &[PathBuf],
+    parent: &[(usize, PathBuf)],
+    name: &OsStr,
+) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut at = At::Name(name.to_owned());
+    let first = parent.first().map_or(lowers.len(), |(i, _)| *i);
+    for i in first..lowers.len() {
+        let p = match &at {
+            At::Name(n) => parent
+                .iter()
+                .find(|(pi, _)| *pi == i)
+                .map(|(_, d)| d.join(n)),
+            At::Abs(a) => beneath(&lowers[i], a),
+        };
+        let Some(p) = p else {
+            continue;
+        };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if is_whiteout(&m) || !m.is_dir() {
+            break;
+        }
+        out.push((i, p.clone()));
+        if i + 1 == lowers.len() || is_opaque(&p) {
+            break;
+        }
+        if let Some(v) = redirect(&p) {
+            let name = |c: &CString| OsStr::from_bytes(c.to_bytes()).to_owned();
+            at = match (crate::lookup::LowerPath::parse(&v), at) {
+                (Some(crate::lookup::LowerPath::Abs(comps)), _) => {
+                    At::Abs(comps.iter().map(name).collect())
+                }
+                (Some(crate::lookup::LowerPath::Name(n)), At::Abs(a)) => {
+                    At::Abs(a.with_file_name(name(&n)))
+                }
+                (Some(crate::lookup::LowerPath::Name(n)), At::Name(_)) => At::Name(name(&n)),
+                (None, _) => {
+                    return Err(ImageError::new(format!(
+                        "{}: redirect {:?} is not a path beneath the layers",
+                        p.display(),
+                        String::from_utf8_lossy(&v)
+                    )));
+                }
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// `rel` beneath `layer` when every directory on the way is one (not a symlink), else None.
+fn beneath(layer: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut p = layer.to_path_buf();
+    let mut comps = rel.components().peekable();
+    while let Some(c) = comps.next() {
+        p.push(c);
+        if comps.peek().is_some() && !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+    }
+    Some(p)
 }
 
 /// What `unionfuse run` itself leaves in a container layer: the mount points it creates (empty
@@ -133,7 +213,7 @@ fn walk_diff(
             && if lowers.is_empty() {
                 has_origin(&full)
             } else {
-                in_lowers(lowers, &r)
+                in_lowers(lowers, &r)?
             };
         if !existed && run_artifact(upper, &r, &m) {
             continue;
@@ -211,35 +291,11 @@ fn redirect_target(
     }
 }
 
-/// The directory at `rel` in `layer`, walked one component at a time without following
-/// symlinks. `Err(())` when something there (a whiteout, a file, a symlink, an opaque ancestor)
-/// hides the layers below; `Ok(None)` when the layer has nothing there.
-fn layer_dir(layer: &Path, rel: &Path) -> std::result::Result<Option<(PathBuf, bool)>, ()> {
-    let mut p = layer.to_path_buf();
-    let mut comps = rel.components().peekable();
-    while let Some(c) = comps.next() {
-        p.push(c);
-        match std::fs::symlink_metadata(&p) {
-            Err(_) => return Ok(None),
-            Ok(m) if !m.is_dir() => return Err(()),
-            Ok(_) if comps.peek().is_some() && is_opaque(&p) => return Err(()),
-            Ok(_) => {}
-        }
-    }
-    let opaque = is_opaque(&p);
-    Ok(Some((p, opaque)))
-}
-
 /// The merged lower entries of the directory at `rel` (top-first `lowers`): name -> the
 /// topmost non-whiteout copy.
 fn lower_entries(lowers: &[PathBuf], rel: &Path) -> Result<HashMap<Vec<u8>, PathBuf>> {
     let mut seen: HashMap<Vec<u8>, Option<PathBuf>> = HashMap::new();
-    for l in lowers {
-        let (dir, opaque) = match layer_dir(l, rel) {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(()) => break,
-        };
+    for (_, dir) in dir_copies(lowers, rel)? {
         for ent in sorted_dir(&dir)? {
             let name = ent.file_name().as_bytes().to_vec();
             if seen.contains_key(&name) {
@@ -248,9 +304,6 @@ fn lower_entries(lowers: &[PathBuf], rel: &Path) -> Result<HashMap<Vec<u8>, Path
             let full = dir.join(ent.file_name());
             let wh = std::fs::symlink_metadata(&full).is_ok_and(|m| is_whiteout(&m));
             seen.insert(name, (!wh).then_some(full));
-        }
-        if opaque {
-            break;
         }
     }
     Ok(seen
@@ -471,7 +524,7 @@ impl<W: Write> Exporter<W> {
                 let existed = if self.lowers.is_empty() {
                     has_origin(&full)
                 } else {
-                    in_lowers(&self.lowers, &r)
+                    in_lowers(&self.lowers, &r)?
                 };
                 if !existed {
                     continue;
