@@ -690,3 +690,50 @@ fn diff_and_commit_follow_redirects_in_the_lowers() {
         false,
     );
 }
+
+/// Forged redirects on a lower layer's directories (a read-only stack, so the top lower's
+/// copies are the ones looked up): the same errnos as on the upper, kernel overlay's where it
+/// can take part, and nothing outside the layers shows.
+#[test]
+fn forged_redirects_in_a_lower_stay_inside_the_layers() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::readonly(2);
+    let (l0, l1) = (s.lower(0), s.lower(1));
+    write_file(&l1.join("real/inside"), b"in\n", 0o644);
+    symlink("/etc", &l1.join("link"));
+    let name = format!("{}redirect", overlay_prefix());
+    let cases: [(&str, &[u8], Option<i32>); 5] = [
+        ("dotdot", b"/../../etc", Some(libc::EACCES)),
+        ("slash_rel", b"real/inside", Some(libc::EINVAL)),
+        ("via_symlink", b"/link", None),
+        ("to_a_file", b"/real/inside", None),
+        ("relative", b"real", None),
+    ];
+    for (dir, value, _) in &cases {
+        mkdir(&l1.join(dir), 0o755);
+        write_file(&l0.join(dir).join("own"), b"own\n", 0o644);
+        set_xattr(&l0.join(dir), &name, value);
+    }
+    let look = |mnt: &Path| -> Vec<Result<Vec<Vec<u8>>, i32>> {
+        cases
+            .iter()
+            .map(|(dir, _, _)| sys::lstat(&mnt.join(dir)).map(|_| ls(&mnt.join(dir))))
+            .collect()
+    };
+    let ours = look(UnionMount::with_args(&s, &["-o", "redirect_dir=follow"]).mnt());
+    for ((dir, _, errno), got) in cases.iter().zip(&ours) {
+        match errno {
+            Some(e) => assert_eq!(got.as_ref().err(), Some(e), "{dir}"),
+            None if *dir == "relative" => {
+                assert_eq!(got.as_ref().ok(), Some(&names(&["inside", "own"])), "{dir}")
+            }
+            None => assert_eq!(got.as_ref().ok(), Some(&names(&["own"])), "{dir}"),
+        }
+    }
+    if kernel_oracle() {
+        let theirs = look(KernelOverlay::with_opts(&s, "redirect_dir=follow").mnt());
+        assert_eq!(ours, theirs, "unionfuse vs kernel overlay");
+    }
+}
