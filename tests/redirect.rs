@@ -1,8 +1,9 @@
 //! redirect_dir: renaming directories that have lower copies. The upper records each move in
 //! kernel overlay's format (a whiteout at the old name, `overlay.redirect` holding the old
 //! name or the absolute lower path, no opaque flag), lookups follow redirects (ours and the
-//! kernel's), and each side mounts the other's upper with the same view. A forged redirect
-//! never leads out of the layers.
+//! kernel's) in every layer, so such an upper also works as a lower, and each side mounts the
+//! other's layers with the same view. diff and commit export moved directories whole. A forged
+//! redirect never leads out of the layers.
 
 mod common;
 
