@@ -642,8 +642,14 @@ fn diff_and_commit_follow_redirects_in_the_lowers() {
     write_file(&s.lower(0).join("a/f1"), b"one\n", 0o644);
     write_file(&s.lower(0).join("a/sub/f2"), b"two\n", 0o600);
     write_file(&s.lower(0).join("keep/k"), b"k\n", 0o644);
+    write_file(&s.lower(0).join("q/r/h"), b"h\n", 0o644);
+    // A relative redirect (b) and an absolute one (rr) in the layer that becomes the middle.
     write_with("unionfuse", &s, |m| {
         must(sys::renameat2(&m.join("a"), &m.join("b"), 0), "mv a b");
+        must(
+            sys::renameat2(&m.join("q/r"), &m.join("rr"), 0),
+            "mv q/r rr",
+        );
     });
     let t = s.upper_as_lower(true);
     // The lowers' merged view as plain files, to apply the layer on.
@@ -657,6 +663,12 @@ fn diff_and_commit_follow_redirects_in_the_lowers() {
         must(sys::renameat2(&m.path("b"), &m.path("c"), 0), "mv b c");
         write_file(&m.path("c/new"), b"new\n", 0o644);
         write_file(&m.path("keep/k2"), b"k2\n", 0o644);
+        must(sys::mkdir(&m.path("z"), 0o755), "mkdir z");
+        must(
+            sys::renameat2(&m.path("rr"), &m.path("z/rr"), 0),
+            "mv rr z/rr",
+        );
+        write_file(&m.path("z/rr/new2"), b"n2\n", 0o644);
         view(m.mnt())
     };
     let base = t.base.path();
@@ -667,7 +679,8 @@ fn diff_and_commit_follow_redirects_in_the_lowers() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "D /b\nA /c\nA /c/f1\nA /c/new\nA /c/sub\nA /c/sub/f2\nC /keep\nA /keep/k2\n"
+        "D /b\nA /c\nA /c/f1\nA /c/new\nA /c/sub\nA /c/sub/f2\nC /keep\nA /keep/k2\nD /rr\n\
+         A /z\nA /z/rr\nA /z/rr/h\nA /z/rr/new2\n"
     );
     let layer = base.join("layer.tar");
     let o = unionfuse(

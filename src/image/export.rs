@@ -69,14 +69,6 @@ fn in_lowers(lowers: &[PathBuf], rel: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// Where the layers below a copy that carries a redirect have the directory.
-enum At {
-    /// Under this name in the parent's copies.
-    Name(std::ffi::OsString),
-    /// At this path from each layer's root.
-    Abs(PathBuf),
-}
-
 /// The copies of the directory at `rel` (a path of the lowers' merged view) in `lowers`
 /// (top-first), as kernel overlay merges them: (layer index, path). A whiteout, a
 /// non-directory or an opaque copy ends a merge, and a redirect on a copy (an overlay upper
@@ -93,26 +85,24 @@ fn dir_copies(lowers: &[PathBuf], rel: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(copies)
 }
 
-/// The copies of directory `name` whose parent's copies are `parent` (see `dir_copies`).
+/// The copies of directory `name` whose parent's copies are `parent` (see `dir_copies`). A
+/// relative redirect renames it for the parent's copies below; an absolute one makes the copies
+/// below those of its path in the merged view of the layers below (kernel overlay walks that path
+/// beneath each layer's root, following the redirects of the directories passed on the way, to
+/// the same copies).
 fn child_copies(
     lowers: &[PathBuf],
     parent: &[(usize, PathBuf)],
     name: &OsStr,
 ) -> Result<Vec<(usize, PathBuf)>> {
     let mut out = Vec::new();
-    let mut at = At::Name(name.to_owned());
+    let mut name = name.to_owned();
     let first = parent.first().map_or(lowers.len(), |(i, _)| *i);
     for i in first..lowers.len() {
-        let p = match &at {
-            At::Name(n) => parent
-                .iter()
-                .find(|(pi, _)| *pi == i)
-                .map(|(_, d)| d.join(n)),
-            At::Abs(a) => beneath(&lowers[i], a),
-        };
-        let Some(p) = p else {
+        let Some((_, dir)) = parent.iter().find(|(pi, _)| *pi == i) else {
             continue;
         };
+        let p = dir.join(&name);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
         };
@@ -123,40 +113,28 @@ fn child_copies(
         if i + 1 == lowers.len() || is_opaque(&p) {
             break;
         }
-        if let Some(v) = redirect(&p) {
-            let name = |c: &CString| OsStr::from_bytes(c.to_bytes()).to_owned();
-            at = match (crate::lookup::LowerPath::parse(&v), at) {
-                (Some(crate::lookup::LowerPath::Abs(comps)), _) => {
-                    At::Abs(comps.iter().map(name).collect())
-                }
-                (Some(crate::lookup::LowerPath::Name(n)), At::Abs(a)) => {
-                    At::Abs(a.with_file_name(name(&n)))
-                }
-                (Some(crate::lookup::LowerPath::Name(n)), At::Name(_)) => At::Name(name(&n)),
-                (None, _) => {
-                    return Err(ImageError::new(format!(
-                        "{}: redirect {:?} is not a path beneath the layers",
-                        p.display(),
-                        String::from_utf8_lossy(&v)
-                    )));
-                }
-            };
+        let Some(v) = redirect(&p) else {
+            continue;
+        };
+        let os = |c: &CString| OsStr::from_bytes(c.to_bytes()).to_owned();
+        match crate::lookup::LowerPath::parse(&v) {
+            Some(crate::lookup::LowerPath::Name(n)) => name = os(&n),
+            Some(crate::lookup::LowerPath::Abs(comps)) => {
+                let target: PathBuf = comps.iter().map(os).collect();
+                let below = dir_copies(&lowers[i + 1..], &target)?;
+                out.extend(below.into_iter().map(|(j, d)| (i + 1 + j, d)));
+                break;
+            }
+            None => {
+                return Err(ImageError::new(format!(
+                    "{}: redirect {:?} is not a path beneath the layers",
+                    p.display(),
+                    String::from_utf8_lossy(&v)
+                )));
+            }
         }
     }
     Ok(out)
-}
-
-/// `rel` beneath `layer` when every directory on the way is one (not a symlink), else None.
-fn beneath(layer: &Path, rel: &Path) -> Option<PathBuf> {
-    let mut p = layer.to_path_buf();
-    let mut comps = rel.components().peekable();
-    while let Some(c) = comps.next() {
-        p.push(c);
-        if comps.peek().is_some() && !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            return None;
-        }
-    }
-    Some(p)
 }
 
 /// What `unionfuse run` itself leaves in a container layer: the mount points it creates (empty
