@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerIdx, LayerStack, UPPER};
-use crate::lookup::LowerPath;
+use crate::lookup::{LowerPath, Redirects};
 use crate::sys;
 
 pub const ROOT: u64 = 1;
@@ -72,8 +72,9 @@ pub struct NodeState {
     pub xattr_names: Option<Arc<Vec<CString>>>,
     /// For a directory of a deep stack: which lower copies hold which names.
     pub index: Option<Arc<crate::dirindex::DirIndex>>,
-    /// A renamed directory's redirect: where its lower copies are (see `lookup::LowerPath`).
-    pub lower: Option<LowerPath>,
+    /// The redirects on a directory's copies: where its lower copies are, per layer (see
+    /// `lookup::Redirects`).
+    pub lower: Option<Redirects>,
 }
 
 impl Node {
@@ -389,9 +390,9 @@ impl NodeTable {
             return Ok(fd.clone());
         }
         // Walk up to a cached ancestor (or the root), then open back down: iterative, so trees
-        // deeper than PATH_MAX cost no recursion. In a lower layer a redirected directory is
-        // found where its redirect says: under its old name, or from the layer's root.
-        let lower = !stack.is_upper(layer);
+        // deeper than PATH_MAX cost no recursion. A directory whose copy in a layer above
+        // this one carries a redirect is found where it says: under another name in its
+        // parent, or from the layer's root.
         let mut chain: Vec<(u64, CString)> = Vec::new();
         let mut cur = node.ino;
         let mut base: Arc<OwnedFd> = loop {
@@ -404,11 +405,12 @@ impl NodeTable {
                 break fd.clone();
             }
             let n = self.get(cur)?;
-            let redirect = if lower {
-                n.state.lock().lower.clone()
-            } else {
-                None
-            };
+            let redirect = n
+                .state
+                .lock()
+                .lower
+                .as_ref()
+                .and_then(|r| r.for_layer(layer).cloned());
             match redirect {
                 Some(LowerPath::Abs(comps)) => {
                     let mut fd = stack.layers[layer].root.clone();

@@ -21,9 +21,33 @@ pub struct Found {
     pub is_dir: bool,
     /// The directory's topmost copy is opaque.
     pub opaque: bool,
-    /// The directory's upper copy holds a redirect that was followed: its lower copies are
-    /// found there, not under its own name.
-    pub redirect: Option<LowerPath>,
+    /// Redirects met on the directory's copies and followed: its copies below each carrier
+    /// are found there, not under its own name.
+    pub redirect: Option<Redirects>,
+}
+
+/// The redirects of a merged directory's copies, top-down: the copy in layer `.0` carries one,
+/// and the copies in the layers below it are at `.1` until the next carrier. `.1` is the
+/// path in effect (see `LowerPath::then`), as kernel overlay's `ovl_lookup` carries it from
+/// layer to layer. Never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirects(pub Vec<(LayerIdx, LowerPath)>);
+
+impl Redirects {
+    /// Where the copy in `layer` is: the path of the deepest carrier above it; None: under
+    /// the directory's own name.
+    pub fn for_layer(&self, layer: LayerIdx) -> Option<&LowerPath> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(c, _)| *c < layer)
+            .map(|(_, p)| p)
+    }
+
+    /// The redirect the copy in `layer` carries, if it carries one.
+    pub fn carried_by(&self, layer: LayerIdx) -> Option<&LowerPath> {
+        self.0.iter().find(|(c, _)| *c == layer).map(|(_, p)| p)
+    }
 }
 
 /// Where a renamed directory's lower copies are: kernel overlay's `redirect` xattr. The
@@ -62,6 +86,30 @@ impl LowerPath {
             }
             None if ok(v) && !v.contains(&b'/') => CString::new(v).ok().map(LowerPath::Name),
             None => None,
+        }
+    }
+
+    /// The path in effect once the copy at `self` carries redirect `next`: a relative one
+    /// renames the last component (kernel overlay's `ovl_check_redirect`), an absolute one
+    /// replaces the path.
+    pub fn then(&self, next: LowerPath) -> LowerPath {
+        match (self, next) {
+            (LowerPath::Abs(comps), LowerPath::Name(n)) => {
+                let mut comps = comps.clone();
+                if let Some(last) = comps.last_mut() {
+                    *last = n;
+                }
+                LowerPath::Abs(comps)
+            }
+            (_, next) => next,
+        }
+    }
+
+    /// The last component: the name looked up in the directory the rest leads to.
+    pub fn leaf(&self) -> &CStr {
+        match self {
+            LowerPath::Name(n) => n,
+            LowerPath::Abs(comps) => comps.last().map_or(c"", |c| c.as_c_str()),
         }
     }
 
@@ -208,6 +256,16 @@ mod tests {
         let abs = LowerPath::parse(b"/a/b").expect("absolute");
         assert_eq!(abs, LowerPath::Abs(vec![c"a".to_owned(), c"b".to_owned()]));
         assert_eq!(abs.to_xattr(), b"/a/b");
+        let rel = LowerPath::Name(c"c".to_owned());
+        assert_eq!(abs.then(rel.clone()).to_xattr(), b"/a/c");
+        assert_eq!(rel.then(abs.clone()), abs);
+        let r = Redirects(vec![(0, rel.clone()), (2, abs.clone())]);
+        assert_eq!(r.for_layer(0), None);
+        assert_eq!(r.for_layer(1), Some(&rel));
+        assert_eq!(r.for_layer(2), Some(&rel));
+        assert_eq!(r.for_layer(3), Some(&abs));
+        assert_eq!(r.carried_by(2), Some(&abs));
+        assert_eq!(r.carried_by(1), None);
         for bad in [
             &b""[..],
             b"/",

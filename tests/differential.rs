@@ -1,7 +1,8 @@
 //! Differential tests: the same operation sequences run on unionfuse and on kernel overlayfs over
 //! identical copies (`cp -a`) of one layer stack. The errno (and any output) of every step and the
 //! final merged trees must match; then the uppers are swapped (unionfuse's upper mounted by the
-//! kernel and the reverse) and the views compared again.
+//! kernel and the reverse) and the views compared again. A generated case whose kernel upper holds
+//! a redirect runs once more with that upper stacked as a lower under a new upper.
 //!
 //! Sequences are plain `Vec<Op>` data run by `differential`, so a generator (proptest) can feed the
 //! same runner. `UNIONFUSE_TEST_BACKEND=kernel` runs kernel against kernel (a harness self-check).
@@ -1667,6 +1668,12 @@ fn run_generated(spec: &StackSpec, ops: &[Op], swap: bool) -> Result<(), String>
     differential_on(&ustack, &kstack, ops, swap)?;
     if has_redirects(kstack.upper()) {
         REDIRECTED.fetch_add(1, Ordering::Relaxed);
+        // The kernel's upper, redirects and all, becomes the middle layer under a new upper
+        // (as a container's upper becomes an image layer), and the sequence runs again on
+        // identical copies: lookups through redirects found in a lower layer.
+        let (u2, k2) = (kstack.upper_as_lower(true), kstack.upper_as_lower(true));
+        differential_on(&u2, &k2, ops, swap)
+            .map_err(|e| format!("with the kernel's upper as a lower, a second run: {e}"))?;
     }
     Ok(())
 }
@@ -1701,7 +1708,8 @@ fn generated_sequences_match_the_kernel() {
     let redirected = REDIRECTED.load(Ordering::Relaxed);
     let line = format!(
         "differential: {seqs} sequences, {steps} steps, {divergences} divergences, \
-         {redirected} with directory renames through redirects \
+         {redirected} with directory renames through redirects (each run again over that \
+         upper as a lower) \
          (seed {seed}, {cases} cases, {:.0}s)",
         start.elapsed().as_secs_f64()
     );

@@ -898,6 +898,89 @@ fn diff_and_commit_round_trip_through_the_store() {
     );
 }
 
+/// The entry names of a layer tar.
+fn tar_names(path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).expect("layer tar"));
+    ar.entries()
+        .expect("entries")
+        .map(|e| String::from_utf8_lossy(&e.expect("entry").path_bytes()).into_owned())
+        .collect()
+}
+
+/// `commit` finds the lowers as `diff` does (--lower, or those `run --upper` recorded): an
+/// upper holding a directory moved with a redirect commits it whole, with the content of the
+/// lower copy it was moved from, instead of refusing.
+#[test]
+fn commit_takes_the_lowers_as_diff_does() {
+    if !can_mount() {
+        return;
+    }
+    let (w, ids) = run_image_world();
+    let upper = w.p("upper");
+    let u = upper.to_str().expect("utf8");
+    // Records the image's layers as the upper's lowers.
+    w.ok(&[
+        "run", "--upper", u, "-u", "0", "app:1", "--", "sh", "-c", "true",
+    ]);
+    let lowers = vec![w.layer(&ids[1]), w.layer(&ids[0])];
+    let list = format!("{}:{}", lowers[0].display(), lowers[1].display());
+    {
+        let base = tempfile::Builder::new()
+            .prefix("uf-image-mnt-")
+            .tempdir()
+            .expect("tempdir");
+        let mnt = base.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir mnt");
+        let s = common::Stack {
+            base,
+            lowers: lowers.clone(),
+            upper: Some(upper.clone()),
+            mnt,
+        };
+        let m = common::UnionMount::with_args(&s, &["-o", "redirect_dir=on"]);
+        common::view::must(
+            common::sys::renameat2(&m.path("data"), &m.path("moved"), 0),
+            "mv data moved",
+        );
+    }
+    let redirect = format!("{}redirect", common::overlay_prefix());
+    assert!(
+        xattr(&upper.join("moved"), &redirect).is_some(),
+        "no redirect"
+    );
+    let (recorded, given) = (w.p("recorded.tar"), w.p("given.tar"));
+    w.ok(&["commit", u, "-o", recorded.to_str().expect("utf8")]);
+    w.ok(&[
+        "commit",
+        u,
+        "-o",
+        given.to_str().expect("utf8"),
+        "--lower",
+        &list,
+    ]);
+    let names = tar_names(&recorded);
+    for n in ["moved/.wh..wh..opq", "moved/new", ".wh.data"] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+    assert_eq!(
+        std::fs::read(&recorded).expect("tar"),
+        std::fs::read(&given).expect("tar"),
+        "commit with the recorded lowers and with --lower differ"
+    );
+    let diff = w.ok(&["diff", u]);
+    assert_eq!(diff, w.ok(&["diff", u, "--lower", &list]));
+    for line in ["A /moved", "A /moved/new", "D /data"] {
+        assert!(diff.lines().any(|l| l == line), "{line:?} not in\n{diff}");
+    }
+    // A lower that is not a directory is named; without known lowers commit refuses.
+    let err = w.fails(&["commit", u, "-o", "/dev/null", "--lower", "/nonexistent"]);
+    assert!(err.contains("lower layer /nonexistent"), "{err}");
+    let copy = w.p("copy");
+    common::layers::copy_tree(&upper, &copy);
+    let err = w.fails(&["commit", copy.to_str().expect("utf8"), "-o", "/dev/null"]);
+    assert!(err.contains("pass --from or --lower"), "{err}");
+}
+
 // ---- images made by real tools ----
 
 fn tool(name: &str) -> bool {

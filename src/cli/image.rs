@@ -100,17 +100,31 @@ pub fn image(root: &Path, cmd: &ImageCommand) -> image::Result<()> {
     }
 }
 
-/// `diff`: `--lower` is a lower layer list, read as everywhere else.
+/// `--lower` of `diff` and `commit`: a lower layer list, read as everywhere else.
+fn parse_lower(lower: Option<&OsString>) -> image::Result<Vec<PathBuf>> {
+    match lower {
+        Some(l) => lowers::parse(l)
+            .map_err(|why| ImageError::new(format!("--lower {}: {why}", l.to_string_lossy()))),
+        None => Ok(vec![]),
+    }
+}
+
 pub fn diff(
     root: &Path,
     upper: &Path,
     from: Option<&str>,
     lower: Option<&OsString>,
 ) -> image::Result<()> {
-    let lowers = match lower {
-        Some(l) => lowers::parse(l)
-            .map_err(|why| ImageError::new(format!("--lower {}: {why}", l.to_string_lossy())))?,
-        None => vec![],
-    };
-    image::cmd::diff(root, upper, from, &lowers)
+    image::cmd::diff(root, upper, from, &parse_lower(lower)?)
+}
+
+pub fn commit(
+    root: &Path,
+    upper: &Path,
+    (output, tag): (Option<&Path>, Option<&str>),
+    from: Option<&str>,
+    lower: Option<&OsString>,
+) -> image::Result<()> {
+    let lowers = parse_lower(lower)?;
+    image::cmd::commit(root, upper, output, tag, (from, &lowers))
 }

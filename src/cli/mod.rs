@@ -66,8 +66,11 @@ pub enum Command {
         #[arg(long, value_name = "NAME:TAG")]
         tag: Option<String>,
         /// The image the container ran (the new image's base).
-        #[arg(long, value_name = "IMAGE", requires = "tag")]
+        #[arg(long, value_name = "IMAGE", requires = "tag", conflicts_with = "lower")]
         from: Option<String>,
+        /// The lower layers it ran on (top-first, ':'-separated), without --from.
+        #[arg(long, value_name = "LAYERS")]
+        lower: Option<OsString>,
     },
 }
 
@@ -167,16 +170,12 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
             output,
             tag,
             from,
+            lower,
         } => {
             init_logging(0, LogTo::Stderr);
-            crate::image::cmd::commit(
-                &root,
-                &upper,
-                output.as_deref(),
-                tag.as_deref(),
-                from.as_deref(),
-            )
-            .map_err(image_failed)?;
+            let out = (output.as_deref(), tag.as_deref());
+            image::commit(&root, &upper, out, from.as_deref(), lower.as_ref())
+                .map_err(image_failed)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Mount(args) => {

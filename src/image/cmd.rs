@@ -128,30 +128,57 @@ pub fn prune(root: &Path) -> Result<()> {
 /// `diff UPPER [--from IMAGE | --lower LAYERS]`: `from` names an image, `lowers` are layer
 /// directories; with neither, A and C are told apart by copy-up origin xattrs.
 pub fn diff(root: &Path, upper: &Path, from: Option<&str>, lowers: &[PathBuf]) -> Result<()> {
-    let lowers: Vec<PathBuf> = match from {
-        Some(img) => {
-            let store = Store::at(root);
-            let rec = store.get(img)?;
-            store.run_image(&rec)?.lowers
-        }
-        // The lowers the last `run --upper UPPER` mounted, when the store remembers them.
-        None if lowers.is_empty() => {
-            super::containers::recorded_lowers(&Store::at(root), upper).unwrap_or_default()
-        }
-        None => lowers.to_vec(),
-    };
+    let lowers = export_lowers(root, upper, from, lowers)?;
     for c in export::diff(upper, &lowers)? {
         say!("{} {}", c.kind, c.path);
     }
     Ok(())
 }
 
+/// The lower layers `upper` ran on, for `diff` and `commit`: those of image `from`, else
+/// `lowers` (directories), else the ones the last `run --upper UPPER` mounted, when the store
+/// remembers them; else none.
+fn export_lowers(
+    root: &Path,
+    upper: &Path,
+    from: Option<&str>,
+    lowers: &[PathBuf],
+) -> Result<Vec<PathBuf>> {
+    Ok(match from {
+        Some(img) => {
+            let store = Store::at(root);
+            let rec = store.get(img)?;
+            store.run_image(&rec)?.lowers
+        }
+        None if lowers.is_empty() => {
+            super::containers::recorded_lowers(&Store::at(root), upper).unwrap_or_default()
+        }
+        None => {
+            for l in lowers {
+                match std::fs::metadata(l) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        let why = format!("lower layer {}: not a directory", l.display());
+                        return Err(ImageError::new(why));
+                    }
+                    Err(e) => {
+                        return Err(ImageError::io(format!("lower layer {}", l.display()), &e));
+                    }
+                }
+            }
+            lowers.to_vec()
+        }
+    })
+}
+
+/// `commit UPPER [-o FILE] [--tag NAME:TAG [--from IMAGE]] [--lower LAYERS]`: the lowers are
+/// found as for `diff`.
 pub fn commit(
     root: &Path,
     upper: &Path,
     output: Option<&Path>,
     tag: Option<&str>,
-    from: Option<&str>,
+    (from, lowers): (Option<&str>, &[PathBuf]),
 ) -> Result<()> {
     if output.is_none() && tag.is_none() {
         return Err(ImageError::new(
@@ -170,13 +197,7 @@ pub fn commit(
             tmp.0.clone()
         }
     };
-    let lowers = match from {
-        Some(img) => {
-            let store = Store::at(root);
-            store.run_image(&store.get(img)?)?.lowers
-        }
-        None => vec![],
-    };
+    let lowers = export_lowers(root, upper, from, lowers)?;
     let (diff_id, size) = export::write_layer_file(upper, &lowers, &path)?;
     if output.is_some() {
         say!(

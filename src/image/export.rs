@@ -57,26 +57,84 @@ fn has_origin(p: &Path) -> bool {
 }
 
 /// Is `rel` visible in the merged view of `lowers` (top-first)?
-fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
-    for l in lowers {
-        if let Ok(m) = std::fs::symlink_metadata(l.join(rel)) {
-            return !is_whiteout(&m);
-        }
-        // An opaque ancestor (or a whiteout of one) in this layer hides the layers below.
-        let mut anc = rel.parent();
-        while let Some(a) = anc {
-            if a.as_os_str().is_empty() {
-                break;
-            }
-            match std::fs::symlink_metadata(l.join(a)) {
-                Ok(m) if is_whiteout(&m) || !m.is_dir() => return false,
-                Ok(_) if is_opaque(&l.join(a)) => return false,
-                _ => {}
-            }
-            anc = a.parent();
+fn in_lowers(lowers: &[PathBuf], rel: &Path) -> Result<bool> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(false);
+    };
+    for (_, dir) in dir_copies(lowers, parent)? {
+        if let Ok(m) = std::fs::symlink_metadata(dir.join(name)) {
+            return Ok(!is_whiteout(&m));
         }
     }
-    false
+    Ok(false)
+}
+
+/// The copies of the directory at `rel` (a path of the lowers' merged view) in `lowers`
+/// (top-first), as kernel overlay merges them: (layer index, path). A whiteout, a
+/// non-directory or an opaque copy ends a merge, and a redirect on a copy (an overlay upper
+/// used as a lower) moves the layers below it to its target; paths are walked without
+/// following symlinks. Empty when the lowers show no directory there.
+fn dir_copies(lowers: &[PathBuf], rel: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut copies: Vec<(usize, PathBuf)> = lowers.iter().cloned().enumerate().collect();
+    for c in rel.components() {
+        if copies.is_empty() {
+            break;
+        }
+        copies = child_copies(lowers, &copies, c.as_os_str())?;
+    }
+    Ok(copies)
+}
+
+/// The copies of directory `name` whose parent's copies are `parent` (see `dir_copies`). A
+/// relative redirect renames it for the parent's copies below; an absolute one makes the copies
+/// below those of its path in the merged view of the layers below (kernel overlay walks that path
+/// beneath each layer's root, following the redirects of the directories passed on the way, to
+/// the same copies).
+fn child_copies(
+    lowers: &[PathBuf],
+    parent: &[(usize, PathBuf)],
+    name: &OsStr,
+) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut name = name.to_owned();
+    let first = parent.first().map_or(lowers.len(), |(i, _)| *i);
+    for i in first..lowers.len() {
+        let Some((_, dir)) = parent.iter().find(|(pi, _)| *pi == i) else {
+            continue;
+        };
+        let p = dir.join(&name);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if is_whiteout(&m) || !m.is_dir() {
+            break;
+        }
+        out.push((i, p.clone()));
+        if i + 1 == lowers.len() || is_opaque(&p) {
+            break;
+        }
+        let Some(v) = redirect(&p) else {
+            continue;
+        };
+        let os = |c: &CString| OsStr::from_bytes(c.to_bytes()).to_owned();
+        match crate::lookup::LowerPath::parse(&v) {
+            Some(crate::lookup::LowerPath::Name(n)) => name = os(&n),
+            Some(crate::lookup::LowerPath::Abs(comps)) => {
+                let target: PathBuf = comps.iter().map(os).collect();
+                let below = dir_copies(&lowers[i + 1..], &target)?;
+                out.extend(below.into_iter().map(|(j, d)| (i + 1 + j, d)));
+                break;
+            }
+            None => {
+                return Err(ImageError::new(format!(
+                    "{}: redirect {:?} is not a path beneath the layers",
+                    p.display(),
+                    String::from_utf8_lossy(&v)
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What `unionfuse run` itself leaves in a container layer: the mount points it creates (empty
@@ -133,7 +191,7 @@ fn walk_diff(
             && if lowers.is_empty() {
                 has_origin(&full)
             } else {
-                in_lowers(lowers, &r)
+                in_lowers(lowers, &r)?
             };
         if !existed && run_artifact(upper, &r, &m) {
             continue;
@@ -211,35 +269,11 @@ fn redirect_target(
     }
 }
 
-/// The directory at `rel` in `layer`, walked one component at a time without following
-/// symlinks. `Err(())` when something there (a whiteout, a file, a symlink, an opaque ancestor)
-/// hides the layers below; `Ok(None)` when the layer has nothing there.
-fn layer_dir(layer: &Path, rel: &Path) -> std::result::Result<Option<(PathBuf, bool)>, ()> {
-    let mut p = layer.to_path_buf();
-    let mut comps = rel.components().peekable();
-    while let Some(c) = comps.next() {
-        p.push(c);
-        match std::fs::symlink_metadata(&p) {
-            Err(_) => return Ok(None),
-            Ok(m) if !m.is_dir() => return Err(()),
-            Ok(_) if comps.peek().is_some() && is_opaque(&p) => return Err(()),
-            Ok(_) => {}
-        }
-    }
-    let opaque = is_opaque(&p);
-    Ok(Some((p, opaque)))
-}
-
 /// The merged lower entries of the directory at `rel` (top-first `lowers`): name -> the
 /// topmost non-whiteout copy.
 fn lower_entries(lowers: &[PathBuf], rel: &Path) -> Result<HashMap<Vec<u8>, PathBuf>> {
     let mut seen: HashMap<Vec<u8>, Option<PathBuf>> = HashMap::new();
-    for l in lowers {
-        let (dir, opaque) = match layer_dir(l, rel) {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(()) => break,
-        };
+    for (_, dir) in dir_copies(lowers, rel)? {
         for ent in sorted_dir(&dir)? {
             let name = ent.file_name().as_bytes().to_vec();
             if seen.contains_key(&name) {
@@ -248,9 +282,6 @@ fn lower_entries(lowers: &[PathBuf], rel: &Path) -> Result<HashMap<Vec<u8>, Path
             let full = dir.join(ent.file_name());
             let wh = std::fs::symlink_metadata(&full).is_ok_and(|m| is_whiteout(&m));
             seen.insert(name, (!wh).then_some(full));
-        }
-        if opaque {
-            break;
         }
     }
     Ok(seen
@@ -471,7 +502,7 @@ impl<W: Write> Exporter<W> {
                 let existed = if self.lowers.is_empty() {
                     has_origin(&full)
                 } else {
-                    in_lowers(&self.lowers, &r)
+                    in_lowers(&self.lowers, &r)?
                 };
                 if !existed {
                     continue;

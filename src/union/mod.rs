@@ -77,6 +77,47 @@ impl RedirectDir {
     }
 }
 
+/// Where the lookup of a merged directory's copies stands: the path the next layers are
+/// looked up at, and the redirects met so far (see `lookup::Redirects`).
+struct Walk {
+    at: LowerPath,
+    redirects: Vec<(LayerIdx, LowerPath)>,
+}
+
+impl Walk {
+    /// The copy in layer `l` carries redirect `path`.
+    fn redirect(&mut self, l: LayerIdx, path: LowerPath) {
+        self.at = self.at.then(path);
+        self.redirects.push((l, self.at.clone()));
+    }
+
+    /// A directory passed in layer `l` on the way along the absolute path, `post` components
+    /// above its end, carries redirect `path`: it replaces the path up to that directory.
+    fn redirect_within(&mut self, l: LayerIdx, post: usize, path: LowerPath) {
+        let LowerPath::Abs(comps) = &self.at else {
+            return;
+        };
+        let split = comps.len().saturating_sub(post);
+        let (head, tail) = comps.split_at(split);
+        let mut new = match LowerPath::Abs(head.to_vec()).then(path) {
+            LowerPath::Abs(c) => c,
+            LowerPath::Name(n) => vec![n],
+        };
+        new.extend_from_slice(tail);
+        self.at = LowerPath::Abs(new);
+        self.redirects.push((l, self.at.clone()));
+    }
+}
+
+/// One layer's answer for a merged directory's copy.
+enum Step {
+    Absent,
+    /// A whiteout or a non-directory: the merge ends.
+    Stop,
+    /// A directory: its parent directory and its stat.
+    Dir(Arc<OwnedFd>, Stat),
+}
+
 /// Who asks: the caller's ids from the FUSE request, used as the owner of new objects.
 #[derive(Clone, Copy, Debug)]
 pub struct Creds {
@@ -261,23 +302,51 @@ impl Union {
         };
         let hit = lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)?;
         match hit {
-            Hit::Found(f) if f.is_dir && !f.opaque && self.stack.is_upper(f.top()) => {
-                self.follow_redirect(parent, name, f)
-            }
+            Hit::Found(f) if f.is_dir && !f.opaque => self.follow_redirects(parent, name, f),
             hit => Ok(hit),
         }
     }
 
-    /// A merged directory's upper copy `parent/name` may carry a redirect: its lower copies
-    /// are then those at the redirect, not under `name` (kernel overlay's `ovl_lookup`). The
-    /// path is walked beneath each lower layer's root, one component at a time, following no
-    /// symlink.
-    fn follow_redirect(&self, parent: &Node, name: &CStr, mut f: lookup::Found) -> Result<Hit> {
-        let upper = f.top();
-        let pfd = self.dir_fd(parent, upper)?;
-        let Some(raw) = self.fmt.redirect(pfd.as_fd(), name)? else {
-            return Ok(Hit::Found(f));
+    /// Any copy of a merged directory `parent/name` (upper or lower) that is not opaque and
+    /// has layers below it may carry a redirect: the copies in the layers below it are then
+    /// those at the redirect, not under `name`, and a copy found there may redirect the
+    /// layers below it in turn (kernel overlay's `ovl_lookup`). `f` is the lookup by name.
+    /// Costs one getxattr per copy with layers below it.
+    fn follow_redirects(&self, parent: &Node, name: &CStr, mut f: lookup::Found) -> Result<Hit> {
+        let bottom = self.stack.layers.len() - 1;
+        let mut walk = Walk {
+            at: LowerPath::Name(name.to_owned()),
+            redirects: Vec::new(),
         };
+        for i in 0..f.layers.len() {
+            let l = f.layers[i];
+            if l >= bottom {
+                break;
+            }
+            let pfd = self.dir_fd(parent, l)?;
+            let Some(raw) = self.fmt.redirect(pfd.as_fd(), name)? else {
+                continue;
+            };
+            // An opaque copy ends the merge before its redirect is read (`ovl_lookup_single`);
+            // only the last copy listed can be one (the top one was checked by the caller).
+            if i > 0 && i + 1 == f.layers.len() && self.fmt.is_opaque(pfd.as_fd(), name) {
+                break;
+            }
+            let path = self.parse_redirect(name, &raw)?;
+            walk.redirect(l, path);
+            f.layers.truncate(i + 1);
+            f.stats.truncate(i + 1);
+            self.copies_below(parent, l, &mut walk, &mut f)?;
+            break;
+        }
+        if !walk.redirects.is_empty() {
+            f.redirect = Some(lookup::Redirects(walk.redirects));
+        }
+        Ok(Hit::Found(f))
+    }
+
+    /// A redirect's value, unless following it is refused or it is malformed.
+    fn parse_redirect(&self, name: &CStr, raw: &[u8]) -> Result<LowerPath> {
         if self.opts.redirect_dir == RedirectDir::NoFollow {
             tracing::warn!(
                 ?name,
@@ -285,75 +354,110 @@ impl Union {
             );
             return Err(Error::NotPermitted);
         }
-        let Some(path) = lookup::LowerPath::parse(&raw) else {
-            tracing::warn!(?name, value = %String::from_utf8_lossy(&raw), "invalid redirect");
+        LowerPath::parse(raw).ok_or_else(|| {
+            tracing::warn!(?name, value = %String::from_utf8_lossy(raw), "invalid redirect");
             // As kernel overlay (*observed*): a `.` or `..` component fails its lookup
             // (EACCES), anything else malformed is EINVAL.
             let dots = raw.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
-            return Err(if dots {
+            if dots {
                 Error::Sys(libc::EACCES)
             } else {
                 Error::Invalid
-            });
-        };
-        let lowers: Vec<LayerIdx> = match &path {
-            LowerPath::Name(_) => parent
-                .layers()
-                .into_iter()
-                .filter(|l| !self.stack.is_upper(*l))
-                .collect(),
-            LowerPath::Abs(_) => (0..self.stack.layers.len())
-                .filter(|l| !self.stack.is_upper(*l))
-                .collect(),
-        };
-        // Each lower copy of the redirect's parent directory, or none where it is missing.
-        let mut parents: Vec<(LayerIdx, Arc<OwnedFd>)> = Vec::new();
-        for &l in &lowers {
-            let fd = match &path {
-                LowerPath::Name(_) => self.dir_fd(parent, l),
-                LowerPath::Abs(comps) => {
-                    let mut fd = self.stack.layers[l].root.clone();
-                    let mut res = Ok(());
-                    for c in &comps[..comps.len() - 1] {
-                        match sys::open_dir_path(fd.as_fd(), c) {
-                            Ok(sub) => fd = Arc::new(sub),
-                            Err(e) => {
-                                res = Err(e);
-                                break;
-                            }
-                        }
-                    }
-                    res.map(|()| fd)
+            }
+        })
+    }
+
+    /// The copies of `parent`'s child below layer `from`, now at `walk.at`, appended to `f`:
+    /// kernel overlay's lower-layer loop. A relative path is looked up in the parent's copies,
+    /// an absolute one beneath every layer's root, one component at a time, following no
+    /// symlink; a whiteout, a non-directory or an opaque copy ends the merge, and a copy's
+    /// redirect applies to the layers below it.
+    fn copies_below(
+        &self,
+        parent: &Node,
+        from: LayerIdx,
+        walk: &mut Walk,
+        f: &mut lookup::Found,
+    ) -> Result<()> {
+        let bottom = self.stack.layers.len() - 1;
+        let parent_layers = parent.layers();
+        for x in from + 1..=bottom {
+            let (step, mut stop) = match &walk.at {
+                LowerPath::Name(n) if parent_layers.contains(&x) => {
+                    let n = n.clone();
+                    (self.step(self.dir_fd(parent, x)?, &n)?, false)
                 }
+                LowerPath::Name(_) => continue,
+                LowerPath::Abs(_) => self.walk_abs(x, x < bottom, walk)?,
             };
-            match fd {
-                Ok(fd) => parents.push((l, fd)),
-                Err(e) if matches!(e.errno(), libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => {}
-                Err(e) => return Err(e),
+            let (pfd, st) = match step {
+                Step::Absent if stop => break,
+                Step::Absent => continue,
+                Step::Stop => break,
+                Step::Dir(pfd, st) => (pfd, st),
+            };
+            f.layers.push(x);
+            f.stats.push(st);
+            let leaf = walk.at.leaf().to_owned();
+            if x == bottom || self.fmt.is_opaque(pfd.as_fd(), &leaf) {
+                break;
+            }
+            if let Some(raw) = self.fmt.redirect(pfd.as_fd(), &leaf)? {
+                let path = self.parse_redirect(&leaf, &raw)?;
+                // An absolute redirect goes on below an opaque directory passed on the way
+                // (`ovl_check_redirect` resets `stop`).
+                stop &= !matches!(path, LowerPath::Abs(_));
+                walk.redirect(x, path);
+            }
+            if stop {
+                break;
             }
         }
-        let target = match &path {
-            LowerPath::Name(n) => n.clone(),
-            LowerPath::Abs(comps) => comps[comps.len() - 1].clone(),
+        Ok(())
+    }
+
+    /// What `dir` holds under `name`, for the merge of a directory.
+    fn step(&self, dir: Arc<OwnedFd>, name: &CStr) -> Result<Step> {
+        Ok(match sys::fstatat_opt(dir.as_fd(), name)? {
+            None if self.fmt.has_aufs_whiteout(dir.as_fd(), name)? => Step::Stop,
+            None => Step::Absent,
+            Some(st) if is_dir_mode(st.st_mode) => Step::Dir(dir, st),
+            Some(_) => Step::Stop,
+        })
+    }
+
+    /// Walk the absolute `walk.at` beneath layer `x`'s root. As in kernel overlay's
+    /// `ovl_lookup_layer`, each directory passed on the way may be opaque (the merge ends
+    /// after this layer: the bool, unless an absolute redirect follows) or carry a redirect
+    /// (`check`: there are layers below), which changes the path for the layers below this
+    /// one, not the walk in this one.
+    fn walk_abs(&self, x: LayerIdx, check: bool, walk: &mut Walk) -> Result<(Step, bool)> {
+        let LowerPath::Abs(comps) = walk.at.clone() else {
+            return Ok((Step::Absent, false));
         };
-        let present: Vec<LayerIdx> = parents.iter().map(|(l, _)| *l).collect();
-        let fd_of = |l: LayerIdx| -> Result<Arc<OwnedFd>> {
-            parents
-                .iter()
-                .find(|(pl, _)| *pl == l)
-                .map(|(_, fd)| fd.clone())
-                .ok_or(Error::NotFound)
-        };
-        f.layers.truncate(1);
-        f.stats.truncate(1);
-        if let Hit::Found(low) = lookup::resolve(&self.fmt, &present, fd_of, |_| false, &target)?
-            && low.is_dir
-        {
-            f.layers.extend(low.layers);
-            f.stats.extend(low.stats);
+        let mut fd = self.stack.layers[x].root.clone();
+        let mut stop = false;
+        for (k, c) in comps.iter().enumerate() {
+            let step = self.step(fd.clone(), c)?;
+            if k + 1 == comps.len() {
+                return Ok((step, stop));
+            }
+            let Step::Dir(..) = step else {
+                return Ok((step, stop));
+            };
+            let sub = Arc::new(sys::open_dir_path(fd.as_fd(), c)?);
+            if check {
+                if self.fmt.is_opaque(fd.as_fd(), c) {
+                    stop = true;
+                } else if let Some(raw) = self.fmt.redirect(fd.as_fd(), c)? {
+                    let path = self.parse_redirect(c, &raw)?;
+                    stop &= !matches!(path, LowerPath::Abs(_));
+                    walk.redirect_within(x, comps.len() - k - 1, path);
+                }
+            }
+            fd = sub;
         }
-        f.redirect = Some(path);
-        Ok(Hit::Found(f))
+        Ok((Step::Absent, stop))
     }
 
     /// The lower-name index of a directory with many lower copies, built on first use.

@@ -131,7 +131,7 @@ impl Union {
     }
 
     /// The copy in layer `l` of the directory `parent/name` that lookup `found`: under its
-    /// name, or in a lower layer where its redirect says.
+    /// name, or where the redirect of a copy above it says.
     pub(super) fn child_dir_fd(
         &self,
         parent: &Node,
@@ -139,20 +139,20 @@ impl Union {
         found: &Found,
         l: LayerIdx,
     ) -> Result<Arc<OwnedFd>> {
-        let lower = !self.stack.is_upper(l);
-        match &found.redirect {
-            Some(LowerPath::Abs(comps)) if lower => {
+        let at = found.redirect.as_ref().and_then(|r| r.for_layer(l));
+        match at {
+            Some(LowerPath::Abs(comps)) => {
                 let mut fd = self.stack.layers[l].root.clone();
                 for c in comps {
                     fd = Arc::new(sys::open_dir_path(fd.as_fd(), c)?);
                 }
                 Ok(fd)
             }
-            Some(LowerPath::Name(n)) if lower => {
+            Some(LowerPath::Name(n)) => {
                 let pfd = self.dir_fd(parent, l)?;
                 Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), n)?))
             }
-            _ => {
+            None => {
                 let pfd = self.dir_fd(parent, l)?;
                 Ok(Arc::new(sys::open_dir_path(pfd.as_fd(), name)?))
             }

@@ -121,7 +121,13 @@ impl Union {
         name: &CStr,
         samedir: bool,
     ) -> Result<Option<LowerPath>> {
-        if let Some(r) = &found.redirect
+        // Only the upper copy's redirect counts, as kernel overlay's `ovl_get_redirect` reads
+        // only that: the copies below the upper are where it (or the names) lead.
+        let own = found
+            .redirect
+            .as_ref()
+            .and_then(|r| r.carried_by(layer::UPPER));
+        if let Some(r) = own
             && (samedir || matches!(r, LowerPath::Abs(_)))
         {
             return Ok(None);
@@ -129,13 +135,14 @@ impl Union {
         if samedir {
             return Ok(Some(LowerPath::Name(name.to_owned())));
         }
-        let mut comps = vec![match &found.redirect {
+        let mut comps = vec![match own {
             Some(LowerPath::Name(n)) => n.clone(),
             _ => name.to_owned(),
         }];
         let mut cur = self.nodes.get(parent.ino)?;
         while cur.ino != crate::inode::ROOT {
-            let lower = cur.state.lock().lower.clone();
+            let lower =
+                (cur.state.lock().lower.as_ref()).and_then(|r| r.carried_by(layer::UPPER).cloned());
             match lower {
                 Some(LowerPath::Abs(prefix)) => {
                     let mut all = prefix;
@@ -215,10 +222,10 @@ impl Union {
         src.add_alias(e.newparent.ino, e.newname);
         dst.add_alias(e.parent.ino, e.name);
         if let Some(r) = src_lower {
-            src.state.lock().lower = Some(r);
+            self.refresh_redirects(src, (e.newparent, e.newname), r);
         }
         if let Some(r) = dst_lower {
-            dst.state.lock().lower = Some(r);
+            self.refresh_redirects(dst, (e.parent, e.name), r);
         }
         Ok(())
     }
@@ -294,9 +301,21 @@ impl Union {
         src.remove_alias(e.parent.ino, e.name, None);
         src.add_alias(e.newparent.ino, e.newname);
         if let Some(r) = new_lower {
-            src.state.lock().lower = Some(r);
+            self.refresh_redirects(src, (e.newparent, e.newname), r);
         }
         Ok(())
+    }
+
+    /// A directory moved to `parent/name` with the new upper redirect `r`: the redirects met
+    /// below it are read again from there, as a later lookup (or kernel overlay after a
+    /// remount) finds them (a relative one in a lower copy now counts from the new path).
+    fn refresh_redirects(&self, node: &Node, (parent, name): (&Node, &CStr), r: LowerPath) {
+        let found = match self.resolve(parent, name) {
+            Ok(Hit::Found(f)) => f.redirect,
+            _ => None,
+        };
+        node.state.lock().lower =
+            Some(found.unwrap_or_else(|| lookup::Redirects(vec![(layer::UPPER, r)])));
     }
 
     /// The errors a rename can be told apart by from the names alone (they are checked again

@@ -241,6 +241,22 @@ impl Stack {
         }
     }
 
+    /// A copy of this stack with its upper as the topmost lower (cp -a), as a container's
+    /// upper becomes an image layer: a fresh empty upper on top, or none (`with_upper`).
+    pub fn upper_as_lower(&self, with_upper: bool) -> Stack {
+        let new = Stack::build(0, with_upper);
+        let layers = std::iter::once(self.upper()).chain(self.lowers.iter().map(|l| l.as_path()));
+        let lowers = layers
+            .enumerate()
+            .map(|(i, l)| {
+                let to = new.base.path().join(format!("lower{i}"));
+                super::layers::copy_tree(l, &to);
+                to
+            })
+            .collect();
+        Stack { lowers, ..new }
+    }
+
     /// Digests of all lowers, to compare after the test with `assert_lowers_unchanged`.
     pub fn lower_digests(&self) -> Vec<Tree> {
         self.lowers.iter().map(|l| Tree::layer_digest(l)).collect()
