@@ -2,7 +2,8 @@
 //! fsync, and anything that copies a regular file up. The FUSE session itself reads and answers
 //! with one thread, so the requests that are over in microseconds (lookup, getattr, getxattr,
 //! create in the upper...) are answered by the thread the kernel woke last, on a warm cache,
-//! instead of going round-robin across threads and CPUs (measured in docs/performance.md).
+//! instead of going round-robin across threads and CPUs (measured in docs/performance.md);
+//! they come here too only while other requests queue behind them (`fuse::Fs::busy`).
 
 use std::sync::mpsc::{self, Receiver, SendError, Sender};
 use std::sync::{Arc, Mutex};

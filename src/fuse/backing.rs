@@ -42,7 +42,7 @@ impl Fs {
         &self,
         ino: u64,
         fh: u64,
-        flags: i32,
+        (flags, new_mode): (i32, Option<u32>),
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> (FopenFlags, Option<Arc<BackingId>>) {
         let joined = self.io.lock().join(ino, fh);
@@ -71,10 +71,17 @@ impl Fs {
             FopenFlags::empty()
         } else if flags & libc::O_ACCMODE == libc::O_WRONLY
             && self.writeback.load(Ordering::Relaxed)
+            && !match new_mode {
+                // A file just made has no capability yet; only its mode can make it special.
+                Some(mode) => crate::union::mode_has_privileges(mode),
+                None => self.core.handle_has_privileges(fh).unwrap_or(true),
+            }
         {
             // A write-only stream (tar, cp, a compiler's output) under the writeback cache:
             // its data would be written back at close anyway, one synchronous round trip
-            // later than a direct WRITE; direct I/O sends each write(2) as it comes.
+            // later than a direct WRITE; direct I/O sends each write(2) as it comes. Not for a
+            // file with setuid/setgid bits or capabilities: the kernel flags a writer without
+            // CAP_FSETID only on cached writes, and the daemon must drop them then.
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
@@ -84,7 +91,7 @@ impl Fs {
 
     /// Answer an open of `ino` as handle `fh`, in the node's I/O mode (see `open_mode`).
     pub(super) fn opened(&self, reply: ReplyOpen, ino: u64, fh: u64, flags: i32) {
-        match self.open_mode(ino, fh, flags, |fd| reply.open_backing(fd)) {
+        match self.open_mode(ino, fh, (flags, None), |fd| reply.open_backing(fd)) {
             (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
             (f, None) => reply.opened(FileHandle(fh), f),
         }
@@ -99,7 +106,7 @@ impl Fs {
         flags: i32,
     ) {
         let (a, ttl) = self.entry_attr(node, st);
-        match self.open_mode(node.ino, fh, flags, |fd| reply.open_backing(fd)) {
+        match self.open_mode(node.ino, fh, (flags, Some(st.st_mode)), |fd| reply.open_backing(fd)) {
             (f, Some(b)) => {
                 reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
             }

@@ -104,6 +104,14 @@ impl Union {
         Ok(Some(fd))
     }
 
+    /// Does the file behind handle `fh` carry setuid/setgid bits or a file capability? A
+    /// write must drop those, and only writes that reach the daemon through the page cache
+    /// tell it when (the kernel sends no `KILL_SUIDGID` with a direct write).
+    pub fn handle_has_privileges(&self, fh: u64) -> Result<bool> {
+        let h = self.handles.file(fh)?;
+        has_privileges(self.file_fd(h.as_file()?)?.as_fd())
+    }
+
     /// The fd of a file handle, reopened on the upper copy if the file was copied up since.
     pub(super) fn file_fd(&self, f: &FileHandle) -> Result<Arc<OwnedFd>> {
         let cgen = f.node.copy_gen.load(Ordering::Acquire);
@@ -232,6 +240,11 @@ pub fn open_writes(flags: i32) -> bool {
 fn has_privileges(fd: BorrowedFd<'_>) -> Result<bool> {
     let st = sys::fstat(fd)?;
     Ok(without_privileges(st.st_mode) != st.st_mode || sys::fhasxattr(fd, c"security.capability")?)
+}
+
+/// Does `mode` carry setuid, or setgid with group-exec (what a write must drop)?
+pub fn mode_has_privileges(mode: u32) -> bool {
+    without_privileges(mode) != mode
 }
 
 /// `mode` without setuid, and without setgid where it marks a group-executable file (a setgid

@@ -19,7 +19,7 @@ mod remove;
 mod rename;
 mod xattr;
 
-pub use data::open_writes;
+pub use data::{mode_has_privileges, open_writes};
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
