@@ -93,6 +93,8 @@ command -v git >/dev/null || apt_install git || log "git unavailable: git worklo
 command -v make >/dev/null && command -v cc >/dev/null || apt_install make gcc \
     || log "make/gcc unavailable: compile-c fails"
 command -v newuidmap >/dev/null || apt_install uidmap || log "newuidmap unavailable: no rootless pass"
+command -v bwrap >/dev/null || apt_install bubblewrap || log "bwrap unavailable: package install skipped"
+command -v debootstrap >/dev/null || apt_install debootstrap || log "debootstrap unavailable: package install skipped"
 
 # The rootless pass's user: an ordinary user with 65536 subordinate uids and gids (after the
 # highest range in use), as rootless podman needs them.
@@ -158,5 +160,5 @@ tmp=$(mktemp -d /tmp/ufbench.XXXXXX)
 python=${PYTHON:-python3}
 log "results -> $out"
 "$python" "$here/bench.py" "${quick[@]}" "${pin[@]}" --out "$out" --tmp "$tmp" \
-    --bin "$bin" --fo2 "$fo2" --repo "$repo" "${user_args[@]}" "${commit_args[@]}" "${extra[@]}"
+    --bin "$bin" --fo2 "$fo2" --repo "$repo" --cache "$cache" "${user_args[@]}" "${commit_args[@]}" "${extra[@]}"
 log "table: $out/table.md"
