@@ -1323,6 +1323,8 @@ class Workload:
     no_ext4: bool = False
     stack_rl: str = ""  # another stack for the rootless pass
     self_mount_rl: bool = False  # rootless pass: unionfuse mounts it itself (unionfuse run)
+    rootless_only: bool = False
+    only_systems: tuple = ()  # run on these systems only (default: all)
 
 
 def workloads(h: Harness) -> list[Workload]:
@@ -1370,6 +1372,10 @@ def workloads(h: Harness) -> list[Workload]:
                       desc=f"apt-get install --no-download {p['apt_pkg']} over a Debian "
                            f"{APT_SUITE} minbase and a layer of apt lists and .debs (bwrap over the "
                            "mount; rootless uf: unionfuse run)"))
+    w.append(Workload("apt-bwrap", "apt", "apt-root", wl_apt, no_ext4=True, stack_rl="apt-ns",
+                      reps_key="apt_reps", rootless_only=True, only_systems=("overlay", "uf"),
+                      desc="the same install with unionfuse mounted in the pass's user namespace "
+                           "and bwrap over it, as the other systems (rootless pass only)"))
     for kind in ("find", "untar", "fio"):
         if kind == "fio" and not shutil.which("fio"):
             continue
@@ -1396,8 +1402,11 @@ def summarize(samples: list[float]) -> dict:
 def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
     out = res.setdefault(label, {})
     for wl in wls:
+        if wl.rootless_only and not h.ctx.rootless:
+            continue
         reps = h.p[wl.reps_key] if not h.args.reps else h.args.reps
-        systems = [s for s in h.systems if not (wl.no_ext4 and s.kind == "ext4")]
+        systems = [s for s in h.systems if not (wl.no_ext4 and s.kind == "ext4")
+                   and (not wl.only_systems or s.name in wl.only_systems)]
         stack = wl.stack_rl if h.ctx.rootless and wl.stack_rl else wl.stack
         log(f"[{label}] {wl.name} x{reps}")
         names = [wl.name] + wl.also
@@ -1721,7 +1730,7 @@ RL_TARGETS = [
     ("random 4k write", ["fio-randwrite"], 1.5),
     ("untar, rm -rf", ["untar", "rm-rf"], 1.3),
     ("compile", ["compile-c", "compileall"], 1.15),
-    ("package install", ["apt-install"], 1.15),
+    ("package install", ["apt-install", "apt-bwrap"], 1.15),
 ]
 RL_SCALING = ("parallel throughput at 4 clients (scaling ÷ overlay's)",
               ["par-find-4", "par-untar-4", "par-fio-4"], 0.8)
