@@ -1559,9 +1559,10 @@ def report(results: dict, outdir: str) -> None:
         lines.append(f"- rootless pass: user `{rl['user']}` (uid {rl['uid']}), subordinate ids "
                      f"{rl['subuid']} / gids {rl['subgid']}; uid_map `{rl.get('uid_map', '?')}`; "
                      "the driver drops caches and times from outside the namespace")
-    lines.append("")
-    lines.append("Systems (root pass): " + "; ".join(f"**{s['name']}** = {s['label']}"
-                                                    for s in results["systems"]))
+    if results["systems"]:
+        lines.append("")
+        lines.append("Systems (root pass): " + "; ".join(f"**{s['name']}** = {s['label']}"
+                                                        for s in results["systems"]))
     if results.get("rootless_systems"):
         lines.append("")
         lines.append("Systems (rootless pass, in the user namespace): " + "; ".join(
@@ -2022,7 +2023,7 @@ def main() -> int:
         for bysys in per.values():
             for r in bysys.values():
                 r.update(summarize(r["samples"]))
-    if results["systems"]:
+    if results["systems"] or results["rootless_systems"]:
         report(results, args.out)
     log(f"done in {results['elapsed_s']:.0f}s: {args.out}/table.md")
     if h.odd:
