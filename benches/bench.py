@@ -971,8 +971,13 @@ class Harness:
                 log(f"debootstrap --variant=minbase {APT_SUITE} from {mirror} into {minbase} "
                     f"(once; log in {logf})")
                 with open(logf, "w") as f:
-                    sh(["debootstrap", "--variant=minbase", APT_SUITE, minbase, mirror],
-                       timeout=1800, stdout=f)
+                    p = sh(["debootstrap", "--variant=minbase", APT_SUITE, minbase, mirror],
+                           timeout=1800, stdout=f, check=False)
+                if p.returncode != 0:
+                    with open(logf) as f:
+                        last = [ln.strip() for ln in f if ln.strip()][-1:]
+                    raise BenchError(f"debootstrap exited {p.returncode}: "
+                                     f"{' '.join(last) or p.stderr.strip()[-300:]} (log: {logf})")
                 open(minbase + ".ok", "w").close()
             # the image ships neither lists nor .debs, as distribution images don't
             for d, keep in (("var/cache/apt/archives", ".deb"), ("var/lib/apt/lists", "")):
