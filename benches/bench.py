@@ -36,14 +36,14 @@ MODES = {
         untar=1000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
         fio_wsize=128 * MiB, c_files=40, ctr_files=2000, par_files=1500, par_untar=300,
-        par_fio_time=1, par_reps=2,
+        par_fio_time=1, par_reps=2, apt_reps=2, apt_pkg="python3",
     ),
     "full": dict(
         reps=5, stack_files=50000, bigdir=10000, bigfile=2048 * MiB, copyup=1024 * MiB,
         untar=20000, fio_time=10, fio_reps=3, fio_region=1024 * MiB, py="all", git_files=5000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=200000, timeout=900,
         fio_wsize=256 * MiB, c_files=300, ctr_files=20000, par_files=10000, par_untar=2000,
-        par_fio_time=5, par_reps=3,
+        par_fio_time=5, par_reps=3, apt_reps=3, apt_pkg="python3",
     ),
     # a check of the harness itself (seconds per workload): the numbers mean nothing
     "tiny": dict(
@@ -51,9 +51,16 @@ MODES = {
         untar=50, fio_time=1, fio_reps=1, fio_region=8 * MiB, py="few", git_files=50,
         scale_layers=[1, 10], scale_files=50, rss_files=200, timeout=120,
         fio_wsize=8 * MiB, c_files=6, ctr_files=50, par_files=50, par_untar=20,
-        par_fio_time=1, par_reps=1,
+        par_fio_time=1, par_reps=1, apt_reps=1, apt_pkg="media-types",
     ),
 }
+
+# The offline package install: a Debian minbase (debootstrap, cached under --cache) and a layer
+# of apt lists and .debs; what is installed (per mode above) and how the result is checked
+# inside the merged tree afterwards (it must print 1).
+APT_SUITE = "bookworm"
+APT_CHECK = {"python3": "python3 -c 'print(1)'", "media-types": "test -s /etc/mime.types && echo 1"}
+CTR_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Targets (docs/performance.md, Targets): median ratio to kernel overlayfs. (passthrough, no passthrough)
 TARGETS = {
@@ -83,11 +90,11 @@ class BenchError(Exception):
     pass
 
 
-def sh(cmd, *, timeout=None, cwd=None, check=True, capture=False, stdout=None):
+def sh(cmd, *, timeout=None, cwd=None, check=True, capture=False, stdout=None, env=None):
     """Run a command; on failure raise BenchError with its stderr."""
     try:
         p = subprocess.run(
-            cmd, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+            cmd, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
             stdout=subprocess.PIPE if capture else (stdout or subprocess.DEVNULL),
             stderr=subprocess.PIPE, text=True,
         )
@@ -467,6 +474,17 @@ class Harness:
             raise
         return m
 
+    def prepare(self, sysm: System, stack: str) -> Mount:
+        """A mount's directories (upper, work) for a workload whose command mounts the union
+        itself (`unionfuse run`); nothing is mounted here."""
+        self.counter += 1
+        root = os.path.join(self.mroot, f"{self.counter}-{sysm.name}{'-rl' if self.ctx.rootless else ''}")
+        for d in (root, os.path.join(root, "upper"), os.path.join(root, "work")):
+            os.makedirs(d)
+            if self.ctx.rootless:
+                os.chown(d, self.user.uid, self.user.gid)
+        return Mount(sysm, "", root, False, self.stacks[stack]["lowers"], self.ctx)
+
     def unmount(self, m: Mount) -> None:
         ctx = m.ctx or LocalCtx()
         mi = ctx.mountinfo_path
@@ -625,6 +643,8 @@ class Harness:
             sh(["chown", "-R", "-h", f"{self.user.uid}:{self.user.gid}", self.data], timeout=600)
         if "ctr" in wanted:
             self.build_images(p["ctr_files"], rng)
+        if "apt" in wanted:
+            self.build_apt()
         os.sync()
         log(f"data built in {time.monotonic() - t0:.1f}s")
 
@@ -926,6 +946,121 @@ class Harness:
             self.stacks[name] = dict(lowers=[lower], flat=lower, files=n)
         log(f"container images: {n} files owned by ids 0, 1, 100")
 
+    def apt_cache(self) -> str | None:
+        """The Debian minbase and the layer of apt lists and .debs, built once under --cache:
+        debootstrap --variant=minbase, then in a chroot of a copy `apt-get update` and
+        `apt-get install --download-only python3`. None (and a note) when it can't be built."""
+        base = os.path.join(self.args.cache, f"apt-{APT_SUITE}")
+        if os.path.isfile(os.path.join(base, "ok")):
+            return base
+        if self.mode == "tiny":
+            self.notes.append(f"offline package install skipped in --tiny: no Debian layers in "
+                              f"{base} yet (any other mode builds them, once)")
+            log(self.notes[-1])
+            return None
+        mirror = os.environ.get("UFBENCH_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+        part = base + ".part"
+        minbase, work, debs = (os.path.join(part, x) for x in ("minbase", "work", "debs"))
+        try:
+            if not shutil.which("debootstrap"):
+                raise BenchError("debootstrap is not installed")
+            os.makedirs(part, exist_ok=True)
+            if not os.path.isfile(minbase + ".ok"):
+                shutil.rmtree(minbase, ignore_errors=True)
+                logf = os.path.join(part, "debootstrap.log")
+                log(f"debootstrap --variant=minbase {APT_SUITE} from {mirror} into {minbase} "
+                    f"(once; log in {logf})")
+                with open(logf, "w") as f:
+                    p = sh(["debootstrap", "--variant=minbase", APT_SUITE, minbase, mirror],
+                           timeout=1800, stdout=f, check=False)
+                if p.returncode != 0:
+                    with open(logf) as f:
+                        last = [ln.strip() for ln in f if ln.strip()][-1:]
+                    raise BenchError(f"debootstrap exited {p.returncode}: "
+                                     f"{' '.join(last) or p.stderr.strip()[-300:]} (log: {logf})")
+                open(minbase + ".ok", "w").close()
+            # the image ships neither lists nor .debs, as distribution images don't
+            for d, keep in (("var/cache/apt/archives", ".deb"), ("var/lib/apt/lists", "")):
+                for e in os.scandir(os.path.join(minbase, d)):
+                    if e.is_file(follow_symlinks=False) and e.name.endswith(keep) \
+                            and e.name != "lock":
+                        os.unlink(e.path)
+            for f in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
+                if os.path.lexists(os.path.join(minbase, f)):
+                    os.unlink(os.path.join(minbase, f))
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(debs, ignore_errors=True)
+            sh(["cp", "-a", minbase, work], timeout=600)
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", PATH=CTR_PATH)
+            log("apt-get update + install --download-only python3 in a chroot of a copy")
+            sh(["chroot", work, "apt-get", "-q", "-o", "Acquire::Languages=none", "update"],
+               timeout=900, env=env)
+            sh(["chroot", work, "apt-get", "-q", "-y", "--download-only", "install", "python3"],
+               timeout=900, env=env)
+            # the second layer: only what that added under the lists and the archives
+            os.makedirs(debs)
+            tar = subprocess.Popen(["tar", "-C", work, "--exclude=lock", "--exclude=partial",
+                                    "-cf", "-", "var/lib/apt/lists", "var/cache/apt/archives"],
+                                   stdout=subprocess.PIPE)
+            untar = subprocess.run(["tar", "-C", debs, "-xpf", "-"], stdin=tar.stdout)
+            tar.stdout.close()
+            if tar.wait() != 0 or untar.returncode != 0:
+                raise BenchError("tar of the lists and archives failed")
+            shutil.rmtree(work)
+            ndebs = len([x for x in os.listdir(os.path.join(debs, "var/cache/apt/archives"))
+                         if x.endswith(".deb")])
+            if not ndebs:
+                raise BenchError("apt-get install --download-only python3 left no .deb")
+            os.rename(part, base)
+            open(os.path.join(base, "ok"), "w").close()
+            log(f"apt layers cached in {base}: minbase + {ndebs} .debs and the lists")
+            return base
+        except (BenchError, OSError) as e:
+            self.notes.append(f"offline package install skipped: the Debian {APT_SUITE} layers "
+                              f"could not be built ({e}); they need {mirror}")
+            log(self.notes[-1])
+            return None
+
+    def build_apt(self) -> None:
+        """The minbase and the lists + .debs as two lowers (top: the .debs); for the rootless
+        pass a copy owned as a rootless image store's is: id 0 = the user, id N = its
+        subordinate id N-1."""
+        base = self.apt_cache()
+        if not base:
+            return
+        for name, owned in (("apt-root", None), ("apt-ns", self.user)):
+            if name == "apt-root" and "root" not in self.args.passes.split(","):
+                continue
+            if name == "apt-ns" and not self.user:
+                continue
+            top = os.path.join(self.data, name)
+            os.makedirs(top)
+            lowers = [os.path.join(top, "debs"), os.path.join(top, "minbase")]
+            for src, dst in zip(("debs", "minbase"), lowers):
+                sh(["cp", "-a", os.path.join(base, src), dst], timeout=600)
+            if owned:
+                def shift(i: int, own: int, start: int, n: int) -> int:
+                    if i == 0:
+                        return own
+                    if i - 1 >= n:
+                        raise BenchError(f"id {i} in the Debian tree is beyond the user's range")
+                    return start + i - 1
+
+                def chown(p: str) -> None:
+                    st = os.lstat(p)
+                    os.lchown(p, shift(st.st_uid, owned.uid, owned.subuid, owned.subuid_n),
+                              shift(st.st_gid, owned.gid, owned.subgid, owned.subgid_n))
+                    if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
+                        os.chmod(p, stat.S_IMODE(st.st_mode))  # chown cleared setuid/setgid
+
+                for layer in lowers:
+                    for dp, dns, fns in os.walk(layer):
+                        for x in dns + fns:
+                            chown(os.path.join(dp, x))
+                    chown(layer)
+            self.stacks[name] = dict(lowers=lowers, flat=lowers[-1])
+        log(f"apt layers copied from {base}")
+
     def build_rss(self, n: int) -> None:
         (lower,) = self.layer_dirs("rss", 1)
         for i in range(n):
@@ -1057,6 +1192,46 @@ def wl_compile_c(h: Harness, m: Mount):
     return t, {}
 
 
+def sandbox(root: str, inner: str) -> list:
+    """bwrap over a mounted merged tree, set up as `unionfuse run` sets up its container: new
+    pid, ipc and uts namespaces, a fresh /proc, /dev a tmpfs with the host's null, zero, full,
+    random, urandom and tty, /sys read-only, the host's network, a clean environment."""
+    return ["bwrap", "--bind", root, "/", "--dev", "/dev", "--proc", "/proc",
+            "--ro-bind", "/sys", "/sys", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--hostname", "ufbench", "--die-with-parent", "--clearenv", "--setenv", "PATH", CTR_PATH,
+            "--setenv", "HOME", "/root", "--setenv", "DEBIAN_FRONTEND", "noninteractive",
+            "--", "/bin/sh", "-c", inner]
+
+
+def wl_apt(h: Harness, m: Mount):
+    """apt-get install --no-download of python3 (tiny: media-types) inside the merged tree,
+    then the check that it runs there. Mounted systems: bwrap over the mount (in the rootless
+    pass, in the pass's user namespace). unionfuse in the rootless pass: `unionfuse run
+    --rootless` as the bench user, which makes its own user namespace (mapped the same way),
+    mounts the union and tears it down, all inside the timed command."""
+    pkg = h.p["apt_pkg"]
+    inner = f"apt-get -q -y --no-download install {pkg} >/dev/null && {APT_CHECK[pkg]}"
+    upper = os.path.join(m.root, "upper")
+    timeout = max(h.timeout, 600)
+    t0 = time.perf_counter()
+    if m.mounted:
+        out = m.ctx.sh(sandbox(m.path, inner), timeout=timeout, capture=True).stdout
+    else:
+        u = h.user
+        cmd = ["setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--clear-groups", "--",
+               m.system.binary, "run", "--rootless", "--upper", upper,
+               "--overlay-workdir", os.path.join(m.root, "work"), "--hostname", "ufbench",
+               "-e", "DEBIAN_FRONTEND=noninteractive", ":".join(m.lowers), "--",
+               "/bin/sh", "-c", inner]
+        out = sh(cmd, timeout=timeout, capture=True, env=h.ns_env, cwd=h.tmp).stdout
+    t = time.perf_counter() - t0
+    if out.strip().splitlines()[-1:] != ["1"]:
+        raise BenchError(f"{pkg} does not work in the merged tree after the install: {out[-300:]!r}")
+    if not os.path.isfile(os.path.join(upper, "var/lib/dpkg/status")):
+        raise BenchError("the install left no var/lib/dpkg/status in the upper")
+    return t, {}
+
+
 def wl_git(h: Harness, m: Mount):
     """The run right after the one that rewrote .git/index (its st_dev/st_ino changed: the
     index is written back, a copy-up), and the third run."""
@@ -1152,6 +1327,9 @@ class Workload:
     opts: object = None  # System -> extra mount options
     no_ext4: bool = False
     stack_rl: str = ""  # another stack for the rootless pass
+    self_mount_rl: bool = False  # rootless pass: unionfuse mounts it itself (unionfuse run)
+    rootless_only: bool = False
+    only_systems: tuple = ()  # run on these systems only (default: all)
 
 
 def workloads(h: Harness) -> list[Workload]:
@@ -1194,6 +1372,15 @@ def workloads(h: Harness) -> list[Workload]:
                       opts=ctr_opts, stack_rl="img-ns",
                       desc=f"make a {p['ctr_files']}-file image appear owned by ids +{CTR_SHIFT} "
                            f"(overlay: chown copy-up; FUSE: uidmapping=), then find + stat"))
+    w.append(Workload("apt-install", "apt", "apt-root", wl_apt, no_ext4=True, stack_rl="apt-ns",
+                      reps_key="apt_reps", self_mount_rl=True,
+                      desc=f"apt-get install --no-download {p['apt_pkg']} over a Debian "
+                           f"{APT_SUITE} minbase and a layer of apt lists and .debs (bwrap over the "
+                           "mount; rootless uf: unionfuse run)"))
+    w.append(Workload("apt-bwrap", "apt", "apt-root", wl_apt, no_ext4=True, stack_rl="apt-ns",
+                      reps_key="apt_reps", rootless_only=True, only_systems=("overlay", "uf"),
+                      desc="the same install with unionfuse mounted in the pass's user namespace "
+                           "and bwrap over it, as the other systems (rootless pass only)"))
     for kind in ("find", "untar", "fio"):
         if kind == "fio" and not shutil.which("fio"):
             continue
@@ -1220,8 +1407,11 @@ def summarize(samples: list[float]) -> dict:
 def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
     out = res.setdefault(label, {})
     for wl in wls:
+        if wl.rootless_only and not h.ctx.rootless:
+            continue
         reps = h.p[wl.reps_key] if not h.args.reps else h.args.reps
-        systems = [s for s in h.systems if not (wl.no_ext4 and s.kind == "ext4")]
+        systems = [s for s in h.systems if not (wl.no_ext4 and s.kind == "ext4")
+                   and (not wl.only_systems or s.name in wl.only_systems)]
         stack = wl.stack_rl if h.ctx.rootless and wl.stack_rl else wl.stack
         log(f"[{label}] {wl.name} x{reps}")
         names = [wl.name] + wl.also
@@ -1231,7 +1421,10 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
         for rep in range(reps):
             for s in systems:
                 try:
-                    m = h.mount(s, stack, wl.ext4, wl.opts(s) if wl.opts else ())
+                    if wl.self_mount_rl and h.ctx.rootless and s.kind == "unionfuse":
+                        m = h.prepare(s, stack)
+                    else:
+                        m = h.mount(s, stack, wl.ext4, wl.opts(s) if wl.opts else ())
                 except BenchError as e:
                     out[wl.name][s.name]["errors"].append(f"mount: {e}")
                     h.note_odd(s, f"{wl.name}: mount failed: {e}")
@@ -1371,9 +1564,10 @@ def report(results: dict, outdir: str) -> None:
         lines.append(f"- rootless pass: user `{rl['user']}` (uid {rl['uid']}), subordinate ids "
                      f"{rl['subuid']} / gids {rl['subgid']}; uid_map `{rl.get('uid_map', '?')}`; "
                      "the driver drops caches and times from outside the namespace")
-    lines.append("")
-    lines.append("Systems (root pass): " + "; ".join(f"**{s['name']}** = {s['label']}"
-                                                    for s in results["systems"]))
+    if results["systems"]:
+        lines.append("")
+        lines.append("Systems (root pass): " + "; ".join(f"**{s['name']}** = {s['label']}"
+                                                        for s in results["systems"]))
     if results.get("rootless_systems"):
         lines.append("")
         lines.append("Systems (rootless pass, in the user namespace): " + "; ".join(
@@ -1542,6 +1736,7 @@ RL_TARGETS = [
     ("random 4k write", ["fio-randwrite"], 1.5),
     ("untar, rm -rf", ["untar", "rm-rf"], 1.3),
     ("compile", ["compile-c", "compileall"], 1.15),
+    ("package install", ["apt-install", "apt-bwrap"], 1.15),
 ]
 RL_SCALING = ("parallel throughput at 4 clients (scaling ÷ overlay's)",
               ["par-find-4", "par-untar-4", "par-fio-4"], 0.8)
@@ -1727,6 +1922,9 @@ def main() -> int:
     ap.add_argument("--fo2", default="", help="fuse-overlayfs 2.0 binary")
     ap.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--commit", default="", help="the binary was built from this commit")
+    ap.add_argument("--cache", default=os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "unionfuse-bench"),
+        help="where the Debian layers of the package install are built once")
     ap.add_argument("--only", default="", help="comma-separated workload name prefixes")
     ap.add_argument("--systems", default="", help="comma-separated system names to keep")
     ap.add_argument("--reps", type=int, default=0, help="override repetitions")
@@ -1775,12 +1973,16 @@ def main() -> int:
             h.notes.append("fio not installed: fio workloads skipped")
         wls = [w for w in workloads(h) if sel(w.name)
                and (w.group != "fio" or shutil.which("fio"))]
+        if any(w.group == "apt" for w in wls) and not shutil.which("bwrap"):
+            h.notes.append("bwrap (bubblewrap) not installed: offline package install skipped")
+            wls = [w for w in wls if w.group != "apt"]
         wanted = {w.group for w in wls}
         if h.systems and sel("scale"):
             wanted.add("scale")
         if h.systems and sel("rss"):
             wanted.add("rss")
         h.build_data(wanted)
+        wls = [w for w in wls if w.group != "apt" or {w.stack, w.stack_rl} & h.stacks.keys()]
         allcpus = os.sched_getaffinity(0)
         passes = [("unpinned", allcpus)] + ([("pinned-cpu0", {0})] if args.pin else [])
         root_systems = h.systems
@@ -1826,7 +2028,7 @@ def main() -> int:
         for bysys in per.values():
             for r in bysys.values():
                 r.update(summarize(r["samples"]))
-    if results["systems"]:
+    if results["systems"] or results["rootless_systems"]:
         report(results, args.out)
     log(f"done in {results['elapsed_s']:.0f}s: {args.out}/table.md")
     if h.odd:

@@ -6,7 +6,7 @@
 #
 #   benches/run.sh [--quick|--tiny] [--pin] [--out DIR] [--rev REV] [-- bench.py options]
 #
-# --quick  small sizes, ~15 minutes for both passes (run it often); default is the full run
+# --quick  small sizes, ~20 minutes for both passes (run it often); default is the full run
 # --tiny   minimal sizes, 1 repetition: checks that the harness works, measures nothing
 # --pin    run the whole comparison a second time under taskset -c 0 and report both
 # --out    where results.json, table.md and ratios-*.svg go (default benches/results/DATE)
@@ -15,7 +15,8 @@
 # Extra options after `--` go to bench.py (--only find,ls  --systems overlay,uf  --reps N
 # --rss-files N  --passes root|rootless). Needs root. Leaves no mount and no temp dir behind,
 # even on Ctrl-C. The rootless pass runs as the user `ufbench` (UFBENCH_USER), created with a
-# subordinate id range when missing.
+# subordinate id range when missing. The package install's Debian layers are built once into
+# ~/.cache/unionfuse-bench/apt-bookworm (debootstrap; UFBENCH_DEBIAN_MIRROR to pick a mirror).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,7 +34,7 @@ while [[ $# -gt 0 ]]; do
         --out) out=${2:?--out needs a directory}; shift ;;
         --out=*) out=${1#--out=} ;;
         --rev) rev=${2:?--rev needs a commit}; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -93,6 +94,8 @@ command -v git >/dev/null || apt_install git || log "git unavailable: git worklo
 command -v make >/dev/null && command -v cc >/dev/null || apt_install make gcc \
     || log "make/gcc unavailable: compile-c fails"
 command -v newuidmap >/dev/null || apt_install uidmap || log "newuidmap unavailable: no rootless pass"
+command -v bwrap >/dev/null || apt_install bubblewrap || log "bwrap unavailable: package install skipped"
+command -v debootstrap >/dev/null || apt_install debootstrap || log "debootstrap unavailable: package install skipped"
 
 # The rootless pass's user: an ordinary user with 65536 subordinate uids and gids (after the
 # highest range in use), as rootless podman needs them.
@@ -158,5 +161,5 @@ tmp=$(mktemp -d /tmp/ufbench.XXXXXX)
 python=${PYTHON:-python3}
 log "results -> $out"
 "$python" "$here/bench.py" "${quick[@]}" "${pin[@]}" --out "$out" --tmp "$tmp" \
-    --bin "$bin" --fo2 "$fo2" --repo "$repo" "${user_args[@]}" "${commit_args[@]}" "${extra[@]}"
+    --bin "$bin" --fo2 "$fo2" --repo "$repo" --cache "$cache" "${user_args[@]}" "${commit_args[@]}" "${extra[@]}"
 log "table: $out/table.md"
