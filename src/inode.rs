@@ -480,6 +480,9 @@ mod tests {
         t.forget(new.ino, 2);
         assert!(t.peek(new.ino).is_none());
         let fresh = t.remember((derived, derived), file, vec![UPPER], (ROOT, c"c".into()));
-        assert_eq!(fresh.ino, derived, "with both gone the derived id is free again");
+        assert_eq!(
+            fresh.ino, derived,
+            "with both gone the derived id is free again"
+        );
     }
 }

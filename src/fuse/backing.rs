@@ -106,7 +106,9 @@ impl Fs {
         flags: i32,
     ) {
         let (a, ttl) = self.entry_attr(node, st);
-        match self.open_mode(node.ino, fh, (flags, Some(st.st_mode)), |fd| reply.open_backing(fd)) {
+        match self.open_mode(node.ino, fh, (flags, Some(st.st_mode)), |fd| {
+            reply.open_backing(fd)
+        }) {
             (f, Some(b)) => {
                 reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
             }

@@ -38,9 +38,13 @@ impl Filesystem for UnionFs {
                 Err(e) => Err(e),
             }
         };
-        self.quick("lookup", parent.0, reply, run, move |fs, reply, (found, name)| {
-            fs.lookup_reply(reply, parent.0, &name, found)
-        });
+        self.quick(
+            "lookup",
+            parent.0,
+            reply,
+            run,
+            move |fs, reply, (found, name)| fs.lookup_reply(reply, parent.0, &name, found),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -377,9 +381,13 @@ impl Filesystem for UnionFs {
         reply: ReplyDirectoryPlus,
     ) {
         let run = move |fs: &super::Fs| fs.core.dir_entries(fh.0, offset);
-        self.quick("readdirplus", ino.0, reply, run, move |fs, reply, entries| {
-            fs.fill_plus(reply, ino.0, &entries, offset)
-        });
+        self.quick(
+            "readdirplus",
+            ino.0,
+            reply,
+            run,
+            move |fs, reply, entries| fs.fill_plus(reply, ino.0, &entries, offset),
+        );
     }
 
     fn releasedir(
