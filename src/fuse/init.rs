@@ -8,6 +8,9 @@ use fuser::{InitFlags, KernelConfig};
 
 use super::Fs;
 
+/// Background requests in flight under the writeback cache (see `negotiate`).
+const WRITEBACK_BACKGROUND: u16 = 256;
+
 impl Fs {
     /// Ask the kernel for what `config` may grant; record whether passthrough is on.
     pub(super) fn negotiate(&self, config: &mut KernelConfig) {
@@ -47,6 +50,12 @@ impl Fs {
                 .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
                 .is_ok();
         if writeback {
+            // Writeback sends its WRITEs as background requests, 12 in flight by default:
+            // with more the daemon finds the next one queued instead of sleeping and being
+            // woken between two (fio 4k random writes: ~1.3x the IOPS with 256, unpinned). An
+            // ordinary user's mount is capped by the kernel's `max_user_bgreq`.
+            let _ = config.set_max_background(WRITEBACK_BACKGROUND);
+            let _ = config.set_congestion_threshold(WRITEBACK_BACKGROUND / 4 * 3);
             self.writeback.store(true, Ordering::Relaxed);
             self.core.set_read_write_only();
         }
