@@ -37,7 +37,7 @@ impl Fs {
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough.store(true, Ordering::Relaxed);
-            self.core.set_share_backing();
+            self.core.set_widen_write_only();
         }
         // Without passthrough every write(2) would be a round trip to us. The writeback cache
         // lets the kernel keep writes in the page cache and send them in batches (and the
@@ -57,7 +57,7 @@ impl Fs {
             let _ = config.set_max_background(WRITEBACK_BACKGROUND);
             let _ = config.set_congestion_threshold(WRITEBACK_BACKGROUND / 4 * 3);
             self.writeback.store(true, Ordering::Relaxed);
-            self.core.set_read_write_only();
+            self.core.set_widen_write_only();
         }
         tracing::info!(
             passthrough = self.passthrough.load(Ordering::Relaxed),

@@ -18,9 +18,9 @@ impl Union {
     /// read-write when that fd may also back passthrough or the kernel may read through it.
     pub(super) fn handle_flags(&self, flags: i32) -> i32 {
         let flags = open_flags(flags);
-        let widen = self.share_backing.load(Ordering::Relaxed)
-            || self.read_write_only.load(Ordering::Relaxed);
-        if flags & libc::O_ACCMODE == libc::O_WRONLY && widen {
+        if flags & libc::O_ACCMODE == libc::O_WRONLY
+            && self.widen_write_only.load(Ordering::Relaxed)
+        {
             (flags & !libc::O_ACCMODE) | libc::O_RDWR
         } else {
             flags

@@ -149,12 +149,10 @@ pub struct Union {
     /// The daemon's own ids: what a new object in the upper has before any chown.
     euid: u32,
     egid: u32,
-    /// Passthrough is on: a write-only handle's file is opened read-write, so it can be the
-    /// node's backing file too (one open instead of two per create).
-    share_backing: AtomicBool,
-    /// The writeback cache is on: the kernel reads through write-only handles (to fill the
-    /// rest of a page it writes part of), so they are opened read-write.
-    read_write_only: AtomicBool,
+    /// Write-only handles are opened read-write: with passthrough (root) so the fd can be the
+    /// node's backing file too (one open instead of two per create); under the writeback cache
+    /// because the kernel reads through them to fill the rest of a page it writes part of.
+    widen_write_only: AtomicBool,
     /// The host runs SELinux; if not, `security.selinux` of an object without one answers
     /// EOPNOTSUPP instead of ENODATA (docs/semantics.md, D16).
     selinux: bool,
@@ -186,8 +184,7 @@ impl Union {
             privileged: sys::geteuid() == 0,
             euid: sys::geteuid(),
             egid: sys::getegid(),
-            share_backing: AtomicBool::new(false),
-            read_write_only: AtomicBool::new(false),
+            widen_write_only: AtomicBool::new(false),
             selinux: xattr::host_has_selinux(),
             tmp_seq: AtomicU64::new(0),
         }
@@ -211,14 +208,10 @@ impl Union {
             .is_some_and(|n| n.layers().iter().any(|l| !self.stack.is_upper(*l)))
     }
 
-    /// Called once the kernel agreed to passthrough (see `share_backing`).
-    pub fn set_share_backing(&self) {
-        self.share_backing.store(self.privileged, Ordering::Relaxed);
-    }
-
-    /// Called once the kernel agreed to the writeback cache (see `read_write_only`).
-    pub fn set_read_write_only(&self) {
-        self.read_write_only.store(true, Ordering::Relaxed);
+    /// Called once the kernel agreed to passthrough (as root) or to the writeback cache (see
+    /// `widen_write_only`).
+    pub fn set_widen_write_only(&self) {
+        self.widen_write_only.store(true, Ordering::Relaxed);
     }
 
     fn upper(&self) -> Result<LayerIdx> {
