@@ -1,6 +1,7 @@
 //! Open file and directory handles. A file handle holds the real fd; one opened on a lower copy
 //! notices a later copy-up (the node's `copy_gen` moved) and reopens the upper copy, so a
-//! read-only fd sees writes made through another fd, as with kernel overlay.
+//! read-only fd sees writes made through another fd, as with kernel overlay (unless the kernel
+//! reads it through passthrough from the lower file: docs/semantics.md, D17).
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -457,6 +457,7 @@ mod tests {
             layers: Vec::new(),
             has_upper: true,
             work: None,
+            lowers_sealed: false,
         };
         NodeTable::new(&stack, 16)
     }

@@ -48,6 +48,9 @@ pub struct LayerStack {
     pub has_upper: bool,
     /// The work dir's `work/` subdirectory on the upper's filesystem, for atomic copy-up.
     pub work: Option<OwnedFd>,
+    /// Every lower is reached through a private read-only, noatime clone of its mount
+    /// (`seal_lowers`), so a lower file may back FUSE passthrough.
+    pub lowers_sealed: bool,
 }
 
 fn open_root(path: &Path, what: &str) -> Result<OwnedFd> {
@@ -101,7 +104,29 @@ impl LayerStack {
             layers,
             has_upper: upper.is_some(),
             work,
+            lowers_sealed: false,
         })
+    }
+
+    /// Reach every lower through a private clone of its mount that is read-only and `noatime`
+    /// (`sys::read_only_clone`): the kernel then refuses any write to a lower, and a reader
+    /// passed through to a lower file leaves its atime alone (kernel overlay opens lowers
+    /// O_NOATIME; a passthrough backing file is opened with the reader's flags). Needs
+    /// CAP_SYS_ADMIN; returns whether every lower is sealed (`lowers_sealed`).
+    pub fn seal_lowers(&mut self) -> bool {
+        let first = usize::from(self.has_upper);
+        for layer in &mut self.layers[first..] {
+            match sys::read_only_clone(layer.root.as_fd()) {
+                Ok(fd) => layer.root = Arc::new(fd),
+                Err(e) => {
+                    tracing::info!(layer = %layer.path.display(), error = %e,
+                        "no read-only clone of the lower's mount; lower files stay off passthrough");
+                    return false;
+                }
+            }
+        }
+        self.lowers_sealed = true;
+        true
     }
 
     pub fn root(&self, idx: LayerIdx) -> BorrowedFd<'_> {

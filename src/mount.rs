@@ -182,6 +182,9 @@ fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
         cfg.upper.as_deref()
     };
     let mut stack = LayerStack::open(&cfg.lowers, upper, cfg.workdir.as_deref())?;
+    if cfg.lower_passthrough {
+        stack.seal_lowers();
+    }
     if let (Some(name), Some(u)) = (&cfg.override_stat, stack.upper_idx()) {
         stack.layers[u].override_stat = std::ffi::CString::new(name.as_str()).ok();
     }

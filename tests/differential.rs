@@ -287,6 +287,13 @@ fn apply(root: &Path, op: &Op) -> Outcome {
             let wr = sys::open(&at(path), libc::O_WRONLY | NB, 0)?;
             sys::pwrite(&wr, data, 0)?;
             drop(wr);
+            if lower_passthrough() {
+                // An fd opened on a lower file before its copy-up keeps the old data under
+                // lower passthrough (D17, pinned in tests/mount_copy_up.rs): read it, then
+                // compare what a new open of the path reads (both sides do the same).
+                read_all(&ro)?;
+                return read_all(&sys::open(&at(path), libc::O_RDONLY | NB, 0)?);
+            }
             read_all(&ro)
         }
         Read { path } => read_all(&sys::open(&at(path), libc::O_RDONLY | NB, 0)?),

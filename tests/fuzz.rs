@@ -82,6 +82,8 @@ const OPT_TOKENS: &[&str] = &[
     "debug",
     "passthrough",
     "nopassthrough",
+    "lowerpassthrough",
+    "nolowerpassthrough",
     "context=\"system_u:object_r:c1,c2\"",
     "0:1000:1",
     "0:4294967294:1",

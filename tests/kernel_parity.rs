@@ -31,6 +31,18 @@ fn side_by_side<T: Debug + PartialEq>(
     build: impl Fn(&Stack),
     scenario: impl Fn(&Path) -> T,
 ) -> T {
+    side_by_side_with(lowers, "", build, scenario)
+}
+
+/// As `side_by_side`, with unionfuse mounted with `-o OPTS` too (options of its own that
+/// select the kernel's behaviour where the default differs).
+#[track_caller]
+fn side_by_side_with<T: Debug + PartialEq>(
+    lowers: usize,
+    opts: &str,
+    build: impl Fn(&Stack),
+    scenario: impl Fn(&Path) -> T,
+) -> T {
     let s = Stack::new(lowers);
     build(&s);
     let k = kernel_too().then(|| s.duplicate());
@@ -50,7 +62,12 @@ fn side_by_side<T: Debug + PartialEq>(
     let digest = s.lower_digests();
     let before = lower_atimes(&s);
     let ours = {
-        let m = UnionMount::new(&s);
+        let m = match opts {
+            // (Under the kernel backend both sides are the kernel: no options of ours.)
+            "" => UnionMount::new(&s),
+            _ if kernel_backend() => UnionMount::new(&s),
+            o => UnionMount::with_args(&s, &["-o", o]),
+        };
         scenario(m.mnt())
     };
     assert_eq!(
@@ -179,14 +196,17 @@ fn reads_leave_lower_atimes_alone() {
 // ---- open but removed objects ----------------------------------------------------------------
 
 /// Log rotation: a reader has a lower file open, a writer appends to it (a copy-up) and then
-/// unlinks it. The reader's fd follows the copy and keeps reading it after the unlink.
+/// unlinks it. The reader's fd follows the copy and keeps reading it after the unlink. As root
+/// that takes `nolowerpassthrough` (by default a reader passed through to the lower file keeps
+/// the old data: D17, tests/mount_copy_up.rs).
 #[test]
 fn a_reader_follows_the_copy_after_copy_up_and_unlink() {
     if !require_fuse() {
         return;
     }
-    let got = side_by_side(
+    let got = side_by_side_with(
         1,
+        "nolowerpassthrough",
         |s| write_file(&s.lower(0).join("log"), b"lower-data\n", 0o644),
         |m| {
             let reader = open(&m.join("log"), libc::O_RDONLY);

@@ -238,3 +238,152 @@ fn hardlink_through_mount_has_nlink_two_and_one_inode() {
         assert_eq!(must(sys::lstat(&m.path("other")), "other").st_nlink, 1);
     });
 }
+
+// ---- readers open across a copy-up -------------------------------------------------------
+
+/// What a reader that opened `log` while it was only in the lower reads after a copy-up,
+/// given the new content: the old with lower passthrough (root's default: it is passed through
+/// to the lower file and keeps it, as after a rename over the file; D17), else the new one, as
+/// on kernel overlay.
+fn early_reader_sees<'a>(old: &'a [u8], new: &'a [u8]) -> &'a [u8] {
+    if lower_passthrough() { old } else { new }
+}
+
+/// A reader holds a lower file open and a writer appends to it. fuse-overlayfs 2.0 hands the
+/// appender the reader's lower backing file, so the append lands in the lower and the copy in
+/// the upper keeps the old data. Here the append reaches the upper copy, the lower stays as
+/// it was (`mounted` checks), later opens read the copy, and st_ino stays.
+#[test]
+fn an_append_while_a_reader_holds_the_lower_file_reaches_the_copy() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    let (old, new) = (&b"lower-data\n"[..], &b"lower-data\nappended\n"[..]);
+    write_file(&s.lower(0).join("log"), old, 0o644);
+    mounted(&s, |m| {
+        let p = m.path("log");
+        let st_ino = must(sys::lstat(&p), "lstat").st_ino;
+        let reader = must(sys::open(&p, libc::O_RDONLY, 0), "open reader");
+        assert_eq!(must(sys::pread(&reader, 100, 0), "read"), old);
+        let writer = must(
+            sys::open(&p, libc::O_WRONLY | libc::O_APPEND, 0),
+            "open appender",
+        );
+        must(sys::write(&writer, b"appended\n"), "append");
+        drop(writer);
+        assert_eq!(read(&p), new, "an open after the append reads the copy");
+        let st = must(sys::lstat(&p), "lstat");
+        assert_eq!(
+            (st.st_ino, st.st_size),
+            (st_ino, 20),
+            "st_ino kept, new size"
+        );
+        let early = early_reader_sees(old, new);
+        assert_eq!(must(sys::pread(&reader, 100, 0), "early reader"), early);
+        let size = must(sys::fstat(&reader), "fstat early reader").st_size;
+        assert_eq!(size as usize, early.len(), "early reader's size");
+        let late = must(sys::open(&p, libc::O_RDONLY, 0), "open late reader");
+        assert_eq!(must(sys::pread(&late, 100, 0), "late reader"), new);
+        drop(reader);
+        assert_eq!(must(sys::pread(&late, 100, 0), "late reader"), new);
+        assert_eq!(read(&p), new);
+    });
+    assert_eq!(
+        read(&s.upper().join("log")),
+        new,
+        "the upper copy has the append"
+    );
+}
+
+/// A copy-up that is no open (truncate, chmod) while a reader holds the lower file: a later
+/// open (read or write) gets the copy; the early reader keeps what `early_reader_sees` says.
+/// Reopening the early reader's fd through /proc reads what it reads, and an open of it for
+/// writing fails as for a lower file with no name left (EEXIST) when it was parted (D17).
+#[test]
+fn opens_after_a_truncate_while_a_reader_holds_the_lower_file_get_the_copy() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    let old = &b"0123456789"[..];
+    write_file(&s.lower(0).join("f"), old, 0o644);
+    mounted(&s, |m| {
+        let p = m.path("f");
+        let reader = must(sys::open(&p, libc::O_RDONLY, 0), "open reader");
+        must(sys::truncate(&p, 4), "truncate (copy-up)");
+        must(sys::chmod(&p, 0o600), "chmod");
+        assert_eq!(read(&p), b"0123", "an open after the truncate");
+        let rw = must(sys::open(&p, libc::O_RDWR, 0), "open read-write");
+        must(sys::pwrite(&rw, b"AB", 1), "pwrite");
+        assert_eq!(must(sys::pread(&rw, 100, 0), "read back"), b"0AB3");
+        drop(rw);
+        let early = early_reader_sees(old, b"0AB3");
+        assert_eq!(must(sys::pread(&reader, 100, 0), "early reader"), early);
+        let proc = std::path::PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&reader)
+        ));
+        let again = must(sys::open(&proc, libc::O_RDONLY, 0), "reopen through /proc");
+        assert_eq!(must(sys::pread(&again, 100, 0), "reopened"), early);
+        // Parted from its name, the early reader's file can't be changed through /proc.
+        let write = sys::open(&proc, libc::O_WRONLY, 0).map(drop);
+        let want = if lower_passthrough() {
+            Err(libc::EEXIST)
+        } else {
+            Ok(())
+        };
+        assert_eq!(write, want, "open for writing through /proc");
+        drop((reader, again));
+        let st = must(sys::lstat(&p), "lstat");
+        assert_eq!((st.st_size, st.st_mode & 0o777), (4, 0o600));
+        assert_eq!(read(&p), b"0AB3");
+    });
+    assert_eq!(read(&s.upper().join("f")), b"0AB3");
+}
+
+/// Many readers and writers of lower files at once: every write reaches the copy, no open
+/// fails (an open that had to part a node from its readers is retried by the kernel).
+#[test]
+fn readers_and_writers_of_lower_files_race_without_errors() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(1);
+    for i in 0..16 {
+        write_file(&s.lower(0).join(format!("f{i}")), b"lower\n", 0o644);
+    }
+    mounted(&s, |m| {
+        std::thread::scope(|t| {
+            for r in 0..3 {
+                t.spawn(move || {
+                    for round in 0..20 {
+                        for i in 0..16 {
+                            let p = m.path(format!("f{}", (i + r + round) % 16));
+                            let fd = must(sys::open(&p, libc::O_RDONLY, 0), "open reader");
+                            let data = must(sys::pread(&fd, 4096, 0), "read");
+                            assert!(data.starts_with(b"lower\n"), "{p:?}: {data:?}");
+                        }
+                    }
+                });
+            }
+            t.spawn(move || {
+                for i in 0..16 {
+                    let p = m.path(format!("f{i}"));
+                    let fd = must(sys::open(&p, libc::O_WRONLY | libc::O_APPEND, 0), "open");
+                    must(sys::write(&fd, b"w\n"), "append");
+                }
+            });
+        });
+        for i in 0..16 {
+            assert_eq!(read(&m.path(format!("f{i}"))), b"lower\nw\n", "f{i}");
+        }
+    });
+    for i in 0..16 {
+        assert_eq!(
+            read(&s.upper().join(format!("f{i}"))),
+            b"lower\nw\n",
+            "upper f{i}"
+        );
+    }
+}

@@ -41,6 +41,10 @@ pub struct MountConfig {
     pub ttl: Duration,
     /// Use FUSE passthrough for file data when the kernel and our privileges allow it.
     pub passthrough: bool,
+    /// Let files that are only in a lower back passthrough as well, through a read-only,
+    /// noatime clone of the lowers' mounts (root in the initial namespace only; see
+    /// docs/semantics.md on readers open across a copy-up).
+    pub lower_passthrough: bool,
     /// Let the kernel cache writes and write them back in large batches when file data goes
     /// through the daemon (no passthrough).
     pub writeback: bool,

@@ -23,6 +23,9 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub ttl: Option<Duration>,
     pub no_passthrough: bool,
+    /// `lowerpassthrough` / `nolowerpassthrough`: files still only in a lower may back
+    /// passthrough too (readers that opened one before its copy-up keep its old data).
+    pub no_lower_passthrough: bool,
     /// `writeback` / `nowriteback`: the kernel's writeback cache when passthrough is off.
     pub no_writeback: bool,
     pub panic_on: Option<String>,
@@ -87,6 +90,8 @@ impl MountOpts {
             ("userxattr", None) => self.userxattr = Some(true),
             ("passthrough", None) => self.no_passthrough = false,
             ("nopassthrough", None) => self.no_passthrough = true,
+            ("lowerpassthrough", None) => self.no_lower_passthrough = false,
+            ("nolowerpassthrough", None) => self.no_lower_passthrough = true,
             ("writeback", None) => self.no_writeback = false,
             ("nowriteback", None) => self.no_writeback = true,
             ("threads", Some(v)) => {

@@ -175,6 +175,7 @@ impl MountConfig {
             threads: opts.threads.unwrap_or_else(default_threads),
             ttl: opts.ttl.unwrap_or(Duration::from_secs(86400)),
             passthrough: !opts.no_passthrough,
+            lower_passthrough: !opts.no_passthrough && !opts.no_lower_passthrough && privileged,
             writeback: !opts.no_writeback,
             panic_on: opts.panic_on.clone(),
             aufs_whiteouts: opts.aufs_whiteouts,

@@ -4,7 +4,7 @@
 //! happen outside it.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
@@ -12,6 +12,7 @@ use fuser::{BackingId, FileHandle, FopenFlags, Generation, ReplyCreate, ReplyOpe
 
 use super::Fs;
 use crate::inode::Node;
+use crate::layer::LayerIdx;
 use crate::sys::Stat;
 
 #[derive(Default)]
@@ -24,16 +25,39 @@ pub(super) struct IoState {
 enum IoMode {
     /// This many handles are open in cached mode.
     Cached(usize),
-    /// Handles share this backing file (held strongly by each handle).
-    Passthrough(Weak<BackingId>),
+    /// Handles share this backing file (held strongly by each handle); `lower`: it is the
+    /// file in that lower layer, for readers only (`union::Backing::lower`).
+    Passthrough(Weak<BackingId>, Option<LowerFile>),
 }
+
+/// A lower file that backs passthrough for readers, and its layer.
+type LowerFile = (LayerIdx, Arc<OwnedFd>);
+
+/// What an open finds in the node's I/O mode.
+enum Joined {
+    /// Settled: the handle joined it (with this backing file, or cached).
+    Mode(Option<Arc<BackingId>>),
+    /// Not settled yet: this open chooses.
+    Unset,
+    /// Readers have the node passed through to its lower file and this open needs the upper
+    /// copy: the node must be parted from its name first (`Union::part_readers`).
+    Part(LayerIdx, Arc<OwnedFd>),
+}
+
+/// How an open is answered: its flags and backing file, or ESTALE after the node was parted
+/// from its name (the kernel then looks the name up again and opens the new node).
+pub(super) type OpenMode = Option<(FopenFlags, Option<Arc<BackingId>>)>;
 
 impl Fs {
     /// How to answer an open of `ino` as handle `fh`. Files in the upper go through
-    /// passthrough (one read-write backing file per node). Lower files are cached instead: a
-    /// copy-up would need to switch a live backing file to the copy, which the kernel can't,
-    /// and kernel overlay's rule that read-only fds see later writes would break. A node
-    /// already open in one mode stays in it until its last handle is released.
+    /// passthrough (one read-write backing file per node). A file only in a lower is passed
+    /// through to the lower file when the lowers are sealed (read-only, noatime; as root),
+    /// else cached. The kernel can't move a live backing file, so once such a file is copied
+    /// up (or a writer comes to copy it up) while readers hold the lower one, the node is
+    /// parted from its name: those readers keep the old data, as after a rename over the file,
+    /// and the opener gets ESTALE and, through the kernel's new lookup, a new node on the copy
+    /// (docs/semantics.md, D17). A node already open in one mode stays in it until its last
+    /// handle is released.
     ///
     /// The `io` lock is held only to read and update the maps: finding, opening and
     /// registering a backing file happen outside it, and an open that loses the race to
@@ -44,28 +68,36 @@ impl Fs {
         fh: u64,
         (flags, new_mode): (i32, Option<u32>),
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
-    ) -> (FopenFlags, Option<Arc<BackingId>>) {
-        let joined = self.io.lock().join(ino, fh);
-        let backing = match joined {
-            Some(b) => b,
-            None => {
-                let fresh = self.new_backing(ino, fh, register);
-                let mut io = self.io.lock();
-                match io.join(ino, fh) {
-                    // Another open settled the node first; `fresh` (if any) is unregistered
-                    // when dropped, after the lock is released.
-                    Some(b) => b,
-                    None => {
-                        let mode = match &fresh {
-                            Some(b) => IoMode::Passthrough(Arc::downgrade(b)),
-                            None => IoMode::Cached(1),
-                        };
-                        io.nodes.insert(ino, mode);
-                        io.handles.insert(fh, (ino, fresh.clone()));
-                        fresh
-                    }
-                }
+    ) -> OpenMode {
+        let needs_copy = crate::union::open_writes(flags) || self.core.in_upper(ino);
+        let mut joined = self.io.lock().join(ino, fh, needs_copy);
+        if let Joined::Unset = joined {
+            let fresh = self.new_backing(ino, fh, register);
+            let mut io = self.io.lock();
+            joined = io.join(ino, fh, needs_copy);
+            // Else another open settled the node first; `fresh` (if any) is unregistered
+            // when dropped, after the lock is released.
+            if let Joined::Unset = joined {
+                let (mode, backing) = match fresh {
+                    Some((b, lower)) => (IoMode::Passthrough(Arc::downgrade(&b), lower), Some(b)),
+                    None => (IoMode::Cached(1), None),
+                };
+                io.nodes.insert(ino, mode);
+                io.handles.insert(fh, (ino, backing.clone()));
+                joined = Joined::Mode(backing);
             }
+        }
+        let backing = match joined {
+            Joined::Mode(b) => b,
+            Joined::Part(layer, fd) => {
+                self.core.release(fh);
+                if let Err(e) = self.core.part_readers(ino, layer, fd) {
+                    tracing::debug!(ino, error = %e, "parting a node from its name");
+                }
+                return None;
+            }
+            // Settled just above.
+            Joined::Unset => None,
         };
         let fopen = if backing.is_some() {
             FopenFlags::empty()
@@ -86,14 +118,15 @@ impl Fs {
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
         };
-        (fopen, backing)
+        Some((fopen, backing))
     }
 
     /// Answer an open of `ino` as handle `fh`, in the node's I/O mode (see `open_mode`).
     pub(super) fn opened(&self, reply: ReplyOpen, ino: u64, fh: u64, flags: i32) {
         match self.open_mode(ino, fh, (flags, None), |fd| reply.open_backing(fd)) {
-            (f, Some(b)) => reply.opened_passthrough(FileHandle(fh), f, &b),
-            (f, None) => reply.opened(FileHandle(fh), f),
+            Some((f, Some(b))) => reply.opened_passthrough(FileHandle(fh), f, &b),
+            Some((f, None)) => reply.opened(FileHandle(fh), f),
+            None => reply.error(fuser::Errno::from_i32(libc::ESTALE)),
         }
     }
 
@@ -109,10 +142,13 @@ impl Fs {
         match self.open_mode(node.ino, fh, (flags, Some(st.st_mode)), |fd| {
             reply.open_backing(fd)
         }) {
-            (f, Some(b)) => {
+            Some((f, Some(b))) => {
                 reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), f, &b)
             }
-            (f, None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
+            Some((f, None)) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), f),
+            // A new file has no lower readers; should its id still lead to a parted node,
+            // the kernel looks the name up again.
+            None => reply.error(fuser::Errno::from_i32(libc::ESTALE)),
         }
     }
 
@@ -121,20 +157,20 @@ impl Fs {
         ino: u64,
         fh: u64,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
+    ) -> Option<(Arc<BackingId>, Option<LowerFile>)> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let fd = match self.core.backing_file(ino, fh) {
-            Ok(Some(fd)) => fd,
+        let backing = match self.core.backing_file(ino, fh) {
+            Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
                 tracing::debug!(ino, error = %e, "no backing file; cached I/O");
                 return None;
             }
         };
-        match register(fd.as_fd()) {
-            Ok(b) => Some(Arc::new(b)),
+        match register(backing.fd.as_fd()) {
+            Ok(b) => Some((Arc::new(b), backing.lower.map(|l| (l, backing.fd)))),
             Err(e) => {
                 // Most likely no CAP_SYS_ADMIN for the backing ioctl: say so once, carry on.
                 if self.passthrough.swap(false, Ordering::Relaxed) {
@@ -158,7 +194,9 @@ impl Fs {
                 }
                 // Ours is the only reference left: no open can take another once the entry
                 // is gone (they upgrade under this lock).
-                Some(IoMode::Passthrough(w)) => w.strong_count() <= usize::from(backing.is_some()),
+                Some(IoMode::Passthrough(w, _)) => {
+                    w.strong_count() <= usize::from(backing.is_some())
+                }
                 _ => false,
             };
             if last {
@@ -172,18 +210,24 @@ impl Fs {
 }
 
 impl IoState {
-    /// Open `fh` in the mode `ino` already has, if it has one: `Some(backing)`, `Some(None)`
-    /// meaning cached. `None` when the node's mode is still to be chosen.
-    fn join(&mut self, ino: u64, fh: u64) -> Option<Option<Arc<BackingId>>> {
+    /// Open `fh` in the mode `ino` already has, if it has one (see `Joined`). `needs_copy`:
+    /// the open writes, or the file is in the upper now, so a lower backing file won't do.
+    fn join(&mut self, ino: u64, fh: u64, needs_copy: bool) -> Joined {
         let backing = match self.nodes.get_mut(&ino) {
             Some(IoMode::Cached(n)) if *n > 0 => {
                 *n += 1;
                 None
             }
-            Some(IoMode::Passthrough(w)) => Some(w.upgrade()?),
-            _ => return None,
+            Some(IoMode::Passthrough(_, Some((layer, fd)))) if needs_copy => {
+                return Joined::Part(*layer, fd.clone());
+            }
+            Some(IoMode::Passthrough(w, _)) => match w.upgrade() {
+                Some(b) => Some(b),
+                None => return Joined::Unset,
+            },
+            _ => return Joined::Unset,
         };
         self.handles.insert(fh, (ino, backing.clone()));
-        Some(backing)
+        Joined::Mode(backing)
     }
 }

@@ -12,6 +12,16 @@ use crate::handle::{FileHandle, Handle};
 use crate::sys;
 
 use super::Union;
+use crate::layer::LayerIdx;
+
+/// A file to back FUSE passthrough (`Union::backing_file`).
+pub struct Backing {
+    pub fd: Arc<OwnedFd>,
+    /// The lower layer it was opened in, for a file not copied up: such a backing file serves
+    /// readers only, and once the file is copied up no new open may join it (the kernel would
+    /// give the opener the old data, or a writer the lower file).
+    pub lower: Option<LayerIdx>,
+}
 
 impl Union {
     /// The flags to open a handle's real file with: the caller's, widened from write-only to
@@ -77,19 +87,37 @@ impl Union {
         })))
     }
 
-    /// A file to back FUSE passthrough for `ino`: its upper copy, opened read-write so every
-    /// handle of the node can share it. None for a file that is only in a lower, and for one
-    /// with setuid/setgid bits or file capabilities: writes through passthrough bypass the
-    /// daemon, which must drop those on a write by an unprivileged caller. The handle `fh`
-    /// that asks lends its own fd when that is read-write and on the upper copy.
-    pub fn backing_file(&self, ino: u64, fh: u64) -> Result<Option<Arc<OwnedFd>>> {
+    /// A file to back FUSE passthrough for `ino`. For a file in the upper: its upper copy,
+    /// opened read-write so every handle of the node can share it; none for one with
+    /// setuid/setgid bits or file capabilities (writes through passthrough bypass the daemon,
+    /// which must drop those on a write by an unprivileged caller). The handle `fh` that asks
+    /// lends its own fd when that is read-write and on the upper copy. For a file only in a
+    /// lower, when the lowers are sealed (`LayerStack::seal_lowers`): the lower file, for
+    /// readers only (see `Backing::lower`).
+    pub fn backing_file(&self, ino: u64, fh: u64) -> Result<Option<Backing>> {
         let node = self.nodes.get(ino)?;
+        let own = self.handles.get(fh).ok();
+        let own = own.as_deref().and_then(|h| h.as_file().ok());
         if !self.has_upper(&node) {
-            return Ok(None);
+            if !self.stack.lowers_sealed {
+                return Ok(None);
+            }
+            // The handle's fd, still on the lower copy (only its path matters: the kernel opens
+            // the backing file again with each reader's own flags).
+            let cgen = node.copy_gen.load(Ordering::Acquire);
+            let fd = match own.map(|f| f.fd.read().clone()) {
+                Some((fd, g)) if g == cgen => fd,
+                _ => {
+                    let (dir, name) = self.at(&node)?;
+                    Arc::new(sys::openat_noatime(dir.as_fd(), &name, libc::O_RDONLY)?)
+                }
+            };
+            let lower = Some(node.top());
+            return Ok(Some(Backing { fd, lower }));
         }
-        let own = self.handles.get(fh).ok().and_then(|h| match &*h {
-            Handle::File(f) if f.flags & libc::O_ACCMODE == libc::O_RDWR => self.file_fd(f).ok(),
-            _ => None,
+        let own = own.and_then(|f| match f.flags & libc::O_ACCMODE == libc::O_RDWR {
+            true => self.file_fd(f).ok(),
+            false => None,
         });
         let fd = match own {
             Some(fd) => fd,
@@ -101,7 +129,29 @@ impl Union {
         if has_privileges(fd.as_fd())? {
             return Ok(None);
         }
-        Ok(Some(fd))
+        Ok(Some(Backing { fd, lower: None }))
+    }
+
+    /// Part node `ino` from its name: its open handles read the lower file `fd` (of layer
+    /// `layer`) through passthrough, which the kernel can't move to a copy, and an open that
+    /// needs the copy (a writer, or any open after a copy-up) is coming. The node becomes what
+    /// a replaced file is: nameless, still the lower file for whoever holds it (its stat and
+    /// xattrs are the lower's; a change answers as for a removed file), and dead, so a lookup
+    /// of the name makes a new node (the caller answers ESTALE, the kernel looks up again).
+    pub fn part_readers(&self, ino: u64, layer: LayerIdx, fd: Arc<OwnedFd>) -> Result<()> {
+        let node = self.nodes.get(ino)?;
+        node.dead.store(true, Ordering::Release);
+        *node.removed.lock() = Some(fd);
+        let mut st = node.state.lock();
+        st.layers = vec![layer];
+        st.aliases.clear();
+        st.xattr_names = None;
+        Ok(())
+    }
+
+    /// Is `ino` in the upper now (an open of it must not join a lower backing file)?
+    pub fn in_upper(&self, ino: u64) -> bool {
+        self.nodes.peek(ino).is_some_and(|n| self.has_upper(&n))
     }
 
     /// Does the file behind handle `fh` carry setuid/setgid bits or a file capability? A

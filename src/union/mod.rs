@@ -19,7 +19,7 @@ mod remove;
 mod rename;
 mod xattr;
 
-pub use data::{mode_has_privileges, open_writes};
+pub use data::{Backing, mode_has_privileges, open_writes};
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -532,7 +532,8 @@ impl Union {
         // that is still in a lower.
         match self.fmt.origin(parent_fd, name) {
             Some(origin) => match self.nodes.peek(origin) {
-                Some(n) if !self.has_upper(&n) => (own, own),
+                // (Not a node parted from its name: `part_readers`.)
+                Some(n) if !self.has_upper(&n) && !n.dead.load(Ordering::Acquire) => (own, own),
                 _ => (origin, origin),
             },
             None => (own, own),

@@ -18,7 +18,9 @@ pub mod view;
 
 pub use daemon::Daemon;
 pub use layers::*;
-pub use mode::{Mode, can_chown, mode, needs_initial_root, overlay_prefix, runs_in};
+pub use mode::{
+    Mode, can_chown, lower_passthrough, mode, needs_initial_root, overlay_prefix, runs_in,
+};
 pub use mount::{
     KernelOverlay, Stack, UnionMount, kernel_backend, mounted, overlay_available, require_fuse,
     skip_or_fail_in_ci,

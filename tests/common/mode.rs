@@ -124,7 +124,21 @@ pub fn dev_fuse_usable() -> bool {
 /// whenever FUSE passthrough is off (every mode but root, or `UNIONFUSE_TEST_OPTS=nopassthrough`)
 /// unless the options turn it off.
 pub fn writeback_cache() -> bool {
+    (mode() != Mode::Root || test_opt("nopassthrough")) && !test_opt("nowriteback")
+}
+
+/// Is `o` one of the options in `UNIONFUSE_TEST_OPTS`?
+fn test_opt(o: &str) -> bool {
     let opts = std::env::var("UNIONFUSE_TEST_OPTS").unwrap_or_default();
-    let has = |o: &str| opts.split(',').any(|x| x == o);
-    (mode() != Mode::Root || has("nopassthrough")) && !has("nowriteback")
+    opts.split(',').any(|x| x == o)
+}
+
+/// Are files that are only in a lower passed through to the lower file on this test's mounts
+/// (root of the initial namespace, passthrough and lower passthrough not turned off)? Readers
+/// that opened one then keep its old data across a copy-up (docs/semantics.md, D17).
+pub fn lower_passthrough() -> bool {
+    mode() == Mode::Root
+        && !super::mount::kernel_backend()
+        && !test_opt("nopassthrough")
+        && !test_opt("nolowerpassthrough")
 }

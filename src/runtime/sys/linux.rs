@@ -3,7 +3,7 @@
 //! mount onto the host; and entering a user namespace with its id maps.
 
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -162,39 +162,11 @@ pub(super) fn sys_mount(
     if r < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: u32 = 0x8000;
-
 /// mount_setattr(2): change only the read-only bit, keeping the flags a user namespace may not
 /// clear (nosuid, nodev locked by the parent namespace), which a MS_REMOUNT would have to repeat.
 pub(super) fn set_read_only_fd(fd: &OwnedFd, recursive: bool) -> Result<(), i32> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = libc::AT_EMPTY_PATH as u32 | if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: fd is valid, the path is the empty string, attr is a valid mount_attr of the
-    // size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 { Err(last_errno()) } else { Ok(()) }
+    use crate::sys::{MOUNT_ATTR_RDONLY, mount_setattr};
+    mount_setattr(fd.as_fd(), MOUNT_ATTR_RDONLY, 0, recursive).map_err(|e| e.errno())
 }
 
 /// Bind the object `fd` names onto itself (a mount of its own, to be made read-only).
