@@ -179,9 +179,16 @@ impl Union {
     }
 
     pub fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let n = self.read_into(fh, off, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Read up to `buf.len()` bytes at `off` (fewer only at EOF) into `buf`.
+    pub fn read_into(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
         let h = self.handles.file(fh)?;
         let fd = self.file_fd(h.as_file()?)?;
-        let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
             let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
@@ -190,8 +197,7 @@ impl Union {
             }
             done += n;
         }
-        buf.truncate(done);
-        Ok(buf)
+        Ok(done)
     }
 
     /// `kill_priv`: the writer lacks CAP_FSETID, so setuid/setgid bits and file capabilities
