@@ -19,6 +19,9 @@ use super::convert::{attr, creds, kill_priv, time_arg};
 use super::reply::{fill, statfs_reply, xattr_reply};
 use crate::union::SetAttr;
 
+/// WRITEs up to this size are written on the session thread even while others wait.
+const INLINE_WRITE: usize = 64 << 10;
+
 thread_local! {
     /// Each answering thread's READ buffer, grown to the largest read it has served.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -295,10 +298,11 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        if !self.busy() {
-            // Nothing else waiting (one writer: dd, tar, a compiler): write from the request
-            // buffer here, without copying it for a worker; a WRITE into the upper's page
-            // cache is over in microseconds.
+        if data.len() <= INLINE_WRITE || !self.busy() {
+            // A small WRITE (the kernel's writeback of scattered pages), or nothing else
+            // waiting (one writer: dd, tar, a compiler): write from the request buffer here,
+            // without copying it for a worker; a WRITE into the upper's page cache is over in
+            // microseconds, less than handing it over.
             let write = || self.core.write(fh.0, offset, data, kill);
             answer("write", ino.0, reply, write, |reply, n| {
                 reply.written(n as u32)
