@@ -269,12 +269,14 @@ impl Filesystem for UnionFs {
         reply: ReplyData,
     ) {
         // Into a buffer kept by the thread that answers: a fresh one per READ (up to 1 MiB)
-        // would be zeroed and faulted in every time.
+        // would be zeroed and faulted in every time. A lone READ (one sequential reader) is
+        // answered here: handing it to a worker costs a wakeup per READ.
+        let busy = self.busy();
         self.serve(
             "read",
             ino.0,
             reply,
-            true,
+            busy,
             move |fs| {
                 READ_BUF.with_borrow_mut(|buf| {
                     buf.resize(buf.len().max(size as usize), 0);
