@@ -16,6 +16,7 @@ pub mod idmap;
 pub mod image;
 pub mod inode;
 pub mod layer;
+pub mod listings;
 pub mod lookup;
 pub mod mount;
 pub mod override_stat;

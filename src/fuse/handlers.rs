@@ -374,6 +374,12 @@ impl Filesystem for UnionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir() {
+            // The kernel opens directories itself from now on (see `init`), caching their
+            // listings (FOPEN_CACHE_DIR and FOPEN_KEEP_CACHE, its defaults then).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         // The kernel may cache the listing: every change to a directory goes through this
         // daemon, and the kernel drops its cache on each such change itself.
         let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
@@ -394,7 +400,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let run = move |fs: &super::Fs| fs.core.dir_entries(fh.0, offset);
+        let run = move |fs: &super::Fs| fs.listing(ino.0, fh.0, offset);
         self.quick("readdir", ino.0, reply, run, move |_, reply, entries| {
             fill(reply, &entries, offset)
         });
@@ -408,7 +414,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        let run = move |fs: &super::Fs| fs.core.dir_entries(fh.0, offset);
+        let run = move |fs: &super::Fs| fs.listing(ino.0, fh.0, offset);
         self.quick(
             "readdirplus",
             ino.0,
@@ -446,7 +452,13 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             true,
-            move |fs| fs.core.fsync(fh.0, datasync),
+            move |fs| {
+                if fs.no_opendir() {
+                    fs.core.fsync_dir(ino.0, datasync)
+                } else {
+                    fs.core.fsync(fh.0, datasync)
+                }
+            },
             |_, reply, ()| reply.ok(),
         );
     }

@@ -31,6 +31,14 @@ impl Fs {
         ] {
             let _ = config.add_capabilities(flag);
         }
+        // The kernel may open directories without asking: the first OPENDIR is answered
+        // ENOSYS, and no OPENDIR or RELEASEDIR follows (two round trips per directory walked).
+        if config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok()
+        {
+            self.no_opendir.store(true, Ordering::Relaxed);
+        }
         if self.want_passthrough
             && crate::config::initial_ns_root()
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()

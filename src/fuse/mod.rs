@@ -50,6 +50,8 @@ pub struct Fs {
     /// says whether the kernel agreed.
     want_writeback: bool,
     writeback: AtomicBool,
+    /// The kernel opens directories without OPENDIR (`init`): READDIRs come without a handle.
+    no_opendir: AtomicBool,
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
@@ -78,6 +80,7 @@ impl UnionFs {
                 passthrough: AtomicBool::new(false),
                 want_writeback,
                 writeback: AtomicBool::new(false),
+                no_opendir: AtomicBool::new(false),
                 panic_on,
                 queue: Arc::default(),
                 io: Mutex::new(IoState::default()),
@@ -134,6 +137,25 @@ impl UnionFs {
 }
 
 impl Fs {
+    fn no_opendir(&self) -> bool {
+        self.no_opendir.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The listing a READDIR of `ino` at `offset` reads from: the handle's, or without
+    /// handles (`no_opendir`) the one the core keeps for the directory.
+    fn listing(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> crate::error::Result<crate::listings::Listing> {
+        if self.no_opendir() {
+            self.core.listing(ino, offset)
+        } else {
+            self.core.dir_entries(fh, offset)
+        }
+    }
+
     /// Are more requests waiting than the one in hand? One session thread answers the quick
     /// requests itself, so a serial client's requests stay on one warm thread and CPU; while
     /// others queue up behind it (parallel clients), the quick ones go to the workers too.

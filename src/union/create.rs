@@ -41,6 +41,7 @@ impl Union {
         require_dir(&parent)?;
         let name = sys::cname(name)?;
         self.copy_up(&parent)?;
+        let _changing = self.listings.changing(parent_ino);
         let _names = parent.dir_lock.lock();
         let over_whiteout = match self.resolve(&parent, &name)? {
             Hit::Found(_) => return Err(Error::Exists),

@@ -219,11 +219,7 @@ impl Union {
         let h = self.handles.get(fh)?;
         match &*h {
             Handle::File(f) => sys::fsync(self.file_fd(f)?.as_fd(), datasync),
-            Handle::Dir(d) => {
-                let fd = self.dir_fd(&d.node, d.node.top())?;
-                let real = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                sys::fsync(real.as_fd(), datasync)
-            }
+            Handle::Dir(d) => self.fsync_dir_node(&d.node, datasync),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::handle::{DirEntry, DirHandle, Handle};
 use crate::inode::{Node, ROOT};
 use crate::override_stat::read_override_at;
 use crate::readdir;
+use crate::sys;
 
 use super::{Union, require_dir};
 
@@ -91,6 +92,35 @@ impl Union {
         }
         out[2..].sort_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
         Ok(out)
+    }
+
+    /// The listing a READDIR without a handle reads from (the kernel opened the directory
+    /// itself, see `listings`): taken anew at offset 0, else the one kept since, if current.
+    pub fn listing(&self, ino: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        if offset != 0
+            && let Some(l) = self.listings.get(ino)
+        {
+            return Ok(l);
+        }
+        let node = self.nodes.get(ino)?;
+        require_dir(&node)?;
+        let stamp = self.listings.stamp();
+        let entries = Arc::new(self.list_dir(&node)?);
+        self.listings.keep(ino, stamp, entries.clone());
+        Ok(entries)
+    }
+
+    /// fsync of a directory the kernel opened itself: the upper's, where it has one.
+    pub fn fsync_dir(&self, ino: u64, datasync: bool) -> Result<()> {
+        let node = self.nodes.get(ino)?;
+        require_dir(&node)?;
+        self.fsync_dir_node(&node, datasync)
+    }
+
+    pub(super) fn fsync_dir_node(&self, node: &Node, datasync: bool) -> Result<()> {
+        let fd = self.dir_fd(node, node.top())?;
+        let real = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        sys::fsync(real.as_fd(), datasync)
     }
 
     pub fn dir_handle(&self, fh: u64) -> Result<Arc<Handle>> {

@@ -157,6 +157,8 @@ pub struct Union {
     /// EOPNOTSUPP instead of ENODATA (docs/semantics.md, D16).
     selinux: bool,
     tmp_seq: AtomicU64,
+    /// Directory listings between READDIRs when the kernel opens directories itself.
+    listings: crate::listings::Listings,
 }
 
 /// ENOTDIR unless `node` is a directory.
@@ -187,6 +189,7 @@ impl Union {
             widen_write_only: AtomicBool::new(false),
             selinux: xattr::host_has_selinux(),
             tmp_seq: AtomicU64::new(0),
+            listings: Default::default(),
         }
     }
 

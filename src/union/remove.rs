@@ -33,6 +33,7 @@ impl Union {
         require_dir(&parent)?;
         let name = sys::cname(name)?;
         self.copy_up(&parent)?;
+        let _changing = self.listings.changing(parent_ino);
         let _names = parent.dir_lock.lock();
         let Hit::Found(found) = self.resolve(&parent, &name)? else {
             return Err(Error::NotFound);

@@ -52,6 +52,10 @@ impl Union {
         require_dir(&newparent)?;
         let name = sys::cname(name)?;
         let newname = sys::cname(newname)?;
+        let _changing = (
+            self.listings.changing(parent_ino),
+            self.listings.changing(newparent_ino),
+        );
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
             return Err(Error::Invalid);
         }
@@ -75,6 +79,11 @@ impl Union {
         } else {
             None
         };
+        // A directory moved lists another "..".
+        let _moved = (
+            self.listings.changing(src.ino),
+            dst.as_ref().map(|d| self.listings.changing(d.ino)),
+        );
         self.copy_up(&newparent)?;
         let _locks = lock_two(&parent, &newparent);
         let Hit::Found(sfound) = self.resolve(&parent, &name)? else {
