@@ -1,6 +1,7 @@
 //! Concurrency through a real mount of the unionfuse binary: racing first writes to lower files
 //! (copy-up must happen exactly once and lose no write), and a few seconds of mixed namespace
-//! and data operations from several threads, checked against a per-thread model. Needs root
+//! and data operations from several threads, checked against a per-thread model; directory
+//! listings read while names come and go. Needs root
 //! and /dev/fuse (see `common::require_fuse`). Run with `--test-threads=1`.
 
 mod common;
@@ -630,5 +631,102 @@ fn mixed_operations_from_many_threads_match_each_threads_model() {
     assert!(
         Instant::now() < deadline,
         "the test took longer than {GLOBAL_TIMEOUT:?}"
+    );
+}
+
+/// Readers list a big directory (half its names in a lower, half in the upper) over and over
+/// while a writer creates, removes and renames other names in it. Every listing must hold each
+/// name that stays the whole time exactly once, nothing twice, and only names the writer ever
+/// made. The kernel reads a directory in batches, each batch from whichever listing the daemon
+/// has (kept between batches, retaken on change): this is what keeps them consistent.
+#[test]
+fn listings_under_churn_hold_every_stable_name_once() {
+    if !require_fuse() {
+        return;
+    }
+    let stack = Stack::new(1);
+    let stable: BTreeSet<String> = (0..2000).map(|i| format!("stable-{i:04}")).collect();
+    for (i, n) in stable.iter().enumerate() {
+        let layer = if i % 2 == 0 {
+            stack.lower(0)
+        } else {
+            stack.upper()
+        };
+        common::write_file(&layer.join("d").join(n), b"", 0o644);
+    }
+    let deadline = Instant::now() + GLOBAL_TIMEOUT;
+    let m = UnionMount::new(&stack);
+    let dir = m.path("d");
+    let stop = Instant::now() + Duration::from_secs(3);
+    let writer = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng::new(7);
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                let a = dir.join(format!("churn-{}", rng.below(200)));
+                let b = dir.join(format!("churn-{}", rng.below(200)));
+                let _ = match rng.below(3) {
+                    0 => fs::write(&a, b"x"),
+                    1 => fs::remove_file(&a),
+                    _ => fs::rename(&a, &b),
+                };
+                n += 1;
+            }
+            n
+        })
+    };
+    let (tx, rx) = mpsc::channel();
+    for r in 0..3 {
+        let (tx, dir, stable) = (tx.clone(), dir.clone(), stable.clone());
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            let mut listings = 0;
+            while Instant::now() < stop && bad.is_empty() {
+                let mut seen = BTreeMap::<String, u32>::new();
+                match fs::read_dir(&dir) {
+                    Ok(rd) => {
+                        for e in rd {
+                            match e {
+                                Ok(e) => {
+                                    let name = e.file_name().into_string().unwrap();
+                                    *seen.entry(name).or_default() += 1;
+                                }
+                                Err(e) => bad.push(format!("reader {r}: entry: {e}")),
+                            }
+                        }
+                    }
+                    Err(e) => bad.push(format!("reader {r}: read_dir: {e}")),
+                }
+                for (name, count) in &seen {
+                    if *count > 1 {
+                        bad.push(format!("reader {r}: {name} listed {count} times"));
+                    }
+                    if !stable.contains(name) && !name.starts_with("churn-") {
+                        bad.push(format!("reader {r}: {name} was never made"));
+                    }
+                }
+                let missing: Vec<_> = stable.iter().filter(|n| !seen.contains_key(*n)).collect();
+                if !missing.is_empty() {
+                    bad.push(format!(
+                        "reader {r}: {} stable names missing, e.g. {:?}",
+                        missing.len(),
+                        &missing[..missing.len().min(3)]
+                    ));
+                }
+                listings += 1;
+            }
+            let _ = tx.send((listings, bad));
+        });
+    }
+    drop(tx);
+    let results = collect(&rx, 3, deadline, "readers");
+    let ops = writer.join().unwrap();
+    let bad: Vec<String> = results.iter().flat_map(|(_, b)| b.clone()).collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let listings: u32 = results.iter().map(|(l, _)| l).sum();
+    assert!(
+        listings >= 3 && ops > 0,
+        "{listings} listings, {ops} writer ops"
     );
 }
