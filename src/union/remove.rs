@@ -44,6 +44,11 @@ impl Union {
             _ => {}
         }
         let child = self.child_node(&parent, &name, &found);
+        // A removed directory's listing goes too (its node id may come back for another).
+        let _gone = child
+            .as_ref()
+            .filter(|c| c.is_dir)
+            .map(|c| self.listings.changing(c.ino));
         let pfd = self.dir_fd(&parent, layer::UPPER)?;
         if found.is_dir {
             self.check_empty(&parent, &name, &found)?;
