@@ -130,39 +130,6 @@ fn readdir_lists_each_name_once_without_whiteouts() {
     });
 }
 
-/// The names a `readdir(3)` of `dir` returns after `seekdir(pos)` (`pos` from an earlier
-/// `telldir`), or from the start with `pos` None; with `stop_after`, returns after that many and
-/// also the `telldir` position there.
-fn read_names(dir: &Path, pos: Option<i64>, stop_after: Option<usize>) -> (Vec<Vec<u8>>, i64) {
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid path; the DIR is closed before returning.
-    let d = unsafe { libc::opendir(c.as_ptr()) };
-    assert!(!d.is_null(), "opendir {}", dir.display());
-    let mut out = Vec::new();
-    unsafe {
-        if let Some(p) = pos {
-            libc::seekdir(d, p);
-        }
-        loop {
-            if stop_after.is_some_and(|n| out.len() == n) {
-                break;
-            }
-            let e = libc::readdir(d);
-            if e.is_null() {
-                break;
-            }
-            out.push(
-                std::ffi::CStr::from_ptr((*e).d_name.as_ptr())
-                    .to_bytes()
-                    .to_vec(),
-            );
-        }
-        let at = libc::telldir(d);
-        libc::closedir(d);
-        (out, at)
-    }
-}
-
 #[test]
 fn readdir_resumed_after_a_change_lists_only_names_that_exist() {
     if !require_fuse() {
@@ -178,7 +145,7 @@ fn readdir_resumed_after_a_change_lists_only_names_that_exist() {
     }
     mounted(&s, |m| {
         let d = m.path("d");
-        let (first, pos) = read_names(&d, None, Some(10));
+        let (first, pos) = must(sys::read_dir_from(&d, None, Some(10)), "readdir");
         assert_eq!(first.len(), 10);
         // Change the directory: every other name not read yet goes, new ones come. (Half
         // stay: a READDIRPLUS skips names that no longer look up, the plain READDIRs after it
@@ -193,7 +160,7 @@ fn readdir_resumed_after_a_change_lists_only_names_that_exist() {
         for i in 0..50 {
             write_file(&d.join(format!("new-{i}")), b"", 0o644);
         }
-        let (rest, _) = read_names(&d, Some(pos), None);
+        let (rest, _) = must(sys::read_dir_from(&d, Some(pos), None), "readdir");
         for n in &rest {
             let name = std::str::from_utf8(n).unwrap();
             assert!(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::handle::{DirEntry, DirHandle, Handle};
 use crate::inode::{Node, ROOT};
+use crate::listings::Listing;
 use crate::override_stat::read_override_at;
 use crate::readdir;
 use crate::sys;
@@ -27,7 +28,7 @@ impl Union {
     }
 
     /// The snapshot a directory handle reads from; taken anew at offset 0 (opendir, rewinddir).
-    pub fn dir_entries(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+    pub fn dir_entries(&self, fh: u64, offset: u64) -> Result<Listing> {
         let h = self.handles.get(fh)?;
         let d = h.as_dir()?;
         if offset != 0
@@ -96,7 +97,7 @@ impl Union {
 
     /// The listing a READDIR without a handle reads from (the kernel opened the directory
     /// itself, see `listings`): taken anew at offset 0, else the one kept since, if current.
-    pub fn listing(&self, ino: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+    pub fn listing(&self, ino: u64, offset: u64) -> Result<Listing> {
         if offset != 0
             && let Some(l) = self.listings.get(ino)
         {

@@ -234,6 +234,46 @@ pub fn read_dir_names(dir: &OwnedFd, with_dots: bool) -> Result<Vec<Vec<u8>>, i3
     }
 }
 
+/// The names (`.` and `..` included) a `readdir(3)` stream of `dir` returns from `seekdir(pos)`
+/// (`pos` from an earlier `telldir`), or from the start; with `stop_after`, only that many. Also
+/// the `telldir` position where it stopped.
+pub fn read_dir_from(
+    dir: &Path,
+    pos: Option<i64>,
+    stop_after: Option<usize>,
+) -> Result<(Vec<Vec<u8>>, i64), i32> {
+    let c = cpath(dir);
+    // SAFETY: a valid NUL-terminated path.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    if d.is_null() {
+        return Err(errno());
+    }
+    if let Some(p) = pos {
+        // SAFETY: d is a valid DIR*.
+        unsafe { libc::seekdir(d, p) };
+    }
+    let mut names = Vec::new();
+    let mut err = 0;
+    while stop_after.is_none_or(|n| names.len() < n) {
+        // SAFETY: errno is reset to tell an error from the end of the stream.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: d is a valid DIR*.
+        let ent = unsafe { libc::readdir64(d) };
+        if ent.is_null() {
+            err = errno();
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated array inside the dirent returned by readdir.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        names.push(name.to_bytes().to_vec());
+    }
+    // SAFETY: d is a valid DIR*.
+    let at = unsafe { libc::telldir(d) };
+    // SAFETY: d is valid and closed exactly once.
+    unsafe { libc::closedir(d) };
+    if err != 0 { Err(err) } else { Ok((names, at)) }
+}
+
 pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
     let (c, n) = (cpath(p), cpath(name));
     // SAFETY: valid path, name and value buffer.
