@@ -1558,7 +1558,8 @@ def report(results: dict, outdir: str) -> None:
     lines = [f"# unionfuse benchmark ({meta['mode']})", "",
              f"- commit `{meta['commit']}`{' (src/ had uncommitted changes: the binary is the working tree)' if meta['dirty'] else ''}",
              f"- kernel `{meta['kernel']}`, CPU {meta['cpu']} x{meta['ncpu']}, {meta['date']}",
-             f"- binary: {meta['binary']}"]
+             f"- binary: {meta['binary']}",
+             f"- layers, uppers and mounts on: {meta.get('scratch', '?')}"]
     rl = meta.get("rootless")
     if rl:
         lines.append(f"- rootless pass: user `{rl['user']}` (uid {rl['uid']}), subordinate ids "
@@ -1906,6 +1907,30 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def scratch_fs(path: str) -> str:
+    """The filesystem under `path` as the report names it: type, device, and for ext4 whether
+    it has a journal (without one, ext4 reads the inode table around recently freed inodes on
+    every create: run.sh's scratch filesystem)."""
+    best = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            a = line.split()
+            mnt, rest = a[4], a[a.index("-") + 1:]
+            if (path + "/").startswith(mnt.rstrip("/") + "/") and (not best or len(mnt) > len(best[0])):
+                best = (mnt, rest[0], rest[1])
+    if not best:
+        return "?"
+    mnt, fstype, dev = best
+    desc = f"{fstype} on {dev} at {mnt}"
+    if fstype == "ext4":
+        try:
+            with open(f"/sys/fs/ext4/{os.path.basename(dev)}/journal_task") as f:
+                desc += ", no journal" if f.read().strip() == "<none>" else ", with a journal"
+        except OSError:
+            pass
+    return desc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -1951,7 +1976,7 @@ def main() -> int:
         mode=h.mode, commit=commit, dirty=dirty,
         kernel=platform.release(), cpu=cpu_model(), ncpu=ncpu,
         date=time.strftime("%Y-%m-%d %H:%M:%S %z"), binary=args.bin, params=h.p,
-        rss_files=h.p["rss_files"], python=sys.version.split()[0]),
+        rss_files=h.p["rss_files"], python=sys.version.split()[0], scratch=scratch_fs(h.tmp)),
         systems=[], rootless_systems=[], pass_systems={}, notes=h.notes, passes={}, odd=h.odd)
     only = [x for x in args.only.split(",") if x]
     sel = lambda name: not only or any(name.startswith(o) for o in only)  # noqa: E731

@@ -47,6 +47,9 @@ out=$(cd "$out" && pwd)
 
 tmp=""
 fuse_mode=""
+scratch_mnt=""
+scratch_dev=""
+scratch_img=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -74,6 +77,12 @@ cleanup() {
             rm -rf --one-file-system "$tmp"
         fi
     fi
+    if [[ -n $scratch_mnt ]]; then
+        umount "$scratch_mnt" 2>/dev/null && rmdir "$scratch_mnt" \
+            || echo "cleanup: $scratch_mnt still mounted" >&2
+    fi
+    [[ -z $scratch_dev ]] || losetup -d "$scratch_dev" 2>/dev/null || true
+    [[ -z $scratch_img ]] || rm -f "$scratch_img"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -157,7 +166,28 @@ else
     commit_args=()
 fi
 
-tmp=$(mktemp -d /tmp/ufbench.XXXXXX)
+# The layers, uppers and mounts live on an ext4 made for the run: with a journal, on a loop
+# device with direct I/O (each block cached once, and cold reads still reach the disk). ext4
+# without a journal, as some VMs' root filesystems are, skips the inodes freed in the last
+# minute when it allocates one and reads each one's inode table block to see that: an untar
+# right after the previous repetition's rm -rf then costs 0.5-1 ms more per file, a cost that
+# grows run by run and drowns the union's (docs/performance.md, "The scratch filesystem").
+# UFBENCH_SCRATCH=0 keeps everything on /tmp's filesystem.
+scratch_base=/tmp
+if [[ ${UFBENCH_SCRATCH:-1} != 0 ]] && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null; then
+    scratch_img=$(mktemp /var/tmp/ufbench-fs.XXXXXX)
+    scratch_mnt=$(mktemp -d /tmp/ufbench-fs.XXXXXX)
+    truncate -s "${UFBENCH_SCRATCH_SIZE:-40G}" "$scratch_img"
+    # inode tables and journal written now, not by ext4lazyinit in the background of the run
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$scratch_img"
+    scratch_dev=$(losetup --find --show --direct-io=on "$scratch_img")
+    mount "$scratch_dev" "$scratch_mnt"
+    scratch_base=$scratch_mnt
+    log "scratch filesystem: ext4 with a journal on $scratch_dev ($scratch_img) at $scratch_mnt"
+else
+    log "scratch filesystem: none (UFBENCH_SCRATCH=0 or no mkfs.ext4/losetup): layers on /tmp"
+fi
+tmp=$(mktemp -d "$scratch_base/ufbench.XXXXXX")
 python=${PYTHON:-python3}
 log "results -> $out"
 "$python" "$here/bench.py" "${quick[@]}" "${pin[@]}" --out "$out" --tmp "$tmp" \
