@@ -598,8 +598,10 @@ class Harness:
             if n in by:
                 b = by[n].binary if n == "fo1" else reachable(by[n].binary, "fo2")
                 out.append(System(n, "fuse-overlayfs", by[n].label, b))
-        out.append(System("uf", "unionfuse", "unionfuse (rootless: no passthrough)",
-                          reachable(self.args.bin, "uf")))
+        uf = reachable(self.args.bin, "uf")
+        out.append(System("uf", "unionfuse", "unionfuse (rootless: no passthrough)", uf))
+        # Not a default: the kernel opens files without asking (docs/semantics.md, D18).
+        out.append(System("ufno", "unionfuse", "unionfuse -o noopen", uf, ["noopen"]))
         self.rl_systems = out
         self.ns_env = dict(PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                            HOME=home, LANG="C.UTF-8", TMPDIR=home)
@@ -1378,7 +1380,8 @@ def workloads(h: Harness) -> list[Workload]:
                            f"{APT_SUITE} minbase and a layer of apt lists and .debs (bwrap over the "
                            "mount; rootless uf: unionfuse run)"))
     w.append(Workload("apt-bwrap", "apt", "apt-root", wl_apt, no_ext4=True, stack_rl="apt-ns",
-                      reps_key="apt_reps", rootless_only=True, only_systems=("overlay", "uf"),
+                      reps_key="apt_reps", rootless_only=True,
+                      only_systems=("overlay", "uf", "ufno"),
                       desc="the same install with unionfuse mounted in the pass's user namespace "
                            "and bwrap over it, as the other systems (rootless pass only)"))
     for kind in ("find", "untar", "fio"):
@@ -1421,7 +1424,7 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
         for rep in range(reps):
             for s in systems:
                 try:
-                    if wl.self_mount_rl and h.ctx.rootless and s.kind == "unionfuse":
+                    if wl.self_mount_rl and h.ctx.rootless and s.name == "uf":
                         m = h.prepare(s, stack)
                     else:
                         m = h.mount(s, stack, wl.ext4, wl.opts(s) if wl.opts else ())
@@ -1808,7 +1811,7 @@ def targets_table(results: dict) -> list[str]:
 
 
 COLORS = {"ext4": "#7f7f7f", "fo1": "#d62728", "fo2": "#ff7f0e", "uf": "#1f77b4", "ufnp": "#17becf"}
-RL_COLORS = {"fo1": "#f4a6a6", "fo2": "#ffd39b", "uf": "#2ca02c"}
+RL_COLORS = {"fo1": "#f4a6a6", "fo2": "#ffd39b", "uf": "#2ca02c", "ufno": "#98df8a"}
 
 
 def svg_chart(results: dict, label: str) -> str:

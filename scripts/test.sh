@@ -203,6 +203,11 @@ if [[ $# -eq 0 ]]; then
         timeout --kill-after=30s "$TEST_TIMEOUT" \
         cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2
+    # And with `-o noopen`: requests without a handle, served by each node's own (D18).
+    step "tests (nopassthrough,noopen)" env UNIONFUSE_TEST_OPTS=nopassthrough,noopen \
+        timeout --kill-after=30s "$TEST_TIMEOUT" \
+        cargo test --features fault-injection --test 'mount_*' --test concurrency \
+        -- --test-threads=2
     step "modes user, userns" unprivileged_modes
 fi
 # Conformance: the external suites against live mounts, compared with kernel overlayfs.

@@ -56,6 +56,9 @@ pub struct Node {
     pub removed: Mutex<Option<Arc<OwnedFd>>>,
     /// File handles open on this node: a file nobody has open needs no `removed` fd.
     pub open_files: AtomicU64,
+    /// The node's own file handle and its access mode, for requests on files the kernel
+    /// opened without asking (`Union::node_handle`); released when the kernel forgets it.
+    pub own: Mutex<Option<(u64, i32)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +102,7 @@ impl Node {
             dead: AtomicBool::new(false),
             removed: Mutex::new(None),
             open_files: AtomicU64::new(0),
+            own: Mutex::new(None),
         }
     }
 
@@ -317,9 +321,10 @@ impl NodeTable {
         node
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Drop `n` of the kernel's lookups of `ino`; the node, if that was the last.
+    pub fn forget(&self, ino: u64, n: u64) -> Option<Arc<Node>> {
         if ino == ROOT {
-            return;
+            return None;
         }
         let mut ids = self.ids.write();
         let gone = match ids.nodes.get(&ino) {
@@ -333,7 +338,7 @@ impl NodeTable {
             None => false,
         };
         if !gone {
-            return;
+            return None;
         }
         let node = ids.nodes.remove(&ino);
         // The kernel can drop a million nodes at once (drop_caches, memory pressure), and a
@@ -353,10 +358,11 @@ impl NodeTable {
         drop(ids);
         // Only directories have cached fds; scanning the LRU for every file would make a
         // mass forget quadratic.
-        if node.is_some_and(|n| n.is_dir) {
+        if node.as_ref().is_some_and(|n| n.is_dir) {
             self.drop_dir_fds(ino);
         }
         self.forgotten.fetch_add(1, Ordering::Relaxed);
+        node
     }
 
     /// How many nodes `forget` has removed so far (for returning memory to the OS in batches).

@@ -212,7 +212,7 @@ fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
     let fs = UnionFs::new(
         core,
         cfg.ttl,
-        (cfg.passthrough, cfg.writeback),
+        (cfg.passthrough, cfg.writeback, cfg.kernel_opens),
         panic_on,
         cfg.threads,
     )

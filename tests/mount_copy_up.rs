@@ -387,3 +387,45 @@ fn readers_and_writers_of_lower_files_race_without_errors() {
         );
     }
 }
+
+/// `-o noopen` (D18): the kernel opens regular files without asking, so a lower file opened
+/// for writing is copied up at its first change, not at the open. An open for writing that
+/// writes nothing leaves no copy; the first write makes it, with the data, and the lower stays
+/// as it was. A file opened and then unlinked is still read through its fd, and one that was
+/// still only in a lower when its name went can't take a write any more: the write-back fails
+/// and fsync says so (kernel overlay, which copies up at the open, would have taken it).
+#[test]
+fn noopen_copies_up_at_the_first_change_not_at_the_open() {
+    if !require_fuse() || kernel_backend() {
+        return;
+    }
+    let s = Stack::new(1);
+    for name in ["idle", "written", "gone"] {
+        write_file(&s.lower(0).join(name), b"lower", 0o644);
+    }
+    let before = s.lower_digests();
+    {
+        let m = UnionMount::with_args(&s, &["-o", "nopassthrough,noopen"]);
+        let idle = must(sys::open(&m.path("idle"), libc::O_RDWR, 0), "open idle");
+        assert_eq!(must(sys::pread(&idle, 100, 0), "read idle"), b"lower");
+        drop(idle);
+        assert!(
+            sys::lstat(&s.upper().join("idle")).is_err(),
+            "an open for writing that wrote nothing copied the file up"
+        );
+        let w = must(sys::open(&m.path("written"), libc::O_WRONLY, 0), "open");
+        must(sys::pwrite(&w, b"W", 0), "write");
+        must(sys::fsync(&w), "fsync");
+        drop(w);
+        assert_eq!(read(&m.path("written")), b"Wower");
+        assert_eq!(read(&s.upper().join("written")), b"Wower", "the copy");
+        let r = must(sys::open(&m.path("gone"), libc::O_RDWR, 0), "open gone");
+        must(sys::unlink(&m.path("gone")), "unlink");
+        assert_eq!(must(sys::pread(&r, 100, 0), "read after unlink"), b"lower");
+        let _ = sys::pwrite(&r, b"X", 0);
+        assert!(sys::fsync(&r).is_err(), "a lost write-back must fail fsync");
+        drop(r);
+        assert!(sys::lstat(&m.path("gone")).is_err(), "unlinked");
+    }
+    s.assert_lowers_unchanged(&before);
+}

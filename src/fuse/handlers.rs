@@ -68,7 +68,7 @@ impl Filesystem for UnionFs {
             "getattr",
             ino.0,
             reply,
-            move |fs| fs.core.getattr(ino.0, fh.map(|f| f.0)),
+            move |fs| fs.core.getattr(ino.0, fh.map(|f| f.0).filter(|&f| f != 0)),
             move |fs, reply, st| {
                 tracing::trace!(ino = ino.0, mode = st.st_mode, "getattr");
                 reply.attr(&fs.ttl, &attr(&st))
@@ -109,7 +109,15 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             set.size.is_some() || self.core.copy_up_is_slow(ino.0),
-            move |fs| fs.core.setattr(ino.0, fh.map(|f| f.0), set),
+            move |fs| {
+                // A truncate through an fd the kernel opened itself (handle 0) goes through the
+                // node's handle: the file may have lost its last name since.
+                let fh = match fh.map(|f| f.0) {
+                    Some(0) if set.size.is_some() => Some(fs.fh(ino.0, 0, true)?),
+                    fh => fh.filter(|&f| f != 0),
+                };
+                fs.core.setattr(ino.0, fh, set)
+            },
             |fs, reply, st| reply.attr(&fs.ttl, &attr(&st)),
         );
     }
@@ -246,6 +254,11 @@ impl Filesystem for UnionFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open() {
+            // The kernel opens regular files itself from now on (see `init`).
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let may_copy = crate::union::open_writes(flags.0) && self.core.copy_up_is_slow(ino.0);
         self.serve(
             "open",
@@ -280,7 +293,8 @@ impl Filesystem for UnionFs {
             move |fs| {
                 READ_BUF.with_borrow_mut(|buf| {
                     buf.resize(buf.len().max(size as usize), 0);
-                    fs.core.read_into(fh.0, offset, &mut buf[..size as usize])
+                    let fh = fs.fh(ino.0, fh.0, false)?;
+                    fs.core.read_into(fh, offset, &mut buf[..size as usize])
                 })
             },
             |_, reply, n| READ_BUF.with_borrow(|buf| reply.data(&buf[..n])),
@@ -300,12 +314,17 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        if data.len() <= INLINE_WRITE || !self.busy() {
+        // The first write through a file the kernel opened itself may copy it up: a worker's.
+        let may_copy = fh.0 == 0 && !self.core.in_upper(ino.0);
+        if !may_copy && (data.len() <= INLINE_WRITE || !self.busy()) {
             // A small WRITE (the kernel's writeback of scattered pages), or nothing else
             // waiting (one writer: dd, tar, a compiler): write from the request buffer here,
             // without copying it for a worker; a WRITE into the upper's page cache is over in
             // microseconds, less than handing it over.
-            let write = || self.core.write(fh.0, offset, data, kill);
+            let write = || {
+                self.core
+                    .write(self.fh(ino.0, fh.0, true)?, offset, data, kill)
+            };
             answer("write", ino.0, reply, write, |reply, n| {
                 reply.written(n as u32)
             });
@@ -317,7 +336,10 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             true,
-            move |fs| fs.core.write(fh.0, offset, &data, kill),
+            move |fs| {
+                fs.core
+                    .write(fs.fh(ino.0, fh.0, true)?, offset, &data, kill)
+            },
             |_, reply, n| reply.written(n as u32),
         );
     }
@@ -368,7 +390,7 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             true,
-            move |fs| fs.core.fsync(fh.0, datasync),
+            move |fs| fs.core.fsync(fs.fh(ino.0, fh.0, false)?, datasync),
             |_, reply, ()| reply.ok(),
         );
     }
@@ -604,7 +626,10 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             true,
-            move |fs| fs.core.fallocate(fh.0, mode, offset, length),
+            move |fs| {
+                fs.core
+                    .fallocate(fs.fh(ino.0, fh.0, true)?, mode, offset, length)
+            },
             |_, reply, ()| reply.ok(),
         );
     }
@@ -630,7 +655,10 @@ impl Filesystem for UnionFs {
             "lseek",
             ino.0,
             reply,
-            || self.core.lseek(fh.0, offset, whence),
+            || {
+                self.core
+                    .lseek(self.fh(ino.0, fh.0, false)?, offset, whence)
+            },
             |reply, off| reply.offset(off),
         )
     }
@@ -641,7 +669,7 @@ impl Filesystem for UnionFs {
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -654,8 +682,10 @@ impl Filesystem for UnionFs {
             reply,
             true,
             move |fs| {
+                let fh_in = fs.fh(ino_in.0, fh_in.0, false)?;
+                let fh_out = fs.fh(ino_out.0, fh_out.0, true)?;
                 fs.core
-                    .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+                    .copy_file_range(fh_in, offset_in, fh_out, offset_out, len)
             },
             |_, reply, n| reply.written(n as u32),
         );

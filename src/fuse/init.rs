@@ -67,9 +67,19 @@ impl Fs {
             self.writeback.store(true, Ordering::Relaxed);
             self.core.set_widen_write_only();
         }
+        // `-o noopen`, without passthrough (whose backing file is chosen at OPEN): the first
+        // OPEN answers ENOSYS and the kernel opens regular files itself from then on, no OPEN
+        // or RELEASE per open(2) (an exec'd program opens its binary and each library). Lower
+        // files then copy up at their first change, not at an open for writing (D18).
+        let no_open = self.want_no_open && !self.passthrough.load(Ordering::Relaxed);
+        if no_open {
+            self.no_open.store(true, Ordering::Relaxed);
+            self.core.set_kernel_opens();
+        }
         tracing::info!(
             passthrough = self.passthrough.load(Ordering::Relaxed),
             writeback,
+            no_open,
             "data path"
         );
     }

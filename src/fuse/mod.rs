@@ -52,6 +52,11 @@ pub struct Fs {
     writeback: AtomicBool,
     /// The kernel opens directories without OPENDIR (`init`): READDIRs come without a handle.
     no_opendir: AtomicBool,
+    /// `-o noopen`: the kernel opens regular files without OPEN when passthrough is off
+    /// (`init`); `no_open` says it was decided so. Their requests then carry handle 0, served
+    /// by each node's own handle (`Union::node_handle`).
+    want_no_open: bool,
+    no_open: AtomicBool,
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
@@ -64,11 +69,11 @@ pub struct Fs {
 
 impl UnionFs {
     /// `workers`: threads for the requests that may block (at least one). `data`: whether
-    /// passthrough and the writeback cache are wanted.
+    /// passthrough, the writeback cache and kernel opens are wanted.
     pub fn new(
         core: Union,
         ttl: Duration,
-        (want_passthrough, want_writeback): (bool, bool),
+        (want_passthrough, want_writeback, want_no_open): (bool, bool, bool),
         panic_on: Option<std::ffi::OsString>,
         workers: usize,
     ) -> std::io::Result<UnionFs> {
@@ -81,6 +86,8 @@ impl UnionFs {
                 want_writeback,
                 writeback: AtomicBool::new(false),
                 no_opendir: AtomicBool::new(false),
+                want_no_open,
+                no_open: AtomicBool::new(false),
                 panic_on,
                 queue: Arc::default(),
                 io: Mutex::new(IoState::default()),
@@ -139,6 +146,19 @@ impl UnionFs {
 impl Fs {
     fn no_opendir(&self) -> bool {
         self.no_opendir.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn no_open(&self) -> bool {
+        self.no_open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The handle a file request works on: its own, or for handle 0 (the kernel opened the
+    /// file without asking, see `no_open`) the node's, writable if the request writes.
+    fn fh(&self, ino: u64, fh: u64, write: bool) -> crate::error::Result<u64> {
+        match fh {
+            0 if self.no_open() => self.core.node_handle(ino, write),
+            fh => Ok(fh),
+        }
     }
 
     /// The listing a READDIR of `ino` at `offset` reads from: the handle's, or without

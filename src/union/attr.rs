@@ -40,7 +40,12 @@ impl Union {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        self.nodes.forget(ino, n);
+        // The kernel holds no open file of a node it forgets: its own handle goes too.
+        if let Some(node) = self.nodes.forget(ino, n)
+            && let Some((fh, _)) = node.own.lock().take()
+        {
+            self.handles.remove(fh);
+        }
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<Stat> {

@@ -87,6 +87,39 @@ impl Union {
         })))
     }
 
+    /// The handle for a request on a file the kernel opened without asking (handle 0; see
+    /// `set_kernel_opens`): the node's own, opened on first use, read-only until a request
+    /// writes. A writer's open copies the file up (an open for writing is where kernel overlay
+    /// copies up; without OPEN the first change is: docs/semantics.md, D18) and replaces the
+    /// read-only handle; handles follow later copy-ups themselves (`file_fd`).
+    pub fn node_handle(&self, ino: u64, write: bool) -> Result<u64> {
+        let node = self.nodes.get(ino)?;
+        let mut own = node.own.lock();
+        let usable = |mode: i32| match write {
+            true => mode != libc::O_RDONLY,
+            false => mode != libc::O_WRONLY,
+        };
+        if let Some((fh, mode)) = *own
+            && usable(mode)
+        {
+            return Ok(fh);
+        }
+        let fh = match write {
+            // Read-write, so the kernel's reads of partial pages can share it; write-only where
+            // the file can't be read (mode 0200 and no DAC override).
+            true => match self.open(ino, libc::O_RDWR) {
+                Err(e) if e.is(libc::EACCES) => self.open(ino, libc::O_WRONLY)?,
+                r => r?,
+            },
+            false => self.open(ino, libc::O_RDONLY)?,
+        };
+        let mode = self.handles.file(fh)?.as_file()?.flags & libc::O_ACCMODE;
+        if let Some((old, _)) = own.replace((fh, mode)) {
+            self.handles.remove(old);
+        }
+        Ok(fh)
+    }
+
     /// A file to back FUSE passthrough for `ino`. For a file in the upper: its upper copy,
     /// opened read-write so every handle of the node can share it; none for one with
     /// setuid/setgid bits or file capabilities (writes through passthrough bypass the daemon,

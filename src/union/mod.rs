@@ -153,6 +153,8 @@ pub struct Union {
     /// node's backing file too (one open instead of two per create); under the writeback cache
     /// because the kernel reads through them to fill the rest of a page it writes part of.
     widen_write_only: AtomicBool,
+    /// The kernel opens regular files without asking (`set_kernel_opens`).
+    kernel_opens: AtomicBool,
     /// The host runs SELinux; if not, `security.selinux` of an object without one answers
     /// EOPNOTSUPP instead of ENODATA (docs/semantics.md, D16).
     selinux: bool,
@@ -187,6 +189,7 @@ impl Union {
             euid: sys::geteuid(),
             egid: sys::getegid(),
             widen_write_only: AtomicBool::new(false),
+            kernel_opens: AtomicBool::new(false),
             selinux: xattr::host_has_selinux(),
             tmp_seq: AtomicU64::new(0),
             listings: Default::default(),
@@ -215,6 +218,12 @@ impl Union {
     /// `widen_write_only`).
     pub fn set_widen_write_only(&self) {
         self.widen_write_only.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel opens regular files itself (no OPEN or RELEASE): any of them may be open
+    /// without a handle here, and requests on them come through `node_handle`.
+    pub fn set_kernel_opens(&self) {
+        self.kernel_opens.store(true, Ordering::Relaxed);
     }
 
     fn upper(&self) -> Result<LayerIdx> {
@@ -270,9 +279,11 @@ impl Union {
     /// An O_PATH fd on `node`'s top copy, taken before its name `parent/name` is removed, when
     /// that is its last known name (for `Node::removed`): always for a directory (it may be a
     /// cwd, and its fd is usually cached), for a file only while it is open (an unlink storm
-    /// pays no extra open).
+    /// pays no extra open), which for a regular file the kernel opens itself means always.
     fn hold_before_remove(&self, node: &Node, parent: u64, name: &CStr) -> Option<Arc<OwnedFd>> {
-        if !node.is_dir && node.open_files.load(Ordering::Relaxed) == 0 {
+        let maybe_open = node.open_files.load(Ordering::Relaxed) > 0
+            || (node.ftype == libc::S_IFREG && self.kernel_opens.load(Ordering::Relaxed));
+        if !node.is_dir && !maybe_open {
             return None;
         }
         let only = {

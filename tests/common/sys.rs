@@ -136,6 +136,11 @@ pub fn pread(fd: &OwnedFd, len: usize, off: i64) -> Result<Vec<u8>, i32> {
     Ok(buf)
 }
 
+pub fn fsync(fd: &OwnedFd) -> Result<(), i32> {
+    // SAFETY: fsync on an fd we own.
+    ck(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
 pub fn fstat(fd: &OwnedFd) -> Result<libc::stat, i32> {
     // SAFETY: zeroed stat is a valid out-buffer for fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
