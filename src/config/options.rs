@@ -345,7 +345,10 @@ mod tests {
         assert!(o.read_only && o.allow_other == Some(true) && o.volatile);
         assert_eq!(o.ttl, Some(Duration::from_millis(500)));
         assert_eq!(o.threads, Some(4));
-        assert!(!o.no_open, "the kernel asks for every open unless told otherwise");
+        assert!(
+            !o.no_open,
+            "the kernel asks for every open unless told otherwise"
+        );
         o.parse_into("noopen").expect("noopen");
         assert!(o.no_open);
         o.parse_into("open").expect("open");
