@@ -429,3 +429,30 @@ fn noopen_copies_up_at_the_first_change_not_at_the_open() {
     }
     s.assert_lowers_unchanged(&before);
 }
+
+/// `-o noopen`: a file the kernel opened without asking keeps a handle (an fd) in the daemon
+/// until the kernel forgets it, which for a cached inode may be never; so at most a bounded
+/// number do, and past that each request opens its own. Reading more files than the bound
+/// works and leaves the daemon's fds bounded (before the bound, past the fd limit every open
+/// answered EMFILE).
+#[test]
+fn noopen_keeps_the_daemon_fds_bounded() {
+    if !require_fuse() || kernel_backend() {
+        return;
+    }
+    let s = Stack::new(1);
+    let n = 5000;
+    for i in 0..n {
+        write_file(&s.lower(0).join(format!("f{i}")), b"x", 0o644);
+    }
+    let m = UnionMount::with_args(&s, &["-o", "nopassthrough,noopen"]);
+    for i in 0..n {
+        assert_eq!(read(&m.path(format!("f{i}"))), b"x", "f{i}");
+    }
+    let pid = m.pid().expect("the daemon's pid");
+    let fds = common::process::fd_count(pid);
+    assert!(
+        fds > 0 && fds < 4096 + 256,
+        "{fds} fds in the daemon after reading {n} files"
+    );
+}

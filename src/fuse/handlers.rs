@@ -112,9 +112,13 @@ impl Filesystem for UnionFs {
             move |fs| {
                 // A truncate through an fd the kernel opened itself (handle 0) goes through the
                 // node's handle: the file may have lost its last name since.
-                let fh = match fh.map(|f| f.0) {
+                let own = match fh.map(|f| f.0) {
                     Some(0) if set.size.is_some() => Some(fs.fh(ino.0, 0, true)?),
-                    fh => fh.filter(|&f| f != 0),
+                    _ => None,
+                };
+                let fh = match &own {
+                    Some(h) => Some(h.fh),
+                    None => fh.map(|f| f.0).filter(|&f| f != 0),
                 };
                 fs.core.setattr(ino.0, fh, set)
             },
@@ -293,8 +297,8 @@ impl Filesystem for UnionFs {
             move |fs| {
                 READ_BUF.with_borrow_mut(|buf| {
                     buf.resize(buf.len().max(size as usize), 0);
-                    let fh = fs.fh(ino.0, fh.0, false)?;
-                    fs.core.read_into(fh, offset, &mut buf[..size as usize])
+                    let h = fs.fh(ino.0, fh.0, false)?;
+                    fs.core.read_into(h.fh, offset, &mut buf[..size as usize])
                 })
             },
             |_, reply, n| READ_BUF.with_borrow(|buf| reply.data(&buf[..n])),
@@ -322,8 +326,8 @@ impl Filesystem for UnionFs {
             // without copying it for a worker; a WRITE into the upper's page cache is over in
             // microseconds, less than handing it over.
             let write = || {
-                self.core
-                    .write(self.fh(ino.0, fh.0, true)?, offset, data, kill)
+                let h = self.fh(ino.0, fh.0, true)?;
+                self.core.write(h.fh, offset, data, kill)
             };
             answer("write", ino.0, reply, write, |reply, n| {
                 reply.written(n as u32)
@@ -337,8 +341,8 @@ impl Filesystem for UnionFs {
             reply,
             true,
             move |fs| {
-                fs.core
-                    .write(fs.fh(ino.0, fh.0, true)?, offset, &data, kill)
+                let h = fs.fh(ino.0, fh.0, true)?;
+                fs.core.write(h.fh, offset, &data, kill)
             },
             |_, reply, n| reply.written(n as u32),
         );
@@ -390,7 +394,10 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             true,
-            move |fs| fs.core.fsync(fs.fh(ino.0, fh.0, false)?, datasync),
+            move |fs| {
+                let h = fs.fh(ino.0, fh.0, false)?;
+                fs.core.fsync(h.fh, datasync)
+            },
             |_, reply, ()| reply.ok(),
         );
     }
@@ -627,8 +634,8 @@ impl Filesystem for UnionFs {
             reply,
             true,
             move |fs| {
-                fs.core
-                    .fallocate(fs.fh(ino.0, fh.0, true)?, mode, offset, length)
+                let h = fs.fh(ino.0, fh.0, true)?;
+                fs.core.fallocate(h.fh, mode, offset, length)
             },
             |_, reply, ()| reply.ok(),
         );
@@ -656,8 +663,8 @@ impl Filesystem for UnionFs {
             ino.0,
             reply,
             || {
-                self.core
-                    .lseek(self.fh(ino.0, fh.0, false)?, offset, whence)
+                let h = self.fh(ino.0, fh.0, false)?;
+                self.core.lseek(h.fh, offset, whence)
             },
             |reply, off| reply.offset(off),
         )
@@ -682,10 +689,10 @@ impl Filesystem for UnionFs {
             reply,
             true,
             move |fs| {
-                let fh_in = fs.fh(ino_in.0, fh_in.0, false)?;
-                let fh_out = fs.fh(ino_out.0, fh_out.0, true)?;
+                let h_in = fs.fh(ino_in.0, fh_in.0, false)?;
+                let h_out = fs.fh(ino_out.0, fh_out.0, true)?;
                 fs.core
-                    .copy_file_range(fh_in, offset_in, fh_out, offset_out, len)
+                    .copy_file_range(h_in.fh, offset_in, h_out.fh, offset_out, len)
             },
             |_, reply, n| reply.written(n as u32),
         );

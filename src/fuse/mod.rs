@@ -152,12 +152,13 @@ impl Fs {
         self.no_open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The handle a file request works on: its own, or for handle 0 (the kernel opened the
-    /// file without asking, see `no_open`) the node's, writable if the request writes.
-    fn fh(&self, ino: u64, fh: u64, write: bool) -> crate::error::Result<u64> {
+    /// The handle a file request works on, held until the request is answered: its own, or
+    /// for handle 0 (the kernel opened the file without asking, see `no_open`) the node's,
+    /// writable if the request writes.
+    fn fh(&self, ino: u64, fh: u64, write: bool) -> crate::error::Result<crate::union::NodeFh<'_>> {
         match fh {
             0 if self.no_open() => self.core.node_handle(ino, write),
-            fh => Ok(fh),
+            fh => Ok(crate::union::NodeFh::kept(&self.core, fh)),
         }
     }
 

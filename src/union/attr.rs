@@ -45,6 +45,7 @@ impl Union {
             && let Some((fh, _)) = node.own.lock().take()
         {
             self.handles.remove(fh);
+            (self.own_handles).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -14,6 +14,37 @@ use crate::sys;
 use super::Union;
 use crate::layer::LayerIdx;
 
+/// How many nodes may keep a handle of their own (`Union::node_handle`): an fd each, well
+/// under the daemon's fd limit.
+const OWN_HANDLES: usize = 4096;
+
+/// The handle one request uses (`Union::node_handle`): the node's own, or one for this request
+/// only, released when this goes.
+pub struct NodeFh<'a> {
+    core: &'a Union,
+    pub fh: u64,
+    once: bool,
+}
+
+impl<'a> NodeFh<'a> {
+    /// A handle that outlives the request (the node's own, or one the kernel opened).
+    pub fn kept(core: &'a Union, fh: u64) -> NodeFh<'a> {
+        NodeFh {
+            core,
+            fh,
+            once: false,
+        }
+    }
+}
+
+impl Drop for NodeFh<'_> {
+    fn drop(&mut self) {
+        if self.once {
+            self.core.handles.remove(self.fh);
+        }
+    }
+}
+
 /// A file to back FUSE passthrough (`Union::backing_file`).
 pub struct Backing {
     pub fd: Arc<OwnedFd>,
@@ -92,7 +123,11 @@ impl Union {
     /// writes. A writer's open copies the file up (an open for writing is where kernel overlay
     /// copies up; without OPEN the first change is: docs/semantics.md, D18) and replaces the
     /// read-only handle; handles follow later copy-ups themselves (`file_fd`).
-    pub fn node_handle(&self, ino: u64, write: bool) -> Result<u64> {
+    ///
+    /// The kernel forgets a node only when it evicts the inode, long after the last close, so
+    /// at most `OWN_HANDLES` nodes keep one (an fd each); past that a request gets a handle of
+    /// its own, closed when the returned `NodeFh` goes.
+    pub fn node_handle(&self, ino: u64, write: bool) -> Result<NodeFh<'_>> {
         let node = self.nodes.get(ino)?;
         let mut own = node.own.lock();
         let usable = |mode: i32| match write {
@@ -102,7 +137,7 @@ impl Union {
         if let Some((fh, mode)) = *own
             && usable(mode)
         {
-            return Ok(fh);
+            return Ok(NodeFh::kept(self, fh));
         }
         let fh = match write {
             // Read-write, so the kernel's reads of partial pages can share it; write-only where
@@ -114,10 +149,18 @@ impl Union {
             false => self.open(ino, libc::O_RDONLY)?,
         };
         let mode = self.handles.file(fh)?.as_file()?.flags & libc::O_ACCMODE;
-        if let Some((old, _)) = own.replace((fh, mode)) {
-            self.handles.remove(old);
+        if own.is_none() && self.own_handles.load(Ordering::Relaxed) >= OWN_HANDLES {
+            return Ok(NodeFh {
+                core: self,
+                fh,
+                once: true,
+            });
         }
-        Ok(fh)
+        match own.replace((fh, mode)) {
+            Some((old, _)) => drop(self.handles.remove(old)),
+            None => drop(self.own_handles.fetch_add(1, Ordering::Relaxed)),
+        }
+        Ok(NodeFh::kept(self, fh))
     }
 
     /// A file to back FUSE passthrough for `ino`. For a file in the upper: its upper copy,
