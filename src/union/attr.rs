@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::handle::Handle;
@@ -45,7 +46,7 @@ impl Union {
             && let Some((fh, _)) = node.own.lock().take()
         {
             self.handles.remove(fh);
-            (self.own_handles).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.own_handles.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

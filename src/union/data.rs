@@ -156,9 +156,10 @@ impl Union {
                 once: true,
             });
         }
-        match own.replace((fh, mode)) {
-            Some((old, _)) => drop(self.handles.remove(old)),
-            None => drop(self.own_handles.fetch_add(1, Ordering::Relaxed)),
+        if let Some((old, _)) = own.replace((fh, mode)) {
+            self.handles.remove(old);
+        } else {
+            self.own_handles.fetch_add(1, Ordering::Relaxed);
         }
         Ok(NodeFh::kept(self, fh))
     }

@@ -24,7 +24,7 @@ pub use data::{Backing, NodeFh, mode_has_privileges, open_writes};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::handle::Handles;
@@ -156,7 +156,7 @@ pub struct Union {
     /// The kernel opens regular files without asking (`set_kernel_opens`).
     kernel_opens: AtomicBool,
     /// Nodes holding a handle of their own (`node_handle`), at most `OWN_HANDLES`.
-    own_handles: std::sync::atomic::AtomicUsize,
+    own_handles: AtomicUsize,
     /// The host runs SELinux; if not, `security.selinux` of an object without one answers
     /// EOPNOTSUPP instead of ENODATA (docs/semantics.md, D16).
     selinux: bool,
@@ -192,7 +192,7 @@ impl Union {
             egid: sys::getegid(),
             widen_write_only: AtomicBool::new(false),
             kernel_opens: AtomicBool::new(false),
-            own_handles: std::sync::atomic::AtomicUsize::new(0),
+            own_handles: AtomicUsize::new(0),
             selinux: xattr::host_has_selinux(),
             tmp_seq: AtomicU64::new(0),
             listings: Default::default(),
