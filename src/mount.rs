@@ -123,8 +123,13 @@ pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
 }
 
 /// Give the handlers a view of the session's request queue (see `Fs::busy`); without one,
-/// every quick request is answered by the session thread.
+/// every quick request is answered by the session thread. So it is on a daemon that may run
+/// on one CPU only (its affinity or its cgroup's quota): a worker could not answer beside the
+/// session thread, and handing it a request would only add two context switches.
 fn watch_queue(session: &Session<UnionFs>, queue: &OnceLock<OwnedFd>) {
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
+        return;
+    }
     match session.as_fd().try_clone_to_owned() {
         Ok(fd) => {
             let _ = queue.set(fd);
