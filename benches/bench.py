@@ -36,7 +36,7 @@ MODES = {
         untar=1000, fio_time=2, fio_reps=2, fio_region=256 * MiB, py="top", git_files=3000,
         scale_layers=[1, 10, 100, 500], scale_files=1000, rss_files=20000, timeout=120,
         fio_wsize=128 * MiB, c_files=40, ctr_files=2000, par_files=1500, par_untar=300,
-        par_fio_time=1, par_reps=2, apt_reps=2, apt_pkg="python3",
+        par_fio_time=1, par_reps=3, apt_reps=2, apt_pkg="python3",
     ),
     "full": dict(
         reps=5, stack_files=50000, bigdir=10000, bigfile=2048 * MiB, copyup=1024 * MiB,
