@@ -209,7 +209,7 @@ if [[ $# -eq 0 ]]; then
         cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2
     # A daemon with one CPU to run on answers every quick request on its session thread
-    # (`watch_queue` in src/mount.rs): the parallel clients again, with the tests on CPU 0.
+    # (`Fs::busy` in src/fuse/mod.rs): the parallel clients again, with the tests on CPU 0.
     step "tests (one CPU)" env UNIONFUSE_TEST_OPTS=nopassthrough \
         timeout --kill-after=30s "$TEST_TIMEOUT" \
         taskset -c 0 cargo test --features fault-injection --test concurrency \

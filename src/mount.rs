@@ -32,11 +32,11 @@ const DEV_FUSE: &str = "/dev/fuse";
 /// Mount through fuser and return the live session (the mount is up once this returns).
 pub fn mount(cfg: &MountConfig) -> Result<Session<UnionFs>> {
     let (fs, config, forgotten) = prepare(cfg)?;
-    let queue = fs.queue_slot();
+    let dev = fs.dev_slot();
     // Checked here so that the error names the device (and fuser logs nothing of its own).
     drop(open_dev_fuse()?);
     let session = Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
-    watch_queue(&session, &queue);
+    share_dev(&session, &dev);
     mounted(cfg, forgotten);
     Ok(session)
 }
@@ -53,7 +53,7 @@ pub struct Mounted {
 /// from `subtype=`.
 pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
     let (fs, config, forgotten) = prepare(cfg)?;
-    let queue = fs.queue_slot();
+    let slot = fs.dev_slot();
     let dev = open_dev_fuse()?;
     let mnt = cpath(&cfg.mountpoint)?;
     let root_mode = std::fs::metadata(&cfg.mountpoint)
@@ -96,7 +96,7 @@ pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
             let session =
                 Session::new(fs, &cfg.mountpoint, &config).map_err(|e| mount_failed(cfg, e))?;
             mounted(cfg, forgotten);
-            watch_queue(&session, &queue);
+            share_dev(&session, &slot);
             return Ok(Mounted {
                 session,
                 ours: None,
@@ -115,24 +115,19 @@ pub fn mount_typed(cfg: &MountConfig) -> Result<Mounted> {
         }
     };
     mounted(cfg, forgotten);
-    watch_queue(&session, &queue);
+    share_dev(&session, &slot);
     Ok(Mounted {
         session,
         ours: Some(mnt),
     })
 }
 
-/// Give the handlers a view of the session's request queue (see `Fs::busy`); without one,
-/// every quick request is answered by the session thread. So it is on a daemon that may run
-/// on one CPU only (its affinity or its cgroup's quota): a worker could not answer beside the
-/// session thread, and handing it a request would only add two context switches.
-fn watch_queue(session: &Session<UnionFs>, queue: &OnceLock<OwnedFd>) {
-    if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
-        return;
-    }
+/// Give the handlers a clone of the session's /dev/fuse fd (see `Fs::dev`); without one,
+/// every quick request is answered by the session thread and every READ by copying.
+fn share_dev(session: &Session<UnionFs>, dev: &OnceLock<OwnedFd>) {
     match session.as_fd().try_clone_to_owned() {
         Ok(fd) => {
-            let _ = queue.set(fd);
+            let _ = dev.set(fd);
         }
         Err(e) => tracing::warn!(error = %e, "no second session fd: one thread answers"),
     }

@@ -3,6 +3,7 @@
 //! shapes the reply (the longer reply bodies live in `reply` and `backing`). No union logic here.
 
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -13,10 +14,10 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::UnionFs;
 use super::answer::{answer, guard};
 use super::convert::{attr, creds, kill_priv, time_arg};
 use super::reply::{fill, statfs_reply, xattr_reply};
+use super::{UnionFs, splice};
 use crate::union::SetAttr;
 
 /// WRITEs up to this size are written on the session thread even while others wait.
@@ -276,7 +277,7 @@ impl Filesystem for UnionFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -285,9 +286,11 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Into a buffer kept by the thread that answers: a fresh one per READ (up to 1 MiB)
-        // would be zeroed and faulted in every time. A lone READ (one sequential reader) is
-        // answered here: handing it to a worker costs a wakeup per READ.
+        // Spliced from the file when it is large enough (`splice`); else into a buffer kept by
+        // the thread that answers: a fresh one per READ (up to 1 MiB) would be zeroed and
+        // faulted in every time. A lone READ (one sequential reader) is answered here: handing
+        // it to a worker costs a wakeup per READ.
+        let unique = req.unique().0;
         let busy = self.busy();
         self.serve(
             "read",
@@ -295,13 +298,24 @@ impl Filesystem for UnionFs {
             reply,
             busy,
             move |fs| {
-                READ_BUF.with_borrow_mut(|buf| {
-                    buf.resize(buf.len().max(size as usize), 0);
-                    let h = fs.fh(ino.0, fh.0, false)?;
-                    fs.core.read_into(h.fh, offset, &mut buf[..size as usize])
-                })
+                let h = fs.fh(ino.0, fh.0, false)?;
+                if let Some(dev) = fs.dev() {
+                    let file = fs.core.read_file(h.fh)?;
+                    if splice::reply_read(dev, unique, file.as_fd(), offset, size as usize)? {
+                        return Ok(None);
+                    }
+                }
+                READ_BUF
+                    .with_borrow_mut(|buf| {
+                        buf.resize(buf.len().max(size as usize), 0);
+                        fs.core.read_into(h.fh, offset, &mut buf[..size as usize])
+                    })
+                    .map(Some)
             },
-            |_, reply, n| READ_BUF.with_borrow(|buf| reply.data(&buf[..n])),
+            |_, reply, n| match n {
+                Some(n) => READ_BUF.with_borrow(|buf| reply.data(&buf[..n])),
+                None => splice::answered(reply),
+            },
         );
     }
 

@@ -9,8 +9,9 @@ mod convert;
 mod handlers;
 mod init;
 mod reply;
+mod splice;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -60,8 +61,13 @@ pub struct Fs {
     /// Fault injection (`-o debug_panic_on=NAME`): a lookup of NAME panics.
     #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     panic_on: Option<std::ffi::OsString>,
-    /// The session's /dev/fuse fd, to see whether requests are waiting (see `busy`).
-    queue: Arc<OnceLock<OwnedFd>>,
+    /// A clone of the session's /dev/fuse fd: to see whether requests are waiting (see
+    /// `busy`) and to splice READ replies into (`splice`).
+    dev: Arc<OnceLock<OwnedFd>>,
+    /// More than one CPU to run on (`available_parallelism`: the affinity, or the cgroup's CPU
+    /// quota). On one, a worker could not answer beside the session thread, so handing it a
+    /// quick request would only add two context switches (see `busy`).
+    spread: bool,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.
     io: Mutex<IoState>,
@@ -89,16 +95,18 @@ impl UnionFs {
                 want_no_open,
                 no_open: AtomicBool::new(false),
                 panic_on,
-                queue: Arc::default(),
+                dev: Arc::default(),
+                spread: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
                 io: Mutex::new(IoState::default()),
             }),
             pool: Pool::new(workers)?,
         })
     }
 
-    /// Where the session's /dev/fuse fd goes once the session exists (see `Fs::busy`).
-    pub fn queue_slot(&self) -> Arc<OnceLock<OwnedFd>> {
-        self.fs.queue.clone()
+    /// Where a clone of the session's /dev/fuse fd goes once the session exists (see
+    /// `Fs::dev`).
+    pub fn dev_slot(&self) -> Arc<OnceLock<OwnedFd>> {
+        self.fs.dev.clone()
     }
 
     /// Run `job` with the shared state on a worker thread if it `may_block`, else here and
@@ -179,10 +187,13 @@ impl Fs {
 
     /// Are more requests waiting than the one in hand? One session thread answers the quick
     /// requests itself, so a serial client's requests stay on one warm thread and CPU; while
-    /// others queue up behind it (parallel clients), the quick ones go to the workers too.
+    /// others queue up behind it (parallel clients), the quick ones go to the workers too, if
+    /// there is a CPU for them.
     fn busy(&self) -> bool {
-        self.queue
-            .get()
-            .is_some_and(|fd| crate::sys::has_input(fd.as_fd()))
+        self.spread && self.dev().is_some_and(|fd| crate::sys::has_input(fd))
+    }
+
+    fn dev(&self) -> Option<BorrowedFd<'_>> {
+        self.dev.get().map(|fd| fd.as_fd())
     }
 }

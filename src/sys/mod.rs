@@ -538,6 +538,57 @@ pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> Result<()> {
     check(r).map(drop)
 }
 
+pub fn page_size() -> usize {
+    // SAFETY: plain sysconf.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// A pipe of at least `size` bytes: (read end, write end, its capacity in bytes, one page per
+/// buffer). Past the limit an unprivileged process may set (`/proc/sys/fs/pipe-max-size`)
+/// this fails with EPERM.
+pub fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd, usize)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: two ints for the two fds.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just made and are owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let size = libc::c_int::try_from(size).map_err(|_| Error::Sys(libc::EINVAL))?;
+    // SAFETY: plain fcntl on our own fd.
+    let cap = check(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
+    Ok((r, w, cap as usize))
+}
+
+/// splice(2) of up to `len` bytes from `from` (at `*off` if given, which advances) to `to`;
+/// `flags` as splice's (`SPLICE_F_NONBLOCK`: EAGAIN instead of waiting for room in a pipe).
+pub fn splice(
+    from: BorrowedFd<'_>,
+    off: Option<&mut i64>,
+    to: BorrowedFd<'_>,
+    len: usize,
+    flags: u32,
+) -> Result<usize> {
+    let off = off.map_or(std::ptr::null_mut(), |o| o as *mut i64);
+    // SAFETY: `off` is null or points to a live i64; the fds are borrowed for the call.
+    check_size(unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            off,
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    })
+}
+
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
+    // SAFETY: `buf` is valid for its length.
+    check_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+}
+
 pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> Result<()> {
     // SAFETY: plain syscall.
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)

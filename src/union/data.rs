@@ -262,10 +262,14 @@ impl Union {
         Ok(buf)
     }
 
+    /// The file that reads on handle `fh` read from: its upper copy once there is one.
+    pub fn read_file(&self, fh: u64) -> Result<Arc<OwnedFd>> {
+        self.file_fd(self.handles.file(fh)?.as_file()?)
+    }
+
     /// Read up to `buf.len()` bytes at `off` (fewer only at EOF) into `buf`.
     pub fn read_into(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
-        let h = self.handles.file(fh)?;
-        let fd = self.file_fd(h.as_file()?)?;
+        let fd = self.read_file(fh)?;
         let mut done = 0;
         while done < buf.len() {
             let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
