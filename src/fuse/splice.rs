@@ -16,8 +16,9 @@ use fuser::ReplyData;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Below this a READ is copied: splicing costs three syscalls where copying costs two, which
-/// the copy it saves pays for only when it is large.
+/// Below this a READ is copied: splicing costs four syscalls (fstat, header, file into the
+/// pipe, pipe into the connection) where copying costs two, which the copy it saves pays for
+/// only when it is large.
 const SPLICE_MIN: usize = 32 * 1024;
 /// The reply header: length, error, request id.
 const HEADER: usize = 16;
