@@ -18,7 +18,7 @@ use super::answer::{answer, guard};
 use super::convert::{attr, creds, kill_priv, time_arg};
 use super::reply::{fill, statfs_reply, xattr_reply};
 use super::{UnionFs, splice};
-use crate::union::SetAttr;
+use crate::union::{SetAttr, read_at};
 
 /// WRITEs up to this size are written on the session thread even while others wait.
 const INLINE_WRITE: usize = 64 << 10;
@@ -299,16 +299,16 @@ impl Filesystem for UnionFs {
             busy,
             move |fs| {
                 let h = fs.fh(ino.0, fh.0, false)?;
-                if let Some(dev) = fs.dev() {
-                    let file = fs.core.read_file(h.fh)?;
-                    if splice::reply_read(dev, unique, file.as_fd(), offset, size as usize)? {
-                        return Ok(None);
-                    }
+                let file = fs.core.read_file(h.fh)?;
+                if let Some(dev) = fs.dev()
+                    && splice::reply_read(dev, unique, file.as_fd(), offset, size as usize)?
+                {
+                    return Ok(None);
                 }
                 READ_BUF
                     .with_borrow_mut(|buf| {
                         buf.resize(buf.len().max(size as usize), 0);
-                        fs.core.read_into(h.fh, offset, &mut buf[..size as usize])
+                        read_at(file.as_fd(), offset, &mut buf[..size as usize])
                     })
                     .map(Some)
             },

@@ -269,16 +269,7 @@ impl Union {
 
     /// Read up to `buf.len()` bytes at `off` (fewer only at EOF) into `buf`.
     pub fn read_into(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
-        let fd = self.read_file(fh)?;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(done)
+        read_at(self.read_file(fh)?.as_fd(), off, buf)
     }
 
     /// `kill_priv`: the writer lacks CAP_FSETID, so setuid/setgid bits and file capabilities
@@ -390,6 +381,19 @@ fn without_privileges(mode: u32) -> u32 {
     } else {
         mode
     }
+}
+
+/// Read up to `buf.len()` bytes of `fd` at `off` (fewer only at EOF) into `buf`.
+pub fn read_at(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = sys::pread(fd, &mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 /// `kill_priv_fd` for the regular file `dir/name`.

@@ -19,7 +19,7 @@ mod remove;
 mod rename;
 mod xattr;
 
-pub use data::{Backing, NodeFh, mode_has_privileges, open_writes};
+pub use data::{Backing, NodeFh, mode_has_privileges, open_writes, read_at};
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
