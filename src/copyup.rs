@@ -18,7 +18,8 @@ pub struct CopyOpts {
     pub origin: Option<u64>,
 }
 
-/// Build a copy of `src_dir/name` (stat `st`) at `work/tmp`.
+/// Build a copy of `src_dir/name` (stat `st`) at `work/tmp`; an empty `name` copies the object
+/// `src_dir` holds.
 pub fn build_copy(
     fmt: &Format,
     src_dir: BorrowedFd<'_>,
@@ -34,7 +35,7 @@ pub fn build_copy(
     // after the owner. Either way the copy sits in the 0700 work dir, out of anyone's reach.
     let data_fd: Option<OwnedFd> = match kind {
         libc::S_IFREG => {
-            let src = sys::openat_noatime(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW)?;
+            let src = open_source(src_dir, name)?;
             let mode = if opts.chown { 0 } else { 0o600 };
             let dst = sys::openat(
                 work,
@@ -91,6 +92,18 @@ pub fn build_copy(
         sys::fsync(fd.as_fd(), false)?;
     }
     Ok(())
+}
+
+/// The file to copy from, read-only and leaving its atime alone where we may; an empty `name`
+/// is `src_dir`'s own object (an O_PATH fd on a file whose name was removed).
+fn open_source(src_dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
+    if !name.is_empty() {
+        return sys::openat_noatime(src_dir, name, libc::O_RDONLY | libc::O_NOFOLLOW);
+    }
+    match sys::reopen(src_dir, libc::O_RDONLY | libc::O_NOATIME) {
+        Err(e) if e.is(libc::EPERM) => sys::reopen(src_dir, libc::O_RDONLY),
+        r => r,
+    }
 }
 
 /// Copy `size` bytes: reflink if the filesystem can, else extent by extent.

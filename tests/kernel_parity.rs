@@ -325,13 +325,16 @@ fn an_unlinked_open_file_keeps_its_xattrs() {
 
 /// An unlinked file can be opened again through /proc/self/fd/N (how a program hands a deleted
 /// file to another), for reading its data and, once in the upper, for writing and chmod.
+/// (With `noopen` a lower one takes those too, on an unnamed copy: D18, tested in
+/// mount_copy_up.)
 #[test]
 fn an_unlinked_file_reopens_through_proc() {
     if !require_fuse() {
         return;
     }
-    let got = side_by_side(
+    let got = side_by_side_with(
         1,
+        "open",
         |s| write_file(&s.lower(0).join("low"), b"lower", 0o644),
         |m| {
             write_file(&m.join("new"), b"upper", 0o644);

@@ -391,9 +391,9 @@ fn readers_and_writers_of_lower_files_race_without_errors() {
 /// `-o noopen` (D18): the kernel opens regular files without asking, so a lower file opened
 /// for writing is copied up at its first change, not at the open. An open for writing that
 /// writes nothing leaves no copy; the first write makes it, with the data, and the lower stays
-/// as it was. A file opened and then unlinked is still read through its fd, and one that was
-/// still only in a lower when its name went can't take a write any more: the write-back fails
-/// and fsync says so (kernel overlay, which copies up at the open, would have taken it).
+/// as it was. A file opened and then unlinked while still only in a lower is read through its
+/// fd and takes writes and a chmod there, as on kernel overlay (which copied it up at the
+/// open): they land in an unnamed copy, and the upper ends with the whiteout alone.
 #[test]
 fn noopen_copies_up_at_the_first_change_not_at_the_open() {
     if !require_fuse() || kernel_backend() {
@@ -422,10 +422,41 @@ fn noopen_copies_up_at_the_first_change_not_at_the_open() {
         let r = must(sys::open(&m.path("gone"), libc::O_RDWR, 0), "open gone");
         must(sys::unlink(&m.path("gone")), "unlink");
         assert_eq!(must(sys::pread(&r, 100, 0), "read after unlink"), b"lower");
-        let _ = sys::pwrite(&r, b"X", 0);
-        assert!(sys::fsync(&r).is_err(), "a lost write-back must fail fsync");
+        must(sys::pwrite(&r, b"X", 0), "write after unlink");
+        must(sys::fsync(&r), "fsync after unlink");
+        must(sys::fchmod(&r, 0o600), "fchmod after unlink");
+        assert_eq!(must(sys::pread(&r, 100, 0), "read back"), b"Xower");
+        let st = must(sys::fstat(&r), "fstat after unlink");
+        assert_eq!((st.st_mode & 0o7777, st.st_size), (0o600, 5));
         drop(r);
         assert!(sys::lstat(&m.path("gone")).is_err(), "unlinked");
+        // Opened only for reading: the daemon can't tell, and a write through a reopen of its
+        // /proc link succeeds too (kernel overlay: EEXIST).
+        let r = must(sys::open(&m.path("idle"), libc::O_RDONLY, 0), "open idle");
+        must(sys::unlink(&m.path("idle")), "unlink idle");
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r));
+        let w = must(
+            sys::open(proc.as_ref(), libc::O_WRONLY, 0),
+            "reopen for writing",
+        );
+        must(sys::pwrite(&w, b"I", 0), "write through the reopen");
+        must(sys::fsync(&w), "fsync through the reopen");
+        assert_eq!(must(sys::pread(&r, 100, 0), "read back"), b"Iower");
+        drop((r, w));
+        let mut names: Vec<_> = std::fs::read_dir(s.upper())
+            .expect("read the upper")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["gone", "idle", "written"], "upper");
+        for name in ["gone", "idle"] {
+            let wh = sys::lstat(&s.upper().join(name)).expect("the whiteout");
+            assert_eq!(
+                (wh.st_mode & libc::S_IFMT, wh.st_rdev),
+                (libc::S_IFCHR, 0),
+                "{name} in the upper is a whiteout"
+            );
+        }
     }
     s.assert_lowers_unchanged(&before);
 }

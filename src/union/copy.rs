@@ -21,10 +21,8 @@ impl Union {
         if node.ino == ROOT || self.has_upper(node) {
             return Ok(());
         }
-        // Removed while open and still only in a lower: there is no name to copy it up to.
-        // Kernel overlay answers EEXIST here (*observed*: its copy-up meets the whiteout).
         if node.is_removed() {
-            return Err(Error::Exists);
+            return self.copy_up_removed(node);
         }
         let mut chain = vec![node.clone()];
         loop {
@@ -120,6 +118,42 @@ impl Union {
         node.copy_gen.fetch_add(1, Ordering::Release);
         self.forget_xattr_names(node);
         tracing::debug!(ino = node.ino, name = ?name, "copied up");
+        Ok(())
+    }
+
+    /// Copy up an object removed while open and still only in a lower: there is no name to
+    /// copy it to. Kernel overlay answers EEXIST here (*observed*: its copy-up meets the
+    /// whiteout), and so do we for an object the kernel opened through OPEN: a writer's open
+    /// copied it up before its name could go. A regular file the kernel opens without asking
+    /// (`set_kernel_opens`) may have been opened for writing all the same; it is copied to an
+    /// unnamed file in the upper's filesystem, as kernel overlay's copy at the open is left once
+    /// unlinked, and the node keeps that (docs/semantics.md, D18). Nothing of it is reachable
+    /// by name, so a crash leaves at most a temporary in the work dir, cleared at mount.
+    fn copy_up_removed(&self, node: &Arc<Node>) -> Result<()> {
+        if node.ftype != libc::S_IFREG || !self.kernel_opens.load(Ordering::Relaxed) {
+            return Err(Error::Exists);
+        }
+        let _copying = node.copy_lock.lock();
+        if self.has_upper(node) {
+            return Ok(());
+        }
+        let held = node.removed.lock().clone().ok_or(Error::Exists)?;
+        let st = sys::fstat(held.as_fd())?;
+        let work = self.work()?;
+        let tmp = self.tmp_name();
+        let opts = crate::copyup::CopyOpts {
+            fsync: false,
+            chown: self.privileged,
+            origin: None,
+        };
+        let built = crate::copyup::build_copy(&self.fmt, held.as_fd(), c"", &st, work, &tmp, opts)
+            .and_then(|()| sys::openat(work, &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0));
+        let _ = layer::remove_tree(work, &tmp);
+        *node.removed.lock() = Some(Arc::new(built?));
+        node.state.lock().layers = vec![layer::UPPER];
+        node.copy_gen.fetch_add(1, Ordering::Release);
+        self.forget_xattr_names(node);
+        tracing::debug!(ino = node.ino, "copied up to an unnamed file");
         Ok(())
     }
 

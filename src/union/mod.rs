@@ -259,8 +259,9 @@ impl Union {
     ///
     /// A node whose last name was removed is its kept O_PATH fd with an empty name: fstat,
     /// reads and xattrs of an open but removed object work on every local filesystem and on
-    /// kernel overlay. Every change first copies up, which fails (EEXIST) for a node that has
-    /// no name, so a removed lower object is only ever read.
+    /// kernel overlay. Every change first copies up, which for a node that has no name fails
+    /// (EEXIST) or makes an unnamed upper copy (`copy_up_removed`), so a lower object is never
+    /// changed through one.
     fn at(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
         let top = node.top();
         let found = match node.is_dir {

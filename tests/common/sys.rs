@@ -149,6 +149,11 @@ pub fn fstat(fd: &OwnedFd) -> Result<libc::stat, i32> {
     Ok(st)
 }
 
+pub fn fchmod(fd: &OwnedFd, mode: libc::mode_t) -> Result<(), i32> {
+    // SAFETY: fchmod on an fd we own.
+    ck(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
 pub fn lstat(p: &Path) -> Result<libc::stat, i32> {
     let c = cpath(p);
     // SAFETY: zeroed stat is a valid out-buffer for lstat.
