@@ -465,7 +465,8 @@ fn noopen_copies_up_at_the_first_change_not_at_the_open() {
 /// until the kernel forgets it, which for a cached inode may be never; so at most a bounded
 /// number do, and past that each request opens its own. Reading more files than the bound
 /// works and leaves the daemon's fds bounded (before the bound, past the fd limit every open
-/// answered EMFILE).
+/// answered EMFILE). So does creating as many: once the kernel opens files itself it sends
+/// no RELEASE for a created file either (each one's handle leaked before).
 #[test]
 fn noopen_keeps_the_daemon_fds_bounded() {
     if !require_fuse() || kernel_backend() {
@@ -477,15 +478,30 @@ fn noopen_keeps_the_daemon_fds_bounded() {
         write_file(&s.lower(0).join(format!("f{i}")), b"x", 0o644);
     }
     let m = UnionMount::with_args(&s, &["-o", "nopassthrough,noopen"]);
+    let pid = m.pid().expect("the daemon's pid");
+    let bounded = |what: &str| {
+        let fds = common::process::fd_count(pid);
+        assert!(
+            fds > 0 && fds < 4096 + 256,
+            "{fds} fds in the daemon after {what} {n} files"
+        );
+    };
+    // The first open tells the kernel to stop asking; the created files' handles become their
+    // nodes' own, up to the bound.
+    assert_eq!(read(&m.path("f0")), b"x");
+    for i in 0..n {
+        std::fs::write(m.path(format!("new{i}")), format!("n{i}")).expect("create");
+    }
+    bounded("creating");
     for i in 0..n {
         assert_eq!(read(&m.path(format!("f{i}"))), b"x", "f{i}");
     }
-    let pid = m.pid().expect("the daemon's pid");
-    let fds = common::process::fd_count(pid);
-    assert!(
-        fds > 0 && fds < 4096 + 256,
-        "{fds} fds in the daemon after reading {n} files"
-    );
+    bounded("reading");
+    for i in (0..n).step_by(97) {
+        let want = format!("n{i}");
+        assert_eq!(read(&m.path(format!("new{i}"))), want.as_bytes());
+        assert_eq!(read(&s.upper().join(format!("new{i}"))), want.as_bytes());
+    }
 }
 
 /// Reads through the daemon (no passthrough, the rootless data path), large ones spliced from

@@ -69,6 +69,11 @@ impl Fs {
         (flags, new_mode): (i32, Option<u32>),
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> OpenMode {
+        // Without passthrough every handle is cached I/O: nothing to settle per node (and a
+        // created file's handle may never see a RELEASE, see `adopt_own`).
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Some((self.cached_fopen(fh, flags, new_mode), None));
+        }
         let needs_copy = crate::union::open_writes(flags) || self.core.in_upper(ino);
         let mut joined = self.io.lock().join(ino, fh, needs_copy);
         if let Joined::Unset = joined {
@@ -99,9 +104,16 @@ impl Fs {
             // Settled just above.
             Joined::Unset => None,
         };
-        let fopen = if backing.is_some() {
-            FopenFlags::empty()
-        } else if flags & libc::O_ACCMODE == libc::O_WRONLY
+        let fopen = match backing {
+            Some(_) => FopenFlags::empty(),
+            None => self.cached_fopen(fh, flags, new_mode),
+        };
+        Some((fopen, backing))
+    }
+
+    /// The open flags of a handle without passthrough.
+    fn cached_fopen(&self, fh: u64, flags: i32, new_mode: Option<u32>) -> FopenFlags {
+        if flags & libc::O_ACCMODE == libc::O_WRONLY
             && self.writeback.load(Ordering::Relaxed)
             && !match new_mode {
                 // A file just made has no capability yet; only its mode can make it special.
@@ -117,8 +129,7 @@ impl Fs {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
-        };
-        Some((fopen, backing))
+        }
     }
 
     /// Answer an open of `ino` as handle `fh`, in the node's I/O mode (see `open_mode`).

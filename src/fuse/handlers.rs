@@ -596,7 +596,18 @@ impl Filesystem for UnionFs {
             parent.0,
             reply,
             || self.core.create(parent.0, name, mode, flags, creds(req)),
-            |reply, (node, st, fh)| self.created(reply, (&node, &st, fh), flags),
+            |reply, (node, st, fh)| {
+                // Once the kernel opens files itself it sends no RELEASE for a created file
+                // either: the handle becomes the node's own, or goes now (handle 0).
+                let fh = match self.no_open() && !self.core.adopt_own(fh) {
+                    true => {
+                        self.core.release(fh);
+                        0
+                    }
+                    false => fh,
+                };
+                self.created(reply, (&node, &st, fh), flags)
+            },
         )
     }
 

@@ -296,7 +296,41 @@ impl Union {
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        // A node's own handle (a created file's, `adopt_own`) goes with the node: this RELEASE
+        // came before the kernel stopped sending them.
+        let own = self.handles.file(fh).ok().is_some_and(|h| {
+            h.as_file()
+                .is_ok_and(|f| f.node.own.lock().is_some_and(|(o, _)| o == fh))
+        });
+        if !own {
+            self.handles.remove(fh);
+        }
+    }
+
+    /// Keep handle `fh`, just opened by a CREATE, as its node's own (`node_handle`). Once the
+    /// kernel opens files itself (`set_kernel_opens`) it sends no RELEASE for a created file
+    /// either, so that handle must go when the kernel forgets the node. Only a read-write
+    /// handle: `node_handle` never replaces one, which the kernel, holding its number, may
+    /// still use. False when the handle is not, the node already has one or `OWN_HANDLES`
+    /// nodes do: the caller releases `fh` and answers handle 0, and requests then come through
+    /// `node_handle`.
+    pub fn adopt_own(&self, fh: u64) -> bool {
+        let Ok(h) = self.handles.file(fh) else {
+            return false;
+        };
+        let Ok(f) = h.as_file() else {
+            return false;
+        };
+        let mut own = f.node.own.lock();
+        if f.flags & libc::O_ACCMODE != libc::O_RDWR
+            || own.is_some()
+            || self.own_handles.load(Ordering::Relaxed) >= OWN_HANDLES
+        {
+            return false;
+        }
+        *own = Some((fh, libc::O_RDWR));
+        self.own_handles.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
