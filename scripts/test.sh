@@ -203,9 +203,8 @@ if [[ $# -eq 0 ]]; then
         timeout --kill-after=30s "$TEST_TIMEOUT" \
         cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2
-    # That path has the kernel open files without asking (D18); and with `-o open`, where
-    # every open(2) is an OPEN and copy-up happens there.
-    step "tests (nopassthrough,open)" env UNIONFUSE_TEST_OPTS=nopassthrough,open \
+    # And with `-o noopen`: requests without a handle, served by each node's own (D18).
+    step "tests (nopassthrough,noopen)" env UNIONFUSE_TEST_OPTS=nopassthrough,noopen \
         timeout --kill-after=30s "$TEST_TIMEOUT" \
         cargo test --features fault-injection --test 'mount_*' --test concurrency \
         -- --test-threads=2

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # fsx (crates.io `fsx`, the Rust port of the File System eXerciser) against live unionfuse mounts.
 #
-# For each mode (FUSE passthrough, the default as root; `-o nopassthrough`, where the kernel
-# opens files without asking; and `-o nopassthrough,open`, where every open is a request) one
-# mount runs
+# For each mode (FUSE passthrough, the default as root; `-o nopassthrough`; and
+# `-o nopassthrough,noopen`, where the kernel opens files without asking) one mount runs
 # three exercisers at once, in a merged directory:
 #   lower  - a file that starts in a lower layer: fsx's open(O_RDWR|O_TRUNC) copies it up while
 #            the other exercisers are already running;
 #   new    - a file created through the mount;
 #   block  - a lower file opened without O_TRUNC (fsx's block mode): its whole data is copied up
-#            at its first write (under `open`: at the open), then overwritten and verified.
+#            at open (under noopen: at its first write), then overwritten and verified.
 # The layers live on a tmpfs, so fsync/msync cost nothing and the ops test unionfuse, not the disk.
 # Reads and writes go through pread/pwrite, mmap (read and write, msync, invalidate), truncate,
 # fallocate, punch hole, copy_file_range, sendfile, fsync. Any miscompare fails the run; the
@@ -18,10 +17,10 @@
 # Usage: scripts/conformance/fsx.sh            (as root; CI runs this)
 # Env:   FSX_OPS=N       operations per exerciser file (default 100000; block gets N/5)
 #        FSX_SEED=N      base seed (default fixed, so a CI failure reproduces)
-#        FSX_MODES="passthrough nopassthrough open"
+#        FSX_MODES="passthrough nopassthrough noopen"
 #        FSX_SUMMARY=F   append the summary line to F
 #        CONF_MODE=userns  as root of a user namespace mapped as rootless podman maps it
-#                        (lib.sh; modes nopassthrough and open only: no passthrough there)
+#                        (lib.sh; modes nopassthrough and noopen only: no passthrough there)
 #        UNIONFUSE_BIN   the binary to test (default: cargo build, target/debug/unionfuse)
 #        CONF_KEEP=1     keep the temp dir (layers, logs, fsx artifacts) for inspection
 # The soak (millions of operations, not in CI): scripts/conformance/fsx-soak.sh
@@ -32,8 +31,8 @@ conf_setup fsx
 
 OPS="${FSX_OPS:-100000}"
 SEED="${FSX_SEED:-20240601}"
-MODES="${FSX_MODES:-passthrough nopassthrough open}"
-[[ "${CONF_MODE:-root}" != userns ]] || MODES="${FSX_MODES:-nopassthrough open}"
+MODES="${FSX_MODES:-passthrough nopassthrough noopen}"
+[[ "${CONF_MODE:-root}" != userns ]] || MODES="${FSX_MODES:-nopassthrough noopen}"
 BLOCK_OPS=$((OPS / 5))
 
 conf_install fsx 0.3.2
@@ -95,7 +94,7 @@ run_mode() {
     before="$(cd "$dir" && find lower0 lower1 -type f -exec sha256sum {} + | sort)"
     local extra=()
     [[ "$mode" == nopassthrough ]] && extra=(-o nopassthrough)
-    [[ "$mode" == open ]] && extra=(-o nopassthrough,open)
+    [[ "$mode" == noopen ]] && extra=(-o nopassthrough,noopen)
     conf_mount_union "$BIN" "$dir/lower0:$dir/lower1" "$dir/upper" "$dir/mnt" "$dir/work" \
         "$dir/unionfuse.log" "${extra[@]}"
     local pids=() names=() seed=$SEED

@@ -48,10 +48,9 @@ pub struct MountConfig {
     /// Let the kernel cache writes and write them back in large batches when file data goes
     /// through the daemon (no passthrough).
     pub writeback: bool,
-    /// When passthrough is off, let the kernel open regular files itself (the default; `-o
-    /// open` turns it off): no OPEN or RELEASE round trip per open(2), and a lower file is
-    /// copied up at its first change rather than at an open for writing (docs/semantics.md,
-    /// D18).
+    /// `-o noopen`: when passthrough is off, let the kernel open regular files itself: no OPEN
+    /// or RELEASE round trip per open(2), and a lower file is copied up at its first change
+    /// rather than at an open for writing (docs/semantics.md, D18).
     pub kernel_opens: bool,
     /// Fault injection for tests: a lookup of this name panics inside the request handler.
     pub panic_on: Option<String>,

@@ -28,10 +28,9 @@ pub struct MountOpts {
     pub no_lower_passthrough: bool,
     /// `writeback` / `nowriteback`: the kernel's writeback cache when passthrough is off.
     pub no_writeback: bool,
-    /// `open` / `noopen`: the kernel asks the daemon at every open(2) of a regular file even
-    /// when passthrough is off (copy-up at an open for writing, as on kernel overlay). Without
-    /// it (`noopen`, the default) it opens them itself there: copy-up at the first change.
-    pub ask_open: bool,
+    /// `noopen` / `open`: the kernel opens regular files without asking when passthrough is
+    /// off (copy-up at the first change instead of at an open for writing).
+    pub no_open: bool,
     pub panic_on: Option<String>,
     /// Also read AUFS-style `.wh.NAME` / `.wh..wh..opq` whiteouts in the layers
     /// (containers-storage writes them for mount programs; fuse-overlayfs reads them).
@@ -98,8 +97,8 @@ impl MountOpts {
             ("nolowerpassthrough", None) => self.no_lower_passthrough = true,
             ("writeback", None) => self.no_writeback = false,
             ("nowriteback", None) => self.no_writeback = true,
-            ("noopen", None) => self.ask_open = false,
-            ("open", None) => self.ask_open = true,
+            ("noopen", None) => self.no_open = true,
+            ("open", None) => self.no_open = false,
             ("threads", Some(v)) => {
                 let n: usize = v.parse().map_err(|_| bad("threads takes a number"))?;
                 if n == 0 || n > 256 {
@@ -347,13 +346,13 @@ mod tests {
         assert_eq!(o.ttl, Some(Duration::from_millis(500)));
         assert_eq!(o.threads, Some(4));
         assert!(
-            !o.ask_open,
-            "without passthrough the kernel opens files itself unless told otherwise"
+            !o.no_open,
+            "the kernel asks for every open unless told otherwise"
         );
-        o.parse_into("open").expect("open");
-        assert!(o.ask_open);
         o.parse_into("noopen").expect("noopen");
-        assert!(!o.ask_open);
+        assert!(o.no_open);
+        o.parse_into("open").expect("open");
+        assert!(!o.no_open);
         let err = MountOpts::default()
             .parse_into("bogus")
             .expect_err("unknown option");

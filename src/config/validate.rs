@@ -177,7 +177,7 @@ impl MountConfig {
             passthrough: !opts.no_passthrough,
             lower_passthrough: !opts.no_passthrough && !opts.no_lower_passthrough && privileged,
             writeback: !opts.no_writeback,
-            kernel_opens: !opts.ask_open,
+            kernel_opens: opts.no_open,
             panic_on: opts.panic_on.clone(),
             aufs_whiteouts: opts.aufs_whiteouts,
             override_stat: opts.override_stat.clone(),

@@ -67,7 +67,7 @@ impl Fs {
             self.writeback.store(true, Ordering::Relaxed);
             self.core.set_widen_write_only();
         }
-        // Without passthrough (whose backing file is chosen at OPEN) and unless `-o open`: the first
+        // `-o noopen`, without passthrough (whose backing file is chosen at OPEN): the first
         // OPEN answers ENOSYS and the kernel opens regular files itself from then on, no OPEN
         // or RELEASE per open(2) (an exec'd program opens its binary and each library). Lower
         // files then copy up at their first change, not at an open for writing (D18).

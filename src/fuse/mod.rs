@@ -53,7 +53,7 @@ pub struct Fs {
     writeback: AtomicBool,
     /// The kernel opens directories without OPENDIR (`init`): READDIRs come without a handle.
     no_opendir: AtomicBool,
-    /// The kernel opens regular files without OPEN when passthrough is off (unless `-o open`)
+    /// `-o noopen`: the kernel opens regular files without OPEN when passthrough is off
     /// (`init`); `no_open` says it was decided so. Their requests then carry handle 0, served
     /// by each node's own handle (`Union::node_handle`).
     want_no_open: bool,
