@@ -435,6 +435,14 @@ fn noopen_copies_up_at_the_first_change_not_at_the_open() {
         let r = must(sys::open(&m.path("idle"), libc::O_RDONLY, 0), "open idle");
         must(sys::unlink(&m.path("idle")), "unlink idle");
         let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r));
+        // Its mtime alone (how the kernel writes back the times it keeps) is taken without a
+        // copy; the kernel shows it.
+        let omit = (0, libc::UTIME_OMIT);
+        must(
+            sys::utimens(proc.as_ref(), omit, (1234567, 0), false),
+            "mtime",
+        );
+        assert_eq!(must(sys::fstat(&r), "fstat").st_mtime, 1234567);
         let w = must(
             sys::open(proc.as_ref(), libc::O_WRONLY, 0),
             "reopen for writing",

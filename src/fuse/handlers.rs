@@ -105,12 +105,26 @@ impl Filesystem for UnionFs {
             kill_priv: false,
         };
         set.kill_priv = kill_priv(&set, ctime.is_some(), req.uid());
+        // Under the writeback cache the kernel keeps a regular file's mtime and ctime itself
+        // and writes them back with a SETATTR of those alone, also after an unlink (which
+        // changed the ctime). For a file whose last name is gone nobody will see them on disk:
+        // the kernel shows its own, and after the last close the file is gone. Writing them
+        // would journal an inode being deleted (rm -rf with `-o noopen`, where every removed
+        // file is held: +24%), or copy a lower file up just for them.
+        let times_only = set.mtime.is_some()
+            && set.atime.is_none()
+            && (set.mode, set.uid, set.gid, set.size) == (None, None, None, None)
+            && !set.kill_priv
+            && self.writeback.load(std::sync::atomic::Ordering::Relaxed);
         self.serve(
             "setattr",
             ino.0,
             reply,
             set.size.is_some() || self.core.copy_up_is_slow(ino.0),
             move |fs| {
+                if times_only && fs.core.is_removed_file(ino.0) {
+                    return fs.core.getattr(ino.0, None);
+                }
                 // A truncate through an fd the kernel opened itself (handle 0) goes through the
                 // node's handle: the file may have lost its last name since.
                 let own = match fh.map(|f| f.0) {

@@ -209,6 +209,13 @@ impl Union {
             .is_some_and(|n| n.ftype == libc::S_IFREG && !self.has_upper(&n))
     }
 
+    /// Is `ino` a regular file whose last name was removed (still open, or held: see `at`)?
+    pub fn is_removed_file(&self, ino: u64) -> bool {
+        self.nodes
+            .peek(ino)
+            .is_some_and(|n| n.ftype == libc::S_IFREG && n.is_removed())
+    }
+
     /// Does directory `ino` have lower copies, so that an operation on its entries may copy a
     /// regular file up (a rename of a lower file)?
     pub fn dir_has_lowers(&self, ino: u64) -> bool {
