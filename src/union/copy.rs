@@ -148,6 +148,7 @@ impl Union {
         };
         let built = crate::copyup::build_copy(&self.fmt, held.as_fd(), c"", &st, work, &tmp, opts)
             .and_then(|()| sys::openat(work, &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0));
+        // Built or not, the name goes: the copy lives on as the fd.
         let _ = layer::remove_tree(work, &tmp);
         *node.removed.lock() = Some(Arc::new(built?));
         node.state.lock().layers = vec![layer::UPPER];
