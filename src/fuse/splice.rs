@@ -73,18 +73,25 @@ pub(super) fn reply_read(
     PIPES.with_borrow_mut(|pipes| {
         let pipe = match pipes.pipe.take() {
             Some(p) if p.slots >= slots => p,
-            _ if pipes.refused != 0 && slots >= pipes.refused => return Ok(false),
-            _ => match sys::pipe(slots * page) {
-                Ok((r, w, cap)) => Pipe {
-                    r,
-                    w,
-                    slots: cap / page,
-                },
-                Err(_) => {
-                    pipes.refused = slots;
+            // Too small for this READ: it stays for the next one unless a bigger one replaces it.
+            small => {
+                if pipes.refused != 0 && slots >= pipes.refused {
+                    pipes.pipe = small;
                     return Ok(false);
                 }
-            },
+                match sys::pipe(slots * page) {
+                    Ok((r, w, cap)) => Pipe {
+                        r,
+                        w,
+                        slots: cap / page,
+                    },
+                    Err(_) => {
+                        pipes.refused = slots;
+                        pipes.pipe = small;
+                        return Ok(false);
+                    }
+                }
+            }
         };
         // A failure before the last splice leaves part of a reply in the pipe: the pipe is
         // dropped with it, and the READ is answered by copying.

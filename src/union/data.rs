@@ -297,11 +297,13 @@ impl Union {
 
     pub fn release(&self, fh: u64) {
         // A node's own handle (a created file's, `adopt_own`) goes with the node: this RELEASE
-        // came before the kernel stopped sending them.
-        let own = self.handles.file(fh).ok().is_some_and(|h| {
-            h.as_file()
-                .is_ok_and(|f| f.node.own.lock().is_some_and(|(o, _)| o == fh))
-        });
+        // came before the kernel stopped sending them. Only where the kernel opens files
+        // itself can there be one; elsewhere a RELEASE costs no lookup for it.
+        let own = self.kernel_opens.load(Ordering::Relaxed)
+            && self.handles.file(fh).ok().is_some_and(|h| {
+                h.as_file()
+                    .is_ok_and(|f| f.node.own.lock().is_some_and(|(o, _)| o == fh))
+            });
         if !own {
             self.handles.remove(fh);
         }
