@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::sys::{self, Stat, Time};
 use crate::whiteout::Format;
 
+/// An entry of a directory: the directory's fd and the entry's name.
+type At<'a> = (BorrowedFd<'a>, &'a CStr);
+
 pub struct CopyOpts {
     pub fsync: bool,
     /// Give the copy the original's owner (needs privilege in our namespace).
@@ -65,12 +68,7 @@ pub fn build_copy(
     if opts.chown {
         sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
     }
-    copy_xattrs(
-        fmt,
-        &sys::proc_path(src_dir, name),
-        &sys::proc_path(work, tmp),
-        kind,
-    )?;
+    copy_xattrs(fmt, (src_dir, name), (work, tmp), kind)?;
     if let Some(ino) = opts.origin {
         // Only files and dirs can carry user.* xattrs (userxattr mode): a symlink, fifo or
         // device copied up without privilege keeps its id only until the next mount.
@@ -168,16 +166,17 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut from: u64, to: u64) 
     Ok(())
 }
 
-/// Copy the xattrs a user can see (and escaped overlay names) from `src` to `dst`.
-fn copy_xattrs(fmt: &Format, src: &CStr, dst: &CStr, kind: u32) -> Result<()> {
-    for name in sys::llistxattr_vec(src)? {
+/// Copy the xattrs a user can see (and escaped overlay names) from `src` to `dst`, each an
+/// entry of a directory.
+fn copy_xattrs(fmt: &Format, src: At<'_>, dst: At<'_>, kind: u32) -> Result<()> {
+    for name in sys::listxattrat_vec(src.0, src.1)? {
         if !fmt.copies(&name) {
             continue;
         }
-        let Some(value) = sys::lgetxattr_vec(src, &name)? else {
+        let Some(value) = sys::getxattrat_vec(src.0, src.1, &name)? else {
             continue;
         };
-        match sys::lsetxattr(dst, &name, &value, 0) {
+        match sys::setxattrat(dst.0, dst.1, &name, &value, 0) {
             Ok(()) => {}
             // The upper's filesystem lacks this namespace, or it can't go on this file type:
             // kernel overlay ignores these for security.* and ACLs too.

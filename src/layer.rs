@@ -36,11 +36,10 @@ pub const OVERRIDE_CONTAINERS: &str = "user.containers.override_stat";
 pub const OVERRIDE_USER: &str = "user.fuseoverlayfs.override_stat";
 
 fn detect_override(root: BorrowedFd<'_>) -> Option<CString> {
-    let path = sys::proc_path(root, c".");
     [OVERRIDE_PRIVILEGED, OVERRIDE_CONTAINERS, OVERRIDE_USER]
         .into_iter()
         .filter_map(|n| CString::new(n).ok())
-        .find(|n| matches!(sys::lgetxattr_vec(&path, n), Ok(Some(_))))
+        .find(|n| matches!(sys::getxattrat_vec(root, c".", n), Ok(Some(_))))
 }
 
 pub struct LayerStack {

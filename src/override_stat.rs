@@ -24,13 +24,13 @@ pub struct Override {
 }
 
 pub fn read_override_at(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr) -> Option<Override> {
-    let v = sys::lgetxattr_vec(&sys::proc_path(dir, name), xattr).ok()??;
+    let v = sys::getxattrat_vec(dir, name, xattr).ok()??;
     parse_override(&v)
 }
 
 pub fn store_override(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr, o: &Override) -> Result<()> {
     let value = format_override(o);
-    sys::lsetxattr(&sys::proc_path(dir, name), xattr, value.as_bytes(), 0)
+    sys::setxattrat(dir, name, xattr, value.as_bytes(), 0)
 }
 
 /// Show `st` (a directory or regular file in an override_stat layer) as `o` records it. Only a

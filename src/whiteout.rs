@@ -87,24 +87,19 @@ impl Format {
 
     /// Mark `dir/name` (a directory in the upper) opaque.
     pub fn set_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
-        sys::lsetxattr(&sys::proc_path(dir, name), &self.opaque, b"y", 0)
+        sys::setxattrat(dir, name, &self.opaque, b"y", 0)
     }
 
     /// Record the node id a copied-up object had, so st_ino survives remounts. Kernel overlay
     /// ignores overlay xattrs it does not know.
     pub fn set_origin(&self, dir: BorrowedFd<'_>, name: &CStr, ino: u64) -> Result<()> {
-        sys::lsetxattr(
-            &sys::proc_path(dir, name),
-            &self.origin,
-            ino.to_string().as_bytes(),
-            0,
-        )
+        sys::setxattrat(dir, name, &self.origin, ino.to_string().as_bytes(), 0)
     }
 
     /// Is `dir/name` (a directory) opaque? Only this mount's namespace counts, as in kernel
     /// overlay; a value other than "y" ("x" marks a dir holding xattr whiteouts) does not.
     pub fn is_opaque(&self, dir: BorrowedFd<'_>, name: &CStr) -> bool {
-        let xattr = sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.opaque);
+        let xattr = sys::getxattrat_vec(dir, name, &self.opaque);
         if matches!(xattr, Ok(Some(v)) if v == b"y") {
             return true;
         }
@@ -129,16 +124,16 @@ impl Format {
 
     /// The raw redirect of `dir/name` (a directory), if it has one.
     pub fn redirect(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<Option<Vec<u8>>> {
-        sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.redirect)
+        sys::getxattrat_vec(dir, name, &self.redirect)
     }
 
     /// Record where the directory `dir/name` (in the upper) has its lower copies.
     pub fn set_redirect(&self, dir: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> Result<()> {
-        sys::lsetxattr(&sys::proc_path(dir, name), &self.redirect, value, 0)
+        sys::setxattrat(dir, name, &self.redirect, value, 0)
     }
 
     pub fn origin(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<u64> {
-        let v = sys::lgetxattr_vec(&sys::proc_path(dir, name), &self.origin).ok()??;
+        let v = sys::getxattrat_vec(dir, name, &self.origin).ok()??;
         std::str::from_utf8(&v).ok()?.parse().ok()
     }
 }

@@ -173,7 +173,7 @@ impl Unpacker {
         let nb = name.to_bytes();
 
         if nb == WH_OPAQUE {
-            sys::lsetxattr(&sys::proc_path(pfd, sys::DOT), &self.opaque, b"y", 0)
+            sys::setxattrat(pfd, sys::DOT, &self.opaque, b"y", 0)
                 .map_err(|e| format!("set the opaque xattr on {}: {e}", show(parents)))?;
             return Ok(());
         }
@@ -306,7 +306,7 @@ impl Unpacker {
                 self.skipped_xattrs += 1;
                 continue;
             }
-            match sys::lsetxattr(&sys::proc_path(dir, name), k, v, 0) {
+            match sys::setxattrat(dir, name, k, v, 0) {
                 Ok(()) => {}
                 Err(e) if !self.privileged || e.is(libc::EOPNOTSUPP) || e.is(libc::EPERM) => {
                     tracing::debug!(xattr = %k.to_string_lossy(), error = %e, "xattr not kept");

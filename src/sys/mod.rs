@@ -4,6 +4,12 @@
 //! component unless the name says so (`reopen` goes through /proc on purpose, see there).
 
 pub mod process;
+mod xattr;
+
+pub use xattr::{
+    fhasxattr, fremovexattr, getxattrat, getxattrat_vec, lgetxattr_vec, listxattrat_vec,
+    llistxattr_vec, removexattrat, setxattrat,
+};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;
@@ -331,143 +337,17 @@ pub fn futimens(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> Result<()> {
 /// because the l* calls do not follow the last component. With an empty name, the fd's own
 /// object (see `is_fd_link`).
 pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    proc_path_raw(dir.as_raw_fd(), name)
+}
+
+fn proc_path_raw(dir: RawFd, name: &CStr) -> CString {
+    let mut p = format!("/proc/self/fd/{dir}").into_bytes();
     if !name.is_empty() {
         p.push(b'/');
         p.extend_from_slice(name.to_bytes());
     }
     // Built from a CStr and digits: no interior NUL.
     CString::new(p).unwrap_or_default()
-}
-
-/// Is `path` a bare `/proc/self/fd/N` (`proc_path` with an empty name): the fd's object itself?
-/// The l*xattr wrappers below follow that one magic link, which lands on exactly the inode the
-/// fd holds (never further: a symlink held by an O_PATH fd is acted on itself), so they work on
-/// an object that has no name left. Any longer path is not followed in its last component.
-fn is_fd_link(path: &CStr) -> bool {
-    path.to_bytes()
-        .strip_prefix(b"/proc/self/fd/")
-        .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
-}
-
-pub fn lgetxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> Result<usize> {
-    let get = if is_fd_link(path) {
-        libc::getxattr
-    } else {
-        libc::lgetxattr
-    };
-    // SAFETY: buf is writable for its length (a zero length asks for the size).
-    check_size(unsafe {
-        get(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })
-}
-
-/// The whole value of an xattr, or None when the object does not have it.
-pub fn lgetxattr_vec(path: &CStr, name: &CStr) -> Result<Option<Vec<u8>>> {
-    loop {
-        let size = match lgetxattr(path, name, &mut []) {
-            Ok(n) => n,
-            Err(e) if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; size];
-        match lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            // Grew between the two calls: ask again.
-            Err(e) if e.is(libc::ERANGE) => continue,
-            Err(e) if e.is(libc::ENODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> Result<()> {
-    let set = if is_fd_link(path) {
-        libc::setxattr
-    } else {
-        libc::lsetxattr
-    };
-    // SAFETY: value is readable for its length.
-    check(unsafe {
-        set(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    })
-    .map(drop)
-}
-
-pub fn lremovexattr(path: &CStr, name: &CStr) -> Result<()> {
-    let remove = if is_fd_link(path) {
-        libc::removexattr
-    } else {
-        libc::lremovexattr
-    };
-    // SAFETY: plain syscall on valid pointers.
-    check(unsafe { remove(path.as_ptr(), name.as_ptr()) }).map(drop)
-}
-
-/// Does the open file `fd` have xattr `name`?
-pub fn fhasxattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<bool> {
-    // SAFETY: a zero-size query writes nothing.
-    let r = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    if r >= 0 {
-        return Ok(true);
-    }
-    match Error::last() {
-        e if e.is(libc::ENODATA) || e.is(libc::ENOTSUP) => Ok(false),
-        e => Err(e),
-    }
-}
-
-pub fn fremovexattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<()> {
-    // SAFETY: plain syscall on valid pointers.
-    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }).map(drop)
-}
-
-pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize> {
-    let list = if is_fd_link(path) {
-        libc::listxattr
-    } else {
-        libc::llistxattr
-    };
-    // SAFETY: buf is writable for its length.
-    check_size(unsafe { list(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
-}
-
-/// All xattr names of an object (NUL-separated list split into names).
-pub fn llistxattr_vec(path: &CStr) -> Result<Vec<CString>> {
-    // Most lists fit in a small buffer: one call, not a size query and then the list.
-    let mut buf = vec![0u8; 256];
-    loop {
-        match llistxattr(path, &mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf
-                    .split(|b| *b == 0)
-                    .filter(|s| !s.is_empty())
-                    .filter_map(|s| CString::new(s).ok())
-                    .collect());
-            }
-            Err(e) if e.is(libc::ERANGE) => {
-                let size = llistxattr(path, &mut [])?;
-                buf = vec![0u8; size.max(buf.len() * 2)];
-            }
-            Err(e) if e.is(libc::ENOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> Result<usize> {

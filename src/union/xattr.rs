@@ -2,7 +2,7 @@
 //! ACL owners mapped like stat's owners; a node's names are cached until it changes.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -23,21 +23,13 @@ pub(super) fn host_has_selinux() -> bool {
 }
 
 impl Union {
-    /// The `/proc/self/fd/N/NAME` path the `l*xattr` calls take for `node`, with the directory
-    /// fd it names (keep it alive while the path is used: N could be reused once it closes).
-    fn xattr_path(&self, node: &Node) -> Result<(Arc<OwnedFd>, CString)> {
-        let (fd, name) = self.at(node)?;
-        let path = sys::proc_path(fd.as_fd(), &name);
-        Ok((fd, path))
-    }
-
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.nodes.get(ino)?;
         let name = sys::cname(name)?;
         self.fmt.check_name(&name)?;
         let real = self.fmt.escape(&name);
         // Most asks are for names the object lacks (`security.selinux` of every file in
-        // `ls -l`): answered from the name cache, without building a path.
+        // `ls -l`): answered from the name cache, without a syscall.
         if is_override_xattr(&real) {
             return Err(Error::NoXattr);
         }
@@ -49,8 +41,8 @@ impl Union {
             }
             return Err(Error::NoXattr);
         }
-        let (_fd, path) = self.xattr_path(&node)?;
-        let value = sys::lgetxattr_vec(&path, &real)?.ok_or(Error::NoXattr)?;
+        let (dir, at) = self.at(&node)?;
+        let value = sys::getxattrat_vec(dir.as_fd(), &at, &real)?.ok_or(Error::NoXattr)?;
         if self.opts.ids.is_identity() || !idmap::is_acl_xattr(real.to_bytes()) {
             return Ok(value);
         }
@@ -64,8 +56,8 @@ impl Union {
         if let Some(names) = &node.state.lock().xattr_names {
             return Ok(names.clone());
         }
-        let (_fd, path) = self.xattr_path(node)?;
-        let names = Arc::new(sys::llistxattr_vec(&path)?);
+        let (dir, at) = self.at(node)?;
+        let names = Arc::new(sys::listxattrat_vec(dir.as_fd(), &at)?);
         node.state.lock().xattr_names = Some(names.clone());
         Ok(names)
     }
@@ -76,9 +68,9 @@ impl Union {
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let node = self.nodes.get(ino)?;
-        let (_fd, path) = self.xattr_path(&node)?;
+        let (dir, at) = self.at(&node)?;
         let mut out = Vec::new();
-        for name in sys::llistxattr_vec(&path)? {
+        for name in sys::listxattrat_vec(dir.as_fd(), &at)? {
             if is_override_xattr(&name) {
                 continue;
             }
@@ -110,8 +102,8 @@ impl Union {
         let node = self.nodes.get(ino)?;
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
-        let (_fd, path) = self.xattr_path(&node)?;
-        sys::lsetxattr(&path, &real, value, flags)
+        let (dir, at) = self.at(&node)?;
+        sys::setxattrat(dir.as_fd(), &at, &real, value, flags)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
@@ -125,15 +117,15 @@ impl Union {
         let real = self.fmt.escape(&name);
         // Removing a name the object lacks changes nothing, so it needs no copy-up.
         let absent = {
-            let (_fd, path) = self.xattr_path(&node)?;
-            sys::lgetxattr_vec(&path, &real)?.is_none()
+            let (dir, at) = self.at(&node)?;
+            sys::getxattrat_vec(dir.as_fd(), &at, &real)?.is_none()
         };
         if absent {
             return Err(Error::NoXattr);
         }
         self.copy_up(&node)?;
         self.forget_xattr_names(&node);
-        let (_fd, path) = self.xattr_path(&node)?;
-        sys::lremovexattr(&path, &real)
+        let (dir, at) = self.at(&node)?;
+        sys::removexattrat(dir.as_fd(), &at, &real)
     }
 }
