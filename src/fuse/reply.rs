@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
+    Errno, FileAttr, FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
     ReplyStatfs, ReplyXattr,
 };
 
@@ -70,25 +70,15 @@ impl Fs {
             let name = OsStr::from_bytes(e.name.to_bytes());
             let off = e.off;
             let full = if off <= 2 {
-                // "." and "..": the kernel takes no reference on them, so neither do we.
-                match guard(|| self.core.getattr(e.ino, None)) {
-                    Ok(st) => reply.add(
-                        INodeNo(e.ino),
-                        off,
-                        name,
-                        &self.ttl,
-                        &attr(&st),
-                        Generation(0),
-                    ),
-                    Err(_) => reply.add(
-                        INodeNo(0),
-                        off,
-                        name,
-                        &self.ttl,
-                        &negative_attr(),
-                        Generation(0),
-                    ),
-                }
+                // "." and "..": the kernel takes no reference on them and reads nothing but
+                // the entry's inode number and type (`fuse_direntplus_link` stops at their
+                // names), so neither do we: no lookup count, no stat of the two directories.
+                let dot = FileAttr {
+                    ino: INodeNo(e.ino),
+                    kind: FileType::Directory,
+                    ..negative_attr()
+                };
+                reply.add(INodeNo(e.ino), off, name, &self.ttl, &dot, Generation(0))
             } else {
                 match guard(|| self.core.lookup(ino, name)) {
                     Ok((node, st)) => {
