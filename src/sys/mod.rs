@@ -638,3 +638,41 @@ pub fn has_input(fd: BorrowedFd<'_>) -> bool {
     let r = unsafe { libc::poll(&mut p, 1, 0) };
     r > 0 && p.revents & libc::POLLIN != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing longer than one getdents64 buffer comes back whole, each name once, with
+    /// its type and inode number, without `.` and `..`.
+    #[test]
+    fn read_dir_lists_past_one_buffer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut want = std::collections::BTreeSet::new();
+        for i in 0..1500 {
+            let name = format!("entry-with-a-longish-name-{i:05}");
+            match i % 3 {
+                0 => std::fs::create_dir(tmp.path().join(&name)).unwrap(),
+                _ => std::fs::write(tmp.path().join(&name), b"").unwrap(),
+            }
+            want.insert(name);
+        }
+        let root = std::fs::File::open(tmp.path()).unwrap();
+        let dir = open_dir_path(root.as_fd(), DOT).unwrap();
+        let got = read_dir(dir.as_fd()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for e in &got {
+            let name = e.name.to_str().unwrap();
+            assert!(want.contains(name), "{name}");
+            let st = fstatat(dir.as_fd(), &e.name).unwrap();
+            assert_eq!(e.ino, st.st_ino);
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            assert_eq!(e.dtype, if is_dir { libc::DT_DIR } else { libc::DT_REG });
+        }
+        let names: std::collections::BTreeSet<_> = got
+            .iter()
+            .map(|e| e.name.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, want);
+    }
+}
