@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::inode::Node;
+use crate::layer::LayerIdx;
 
 pub struct FileHandle {
     pub node: Arc<Node>,
@@ -29,6 +30,9 @@ pub struct DirEntry {
     pub name: CString,
     pub ino: u64,
     pub dtype: u8,
+    /// The layer of the entry's topmost copy: no lower above it holds the name or a whiteout
+    /// of it (see `Union::lookup_listed`). Meaningless for "." and "..".
+    pub layer: LayerIdx,
 }
 
 pub struct DirHandle {

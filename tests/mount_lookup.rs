@@ -55,6 +55,52 @@ fn lookup_takes_topmost_layer_across_three_lowers_and_upper() {
     });
 }
 
+/// The entries a listing returns with their attributes (READDIRPLUS: the kernel's first batch,
+/// which looks each entry up starting at the layer the listing found it in) are the entries a
+/// lookup by name finds: the topmost copy, a merged directory with the copies below it, and
+/// nothing whited-out or under an opaque directory.
+#[test]
+fn entries_a_listing_looked_up_are_the_topmost_and_merged() {
+    if !require_fuse() {
+        return;
+    }
+    let s = Stack::new(3);
+    for i in 0..3 {
+        write_file(&s.lower(i).join("f"), format!("lower{i}").as_bytes(), 0o644);
+        write_file(&s.lower(i).join(format!("m/only{i}")), b"x", 0o644);
+        write_file(&s.lower(i).join(format!("o/only{i}")), b"x", 0o644);
+    }
+    write_file(&s.lower(2).join("g"), b"lower2", 0o644);
+    write_file(&s.lower(2).join("gone"), b"lower2", 0o644);
+    make_whiteout(s.lower(1), "gone");
+    write_file(&s.lower(2).join("d2/in"), b"x", 0o644);
+    set_opaque(&s.lower(1).join("o"));
+    mounted(&s, |m| {
+        let sizes: Vec<(Vec<u8>, u64)> = std::fs::read_dir(m.mnt())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().as_bytes().to_vec(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        let mut got: Vec<_> = sizes.iter().map(|(n, _)| n.clone()).collect();
+        got.sort();
+        assert_eq!(got, names(&["d2", "f", "g", "m", "o"]));
+        assert_eq!(read(&m.path("f")), b"lower0");
+        assert_eq!(read(&m.path("g")), b"lower2");
+        expect_errno(sys::lstat(&m.path("gone")), libc::ENOENT, "whited-out file");
+        assert_eq!(
+            listing(&m.path("m")),
+            names(&[".", "..", "only0", "only1", "only2"])
+        );
+        assert_eq!(listing(&m.path("o")), names(&[".", "..", "only0", "only1"]));
+        assert_eq!(listing(&m.path("d2")), names(&[".", "..", "in"]));
+    });
+}
+
 #[test]
 fn whiteout_in_lower_hides_file_below() {
     if !require_fuse() {

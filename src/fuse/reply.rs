@@ -80,7 +80,7 @@ impl Fs {
                 };
                 reply.add(INodeNo(e.ino), off, name, &self.ttl, &dot, Generation(0))
             } else {
-                match guard(|| self.core.lookup(ino, name)) {
+                match guard(|| self.core.lookup_listed(ino, name, e.layer)) {
                     Ok((node, st)) => {
                         let (a, ttl) = self.entry_attr(&node, &st);
                         let full = reply.add(INodeNo(node.ino), off, name, &ttl, &a, Generation(0));

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::inode::Node;
+use crate::layer::LayerIdx;
 use crate::lookup::Hit;
 use crate::override_stat::{Override, read_override_at, store_override};
 use crate::sys::{self, Stat, Time};
@@ -18,10 +19,33 @@ use super::{SetAttr, Union, require_dir};
 
 impl Union {
     pub fn lookup(&self, parent_ino: u64, name: &OsStr) -> Result<(Arc<Node>, Stat)> {
+        self.lookup_below(parent_ino, name, None)
+    }
+
+    /// The lookup of an entry of the parent's merged listing, whose topmost copy the listing
+    /// found in `top`: the lowers above `top` hold neither the name nor a whiteout of it (the
+    /// listing read them, and lowers never change), so they are not probed. READDIRPLUS looks
+    /// up every entry it returns; in a 3-layer directory of 10k names that skips 9,000 of
+    /// 19,000 probes, each a negative ext4 lookup. The upper is always probed.
+    pub fn lookup_listed(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        top: LayerIdx,
+    ) -> Result<(Arc<Node>, Stat)> {
+        self.lookup_below(parent_ino, name, Some(top))
+    }
+
+    fn lookup_below(
+        &self,
+        parent_ino: u64,
+        name: &OsStr,
+        top: Option<LayerIdx>,
+    ) -> Result<(Arc<Node>, Stat)> {
         let parent = self.nodes.get(parent_ino)?;
         require_dir(&parent)?;
         let name = sys::cname(name)?;
-        let Hit::Found(found) = self.resolve(&parent, &name)? else {
+        let Hit::Found(found) = self.resolve_below(&parent, &name, top)? else {
             return Err(Error::NotFound);
         };
         let parent_fd = self.dir_fd(&parent, found.top())?;

@@ -62,12 +62,14 @@ impl Union {
             name: c".".to_owned(),
             ino: node.ino,
             dtype: libc::DT_DIR,
+            layer: node.top(),
         });
         out.push(DirEntry {
             off: 2,
             name: c"..".to_owned(),
             ino: parent,
             dtype: libc::DT_DIR,
+            layer: node.top(),
         });
         for e in entries {
             let layer = &self.stack.layers[e.layer];
@@ -89,6 +91,7 @@ impl Union {
                 name: e.name,
                 ino,
                 dtype,
+                layer: e.layer,
             });
         }
         out[2..].sort_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));

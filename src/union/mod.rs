@@ -313,10 +313,17 @@ impl Union {
     }
 
     fn resolve(&self, parent: &Node, name: &CStr) -> Result<Hit> {
+        self.resolve_below(parent, name, None)
+    }
+
+    /// `resolve`, told that no lower above `top` holds `name` (see `lookup_listed`).
+    fn resolve_below(&self, parent: &Node, name: &CStr, top: Option<LayerIdx>) -> Result<Hit> {
         let layers = parent.layers();
         let index = self.dir_index(parent, &layers)?;
         let absent = |l: LayerIdx| {
-            !self.stack.is_upper(l) && index.as_ref().is_some_and(|ix| !ix.may_have(name, l))
+            !self.stack.is_upper(l)
+                && (top.is_some_and(|t| l < t)
+                    || index.as_ref().is_some_and(|ix| !ix.may_have(name, l)))
         };
         let hit = lookup::resolve(&self.fmt, &layers, |l| self.dir_fd(parent, l), absent, name)?;
         match hit {
