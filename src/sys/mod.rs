@@ -7,8 +7,8 @@ pub mod process;
 mod xattr;
 
 pub use xattr::{
-    fhasxattr, fremovexattr, getxattrat, getxattrat_vec, lgetxattr_vec, listxattrat_vec,
-    llistxattr_vec, removexattrat, setxattrat,
+    fhasxattr, fremovexattr, getxattrat_vec, lgetxattr_vec, listxattrat_vec, llistxattr_vec,
+    removexattrat, setxattrat,
 };
 
 use std::ffi::{CStr, CString, OsStr};

@@ -243,11 +243,6 @@ fn path(path: &CStr) -> Target<'_> {
     }
 }
 
-/// Xattr `xattr` of `dir/name` into `buf` (an empty `buf` asks for the size).
-pub fn getxattrat(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr, buf: &mut [u8]) -> Result<usize> {
-    at(dir, name).get(xattr, buf)
-}
-
 /// The whole value of an xattr of `dir/name`, or None when the object does not have it.
 pub fn getxattrat_vec(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr) -> Result<Option<Vec<u8>>> {
     at(dir, name).get_vec(xattr)
