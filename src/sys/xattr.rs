@@ -9,7 +9,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::{check_size, proc_path_raw};
 use crate::error::{Error, Result};
@@ -20,9 +20,52 @@ const SYS_GETXATTRAT: libc::c_long = 464;
 const SYS_LISTXATTRAT: libc::c_long = 465;
 const SYS_REMOVEXATTRAT: libc::c_long = 466;
 
-/// Cleared at the first ENOSYS: a kernel before 6.13, or a seccomp filter that doesn't know
-/// the calls. From then on every call goes through /proc.
-static AT_CALLS: AtomicBool = AtomicBool::new(true);
+/// Whether the `*xattrat` calls work here: `UNKNOWN` until the first call probes them, then
+/// `YES` or `NO` (from then on every call goes through /proc).
+static AT_CALLS: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+fn at_calls() -> bool {
+    match AT_CALLS.load(Ordering::Relaxed) {
+        YES => true,
+        NO => false,
+        _ => {
+            let ok = probe();
+            AT_CALLS.store(if ok { YES } else { NO }, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+/// Ask "/" for an xattr it can't have: a kernel with the calls answers ENODATA (or ENOTSUP).
+/// One without them answers ENOSYS, and a seccomp profile that doesn't know them ENOSYS or,
+/// in older engines' profiles, EPERM: that would fail every later call, so it means "no" too.
+fn probe() -> bool {
+    let args = XattrArgs {
+        value: 0,
+        size: 0,
+        flags: 0,
+    };
+    let flags = libc::AT_SYMLINK_NOFOLLOW as libc::c_long;
+    // SAFETY: a zero-size query writes nothing; the strings are NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            libc::AT_FDCWD as libc::c_long,
+            c"/".as_ptr(),
+            flags,
+            c"user.unionfuse.probe".as_ptr(),
+            &raw const args,
+            size_of::<XattrArgs>(),
+        )
+    };
+    r >= 0 || {
+        let e = Error::last();
+        e.is(libc::ENODATA) || e.is(libc::ENOTSUP)
+    }
+}
 
 /// The value argument of `getxattrat` and `setxattrat` (`struct xattr_args`).
 #[repr(C)]
@@ -48,7 +91,7 @@ impl Target<'_> {
         at: impl FnOnce(libc::c_long, *const libc::c_char, libc::c_long) -> libc::c_long,
         by_path: impl FnOnce(&CStr, bool) -> isize,
     ) -> Result<usize> {
-        if !self.name.is_empty() && AT_CALLS.load(Ordering::Relaxed) {
+        if !self.name.is_empty() && at_calls() {
             // Widened here: syscall(2) reads every argument as a long.
             let flags = libc::AT_SYMLINK_NOFOLLOW as libc::c_long;
             let r = at(self.dir as libc::c_long, self.name.as_ptr(), flags);
@@ -59,7 +102,7 @@ impl Target<'_> {
             if !e.is(libc::ENOSYS) {
                 return Err(e);
             }
-            AT_CALLS.store(false, Ordering::Relaxed);
+            AT_CALLS.store(NO, Ordering::Relaxed);
         }
         if self.dir == libc::AT_FDCWD {
             return check_size(by_path(self.name, false));
@@ -300,10 +343,14 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
+    /// The tests that set `AT_CALLS` run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Every call, through the `*xattrat` calls and through /proc, on a file, a directory
     /// (by "."), a symlink (not followed) and an fd's own object.
     #[test]
     fn both_paths_agree() {
+        let _serial = SERIAL.lock();
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f"), b"x").unwrap();
         std::fs::create_dir(tmp.path().join("d")).unwrap();
@@ -312,7 +359,7 @@ mod tests {
         let dir = root.as_fd();
         let d = super::super::open_dir_path(dir, c"d").unwrap();
         for via_at in [true, false] {
-            AT_CALLS.store(via_at, Ordering::Relaxed);
+            AT_CALLS.store(if via_at { YES } else { NO }, Ordering::Relaxed);
             let v = format!("v{via_at}");
             for (fd, name) in [(dir, c"f"), (d.as_fd(), c"."), (d.as_fd(), c"")] {
                 setxattrat(fd, name, c"user.t", v.as_bytes(), 0).unwrap();
@@ -337,6 +384,61 @@ mod tests {
             let e = getxattrat_vec(dir, c"missing", c"user.t").unwrap_err();
             assert!(e.is(libc::ENOENT), "{e:?}");
         }
-        AT_CALLS.store(true, Ordering::Relaxed);
+        AT_CALLS.store(UNKNOWN, Ordering::Relaxed);
+    }
+
+    /// This kernel (6.18) has the calls; under a seccomp filter that answers EPERM for them, as
+    /// docker's profile before 20.10 did for syscalls it didn't know, the probe says no and the
+    /// calls still work, through /proc.
+    #[test]
+    fn a_filter_refusing_the_calls_is_found_by_the_probe() {
+        use crate::runtime::seccomp::{Action, Filter, Rule, compile};
+        use crate::runtime::sys::{LinuxSys, Sys};
+        let _serial = SERIAL.lock();
+        assert!(probe(), "this kernel has getxattrat (Linux 6.13)");
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"x").unwrap();
+        // The filter stays with the thread that installs it: a thread of its own.
+        let path = tmp.path().to_owned();
+        std::thread::spawn(move || {
+            let rule = |nr: libc::c_long| Rule {
+                nr: nr as u32,
+                conds: Vec::new(),
+                action: Action::Errno(libc::EPERM as u16),
+            };
+            let filter = Filter {
+                default: Action::Allow,
+                rules: [
+                    SYS_GETXATTRAT,
+                    SYS_SETXATTRAT,
+                    SYS_LISTXATTRAT,
+                    SYS_REMOVEXATTRAT,
+                ]
+                .map(rule)
+                .to_vec(),
+            };
+            let mut sys = LinuxSys { root: "/".into() };
+            sys.no_new_privs().unwrap();
+            sys.seccomp(&compile(&filter).unwrap()).unwrap();
+            assert!(!probe());
+            // What `at_calls` stores after that probe (another thread may have probed first).
+            AT_CALLS.store(NO, Ordering::Relaxed);
+            let root = std::fs::File::open(&path).unwrap();
+            let dir = root.as_fd();
+            setxattrat(dir, c"f", c"user.t", b"v", 0).unwrap();
+            assert_eq!(
+                getxattrat_vec(dir, c"f", c"user.t").unwrap(),
+                Some(b"v".to_vec())
+            );
+            assert!(
+                listxattrat_vec(dir, c"f")
+                    .unwrap()
+                    .contains(&c"user.t".to_owned())
+            );
+            removexattrat(dir, c"f", c"user.t").unwrap();
+        })
+        .join()
+        .unwrap();
+        AT_CALLS.store(UNKNOWN, Ordering::Relaxed);
     }
 }
