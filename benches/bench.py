@@ -112,6 +112,19 @@ def timed(cmd, *, timeout, cwd=None) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_steal() -> tuple[int, int]:
+    """The machine's CPU time stolen by the hypervisor, and all of its CPU time, in ticks
+    (/proc/stat's first line). A FUSE system pays for a stolen vCPU at every round trip."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def drop_caches(level: int = 3) -> None:
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -1433,7 +1446,10 @@ def run_pass(h: Harness, label: str, wls: list[Workload], res: dict) -> None:
                     h.note_odd(s, f"{wl.name}: mount failed: {e}")
                     continue
                 try:
+                    st0 = cpu_steal()
                     t, extra = wl.fn(h, m)
+                    out[wl.name][s.name].setdefault("steal", []).append(
+                        round(steal_pct(st0, cpu_steal()), 1))
                     out[wl.name][s.name]["samples"].append(t)
                     if extra:
                         out[wl.name][s.name]["extra"].append(extra)
@@ -1665,6 +1681,7 @@ def report(results: dict, outdir: str) -> None:
         lines.append("")
     lines += rootless_targets_table(results)
     lines += targets_table(results)
+    lines += steal_table(results)
     with open(os.path.join(outdir, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     for label in results["passes"]:
@@ -1674,6 +1691,30 @@ def report(results: dict, outdir: str) -> None:
         if pin in results["passes"] and f"rootless-{pin}" in results["passes"]:
             with open(os.path.join(outdir, f"ratios-root-vs-rootless-{pin}.svg"), "w") as f:
                 f.write(svg_side_by_side(results, pin))
+
+
+STEAL_NOTE = 5.0
+
+
+def steal_table(results: dict) -> list[str]:
+    """The samples the hypervisor took more than STEAL_NOTE % of the CPU time from, per pass:
+    read their times with care (each FUSE round trip waits for a stolen vCPU). /proc/stat
+    counts in 10 ms ticks, so a sample of tens of ms reads coarse."""
+    out = ["", f"## host CPU steal: samples taken while the hypervisor took over {STEAL_NOTE:.0f}% "
+           "of the machine's CPU time", ""]
+    rows = []
+    for label, per in results["passes"].items():
+        for wname, systems in per.items():
+            for sname, r in systems.items():
+                for i, pct in enumerate(r.get("steal", [])):
+                    if pct > STEAL_NOTE and i < len(r.get("samples", [])):
+                        rows.append(f"| {label} | {wname} | {sname} | {i + 1} | {pct:.1f} | "
+                                    f"{r['samples'][i]:.4g} |")
+    if not rows:
+        return out + ["None: no sample ran under more than that (steal is recorded per sample "
+                      "in results.json).", ""]
+    return out + ["| pass | workload | system | repetition | steal % | sample (s; fio: s per op) |",
+                  "|---|---|---|---:|---:|---:|"] + rows + [""]
 
 
 def scaling_table(per: dict, label: str, names: list[str]) -> list[str]:
