@@ -49,21 +49,37 @@ fn probe() -> bool {
         flags: 0,
     };
     let flags = libc::AT_SYMLINK_NOFOLLOW as libc::c_long;
-    // SAFETY: a zero-size query writes nothing; the strings are NUL-terminated.
-    let r = unsafe {
-        libc::syscall(
-            SYS_GETXATTRAT,
-            libc::AT_FDCWD as libc::c_long,
-            c"/".as_ptr(),
-            flags,
-            c"user.unionfuse.probe".as_ptr(),
-            &raw const args,
-            size_of::<XattrArgs>(),
-        )
-    };
+    let dir = libc::AT_FDCWD as libc::c_long;
+    // SAFETY: a zero-size query writes nothing.
+    let r = unsafe { getxattrat_raw(dir, c"/".as_ptr(), flags, c"user.unionfuse.probe", &args) };
     r >= 0 || {
         let e = Error::last();
         e.is(libc::ENODATA) || e.is(libc::ENOTSUP)
+    }
+}
+
+/// The `getxattrat` syscall itself.
+///
+/// # Safety
+/// `name` is NUL-terminated and `args.value` writable for `args.size` bytes.
+unsafe fn getxattrat_raw(
+    dir: libc::c_long,
+    name: *const libc::c_char,
+    flags: libc::c_long,
+    xattr: &CStr,
+    args: &XattrArgs,
+) -> libc::c_long {
+    // SAFETY: as the caller promises.
+    unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dir,
+            name,
+            flags,
+            xattr.as_ptr(),
+            args as *const XattrArgs,
+            size_of::<XattrArgs>(),
+        )
     }
 }
 
@@ -119,17 +135,7 @@ impl Target<'_> {
         };
         self.call(
             // SAFETY: args points to a writable buffer of args.size bytes (zero asks the size).
-            |dir, name, flags| unsafe {
-                libc::syscall(
-                    SYS_GETXATTRAT,
-                    dir,
-                    name,
-                    flags,
-                    xattr.as_ptr(),
-                    &raw const args,
-                    size_of::<XattrArgs>(),
-                )
-            },
+            |dir, name, flags| unsafe { getxattrat_raw(dir, name, flags, xattr, &args) },
             |path, follow| {
                 let get = if follow {
                     libc::getxattr
