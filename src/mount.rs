@@ -254,6 +254,8 @@ fn prepare(cfg: &MountConfig) -> Result<(UnionFs, Config, Weak<AtomicU64>)> {
     // (see `pool`).
     config.n_threads = Some(1);
     config.clone_fd = true;
+    // It polls for a while before it sleeps (`fuse::receive`).
+    config.receiver = Some(crate::fuse::receive);
     Ok((fs, config, forgotten))
 }
 

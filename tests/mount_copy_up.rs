@@ -600,7 +600,10 @@ fn large_writes_through_the_daemon_land_whole() {
     want.push(("seq", data));
 
     let data = pattern(3 * ((1 << 20) + 7), 3);
-    let f = must(sys::open(&m.path("app"), create | libc::O_APPEND, 0o644), "create app");
+    let f = must(
+        sys::open(&m.path("app"), create | libc::O_APPEND, 0o644),
+        "create app",
+    );
     for chunk in data.chunks((1 << 20) + 7) {
         must(sys::pwrite(&f, chunk, 0), "append");
     }
@@ -609,7 +612,10 @@ fn large_writes_through_the_daemon_land_whole() {
 
     let data = pattern((2 << 20) + 100, 4);
     let at = 3 * 4096 + 17;
-    let f = must(sys::open(&m.path("direct"), create | libc::O_DIRECT, 0o644), "create direct");
+    let f = must(
+        sys::open(&m.path("direct"), create | libc::O_DIRECT, 0o644),
+        "create direct",
+    );
     must(sys::pwrite(&f, &data, at as i64), "direct write");
     let mut d = vec![0; at];
     d.extend_from_slice(&data);

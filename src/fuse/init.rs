@@ -76,10 +76,15 @@ impl Fs {
             self.no_open.store(true, Ordering::Relaxed);
             self.core.set_kernel_opens();
         }
+        // Poll for the next request before sleeping (`receive`), with a CPU for the client.
+        if self.spread {
+            super::receive::enable();
+        }
         tracing::info!(
             passthrough = self.passthrough.load(Ordering::Relaxed),
             writeback,
             no_open,
+            poll_before_sleep = self.spread,
             "data path"
         );
     }

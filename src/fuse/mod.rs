@@ -8,6 +8,7 @@ mod backing;
 mod convert;
 mod handlers;
 mod init;
+mod receive;
 mod reply;
 mod splice;
 
@@ -24,6 +25,7 @@ use answer::{ReplyError, answer};
 use backing::IoState;
 
 pub use convert::attr;
+pub use receive::receive;
 
 /// The filesystem fuser serves: the shared state, and the workers that take the requests
 /// which may block (see `pool`). Handlers reach the state through `Deref`.
@@ -66,7 +68,8 @@ pub struct Fs {
     dev: Arc<OnceLock<OwnedFd>>,
     /// More than one CPU to run on (`available_parallelism`: the affinity, or the cgroup's CPU
     /// quota). On one, a worker could not answer beside the session thread, so handing it a
-    /// quick request would only add two context switches (see `busy`).
+    /// quick request would only add two context switches (see `busy`), and the session thread
+    /// does not poll for requests before it sleeps (`receive`).
     spread: bool,
     /// How the kernel does I/O on each open node. It allows one mode per inode at a time
     /// (cached, or passthrough to one backing file), so every open of a node follows the first.

@@ -464,6 +464,11 @@ pub fn splice(
     })
 }
 
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: `buf` is valid for its length.
+    check_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize> {
     // SAFETY: `buf` is valid for its length.
     check_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
