@@ -10,7 +10,7 @@
 //! `SPIN` it sleeps at once, until a request comes within `SPIN` again, so a client that sends
 //! one now and then costs no polling. And only with more than one CPU to run on: on one,
 //! polling would only keep the client from the CPU it needs to send the request
-//! (docs/performance.md, "Round trips across CPUs").
+//! (docs/performance.md, "Unpinned, a round trip is a wakeup of an idle vCPU").
 
 use std::cell::Cell;
 use std::os::fd::BorrowedFd;
@@ -22,7 +22,7 @@ use crate::sys;
 /// How long the session thread polls for the next request before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Poll before sleeping (`enable`).
+/// Poll before sleeping (`enable`). Process-wide: a daemon serves one mount.
 static SPINS: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
