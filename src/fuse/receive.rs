@@ -37,14 +37,20 @@ pub(super) fn enable() {
 
 /// fuser's `Receiver`: read one request from `dev` into `buf`.
 pub fn receive(dev: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<usize> {
+    let read = |buf: &mut [u8]| {
+        sys::read(dev, buf).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    };
+    if !SPINS.load(Ordering::Relaxed) {
+        return read(buf);
+    }
     let start = Instant::now();
-    if SPINS.load(Ordering::Relaxed) && SOON.get() {
+    if SOON.get() {
         // Each poll is a syscall, on whose return a task woken on this CPU may run first.
         while !sys::has_input(dev) && start.elapsed() < SPIN {
             std::hint::spin_loop();
         }
     }
-    let n = sys::read(dev, buf).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    let n = read(buf)?;
     SOON.set(start.elapsed() < SPIN);
     Ok(n)
 }
