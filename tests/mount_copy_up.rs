@@ -581,9 +581,6 @@ fn large_writes_through_the_daemon_land_whole() {
         return;
     }
     let s = Stack::new(1);
-    let pattern = |len: usize, seed: usize| -> Vec<u8> {
-        (0..len).map(|i| ((i * 31 + seed) % 251) as u8).collect()
-    };
     let lower = pattern(3 << 20, 1);
     write_file(&s.lower(0).join("low"), &lower, 0o644);
     let before = s.lower_digests();
